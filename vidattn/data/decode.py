@@ -1,0 +1,700 @@
+"""Video decoding behind one interface, with decord (decord2) and PyAV backends.
+
+`open_video` returns a `VideoReader`. Whatever the backend, a reader:
+
+- returns RGB ``torch.uint8`` frames shaped ``(T, H, W, C)`` from `get_frames(indices)`,
+  where an index is the frame's position in presentation order (0-based), never a timestamp;
+- streams with `iter_frames(step=... | fps=...)`, decoding in order and holding one frame at a time;
+- verifies the frame count: a file whose header claims more frames than decode raises
+  `VideoDecodeError` for the missing ones (and corrects `num_frames`) instead of returning garbage;
+- applies the container's rotation metadata, so frames come out as a player shows them
+  (this is decord's behaviour; the PyAV backend rotates to match). ``width``/``height`` are
+  the displayed, post-rotation, post-resize size;
+- can resize at decode time (``size=short_side`` or ``size=(W, H)``) so big videos never
+  materialise at full resolution;
+- gives up with `VideoDecodeError` when one call blocks longer than ``timeout_s`` instead of hanging.
+
+Why two paths in the decord backend: decord's random access seeks to a key frame and counts
+forward, which returns a neighbouring frame on some HEVC streams. Reading in order is exact, so
+for codecs on `SEEK_UNSAFE_CODECS` the reader asks decord for a contiguous run from the last key
+frame (in order) and keeps the requested frames.
+"""
+
+from __future__ import annotations
+
+import bisect
+import concurrent.futures as cf
+import io
+import math
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import numpy as np
+import torch
+
+from vidattn.errors import VideoDecodeError
+
+__all__ = [
+    "VideoReader",
+    "VideoInfo",
+    "open_video",
+    "probe",
+    "available_backends",
+    "DEFAULT_TIMEOUT_S",
+    "SEEK_UNSAFE_CODECS",
+]
+
+Source = str | os.PathLike | BinaryIO | bytes
+Size = int | tuple[int, int] | None
+T = TypeVar("T")
+
+#: Seconds one decode call may block before the reader gives up.
+DEFAULT_TIMEOUT_S = 120.0
+#: Codecs whose random access in decord is not frame-exact; read them in order from a key frame.
+SEEK_UNSAFE_CODECS = frozenset({"hevc", "h265"})
+# Above this many frames between requested indices, re-seek rather than decode through the gap.
+_FORWARD_DECODE_LIMIT = 64
+
+
+@dataclass
+class VideoInfo:
+    """Container-level facts about a video, as `vidattn probe` prints them."""
+
+    path: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+    duration_s: float
+    rotation: int
+    backend: str
+    size_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quiet_ffmpeg() -> None:
+    """FFmpeg's own log lines would repeat what `VideoDecodeError` says; keep stderr for our messages."""
+    try:
+        import av.logging
+
+        av.logging.set_level(av.logging.PANIC)
+    except Exception:
+        pass
+
+
+_quiet_ffmpeg()
+
+
+def available_backends() -> list[str]:
+    """Backends importable in this environment, in `auto` preference order."""
+    names = []
+    try:
+        import decord  # noqa: F401
+
+        names.append("decord")
+    except Exception:  # decord2 has no wheel on some platforms; PyAV is always there
+        pass
+    names.append("pyav")
+    return names
+
+
+def _source_name(src: Source) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src)
+    return getattr(src, "name", None) or f"<{type(src).__name__}>"
+
+
+def _check_path(src: Source) -> None:
+    if not isinstance(src, (str, os.PathLike)):
+        return
+    path = Path(src)
+    if path.is_symlink() and not path.exists():
+        raise VideoDecodeError(path, "broken symbolic link")
+    if not path.exists():
+        raise VideoDecodeError(path, "no such file")
+    if path.is_dir():
+        raise VideoDecodeError(path, "is a directory, not a video file")
+    if not os.access(path, os.R_OK):
+        raise VideoDecodeError(path, "permission denied")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+
+
+def _output_size(width: int, height: int, size: Size) -> tuple[int, int]:
+    """Displayed (W, H) after an optional resize; `size` is a short side or an explicit (W, H)."""
+    if size is None:
+        return width, height
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        scale = size / min(width, height)
+        # Keep even dimensions: some scalers and encoders dislike odd sizes.
+        return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(w), int(h)
+
+
+class VideoReader(ABC):
+    """A decoded video: metadata plus frame access. Use `open_video` to make one.
+
+    Attributes:
+        path: file name (or a description of the file object).
+        backend: "decord" or "pyav".
+        num_frames: frames in the video, corrected downwards if decoding ends early.
+        fps: average frame rate.
+        width, height: size of the frames returned (after rotation and resize).
+        codec, container, rotation: as reported by the demuxer.
+    """
+
+    backend: str = ""
+
+    def __init__(self, source: Source, *, size: Size = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> None:
+        self.path = _source_name(source)
+        self.size = size
+        self.timeout_s = timeout_s
+        self.num_frames = 0
+        self.fps = 0.0
+        self.width = self.height = 0
+        self.codec = self.container = ""
+        self.rotation = 0
+        self._broken: str | None = None
+        self._executor: cf.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    # -- public API -------------------------------------------------------------------------------
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+    def info(self) -> VideoInfo:
+        """Metadata as a `VideoInfo` record."""
+        size = os.path.getsize(self.path) if os.path.isfile(self.path) else None
+        return VideoInfo(
+            path=self.path,
+            container=self.container,
+            codec=self.codec,
+            width=self.width,
+            height=self.height,
+            num_frames=self.num_frames,
+            fps=round(self.fps, 3),
+            duration_s=round(self.duration_s, 3),
+            rotation=self.rotation,
+            backend=self.backend,
+            size_bytes=size,
+        )
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Decode the frames at `indices` (any order, repeats allowed) as uint8 ``(T, H, W, C)`` RGB."""
+        idx = [int(i) for i in indices]
+        if not idx:
+            return torch.empty((0, self.height, self.width, 3), dtype=torch.uint8)
+        bad = [i for i in idx if i < 0 or i >= self.num_frames]
+        if bad:
+            raise VideoDecodeError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
+        uniq = sorted(set(idx))
+        frames = self._call(lambda: self._read_sorted(uniq))
+        pos = {i: k for k, i in enumerate(uniq)}
+        array = frames if len(uniq) == len(idx) and uniq == idx else frames[[pos[i] for i in idx]]
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+    def iter_frames(
+        self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Stream ``(frame_index, frame)`` pairs in order, one uint8 ``(H, W, C)`` frame at a time.
+
+        Args:
+            step: keep every `step`-th frame.
+            fps: keep frames at about this rate instead (by frame index, so bad timestamps don't matter).
+            start, end: frame range, end exclusive.
+        """
+        wanted = self.stream_indices(step=step, fps=fps, start=start, end=end)
+        if not wanted:
+            return
+        gen = self._iter_sorted(wanted)
+        while True:
+            item = self._call(lambda: next(gen, None))
+            if item is None:
+                return
+            yield item[0], torch.from_numpy(item[1])
+
+    def stream_indices(self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None) -> list[int]:
+        """The frame indices `iter_frames` would yield."""
+        end = self.num_frames if end is None else min(end, self.num_frames)
+        if fps is not None:
+            if fps <= 0:
+                raise ValueError(f"fps must be positive, got {fps}")
+            native = self.fps if self.fps > 0 else fps
+            if fps >= native:
+                return list(range(start, end))
+            n_out = int(math.floor((end - start) * fps / native - 1e-9)) + 1
+            return sorted({start + int(round(k * native / fps)) for k in range(n_out)} & set(range(start, end)))
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+        return list(range(start, end, step))
+
+    def close(self) -> None:
+        """Release the decoder; safe to call twice."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.path!r}, {self.width}x{self.height}, {self.num_frames} frames, "
+            f"{self.fps:.3f} fps, codec={self.codec})"
+        )
+
+    # -- machinery --------------------------------------------------------------------------------
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one decode step, with a time limit; errors become `VideoDecodeError` naming the file."""
+        if self._broken:
+            raise VideoDecodeError(self.path, self._broken)
+        try:
+            if self.timeout_s is None:
+                return fn()
+            if self._executor is None:
+                self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-decode")
+            future = self._executor.submit(fn)
+            try:
+                return future.result(timeout=self.timeout_s)
+            except cf.TimeoutError:
+                # The stuck native call cannot be interrupted; abandon the thread and this reader.
+                self._broken = f"decoder blocked for more than {self.timeout_s:g} s; reader abandoned"
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                raise VideoDecodeError(self.path, self._broken) from None
+        except VideoDecodeError:
+            raise
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # decoder libraries raise many types; the user needs the file and reason
+            raise VideoDecodeError(self.path, f"{type(exc).__name__}: {_short(exc)}") from exc
+
+    def _truncated(self, decoded: int) -> VideoDecodeError:
+        claimed = self.num_frames
+        self.num_frames = min(self.num_frames, decoded)
+        return VideoDecodeError(
+            self.path, f"only {decoded} of {claimed} frames decode (corrupt or truncated); num_frames corrected"
+        )
+
+    @abstractmethod
+    def _read_sorted(self, indices: list[int]) -> np.ndarray:
+        """Frames at sorted, unique, in-range `indices` as ``(T, H, W, C)`` uint8."""
+
+    @abstractmethod
+    def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode in order, yielding the frames at sorted `indices`."""
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    # decord prefixes messages with a timestamp and a C++ source location; keep the reason.
+    if "] " in text and text.startswith("["):
+        text = text.split("] ", 1)[-1]
+    return text[:limit] if text else type(exc).__name__
+
+
+# ------------------------------------------------------------------------------------------------
+# PyAV
+# ------------------------------------------------------------------------------------------------
+class PyAVReader(VideoReader):
+    """PyAV (FFmpeg) backend: exact frame indices by counting decoded frames in order.
+
+    Seeks go to a key frame by timestamp only when the stream's timestamps are monotonic and
+    unique (checked once, by demuxing without decoding); otherwise it decodes from the start,
+    which is slower but exact on files with broken timestamps (old AVIs).
+    """
+
+    backend = "pyav"
+
+    def __init__(self, source: Source, *, size: Size = None, num_threads: int = 0, timeout_s=DEFAULT_TIMEOUT_S):
+        super().__init__(source, size=size, timeout_s=timeout_s)
+        self._source = io.BytesIO(source) if isinstance(source, bytes) else source
+        self._num_threads = num_threads
+        self._container = None
+        self._keyframe_pts: list[int] | None = None  # pts of each frame in presentation order, if reliable
+        self._key_positions: list[int] = []
+        self._pos = -1  # index of the last decoded frame, -1 = nothing decoded since (re)open
+        self._frames: Iterator[Any] | None = None
+        self._call(self._open)
+
+    def _open(self) -> None:
+        import av
+
+        if hasattr(self._source, "seek"):
+            self._source.seek(0)
+        try:
+            self._container = av.open(self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source))
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
+        if not self._container.streams.video:
+            raise VideoDecodeError(self.path, "no video stream")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads: what `ffmpeg -threads 0` does
+        if self._num_threads:
+            stream.thread_count = self._num_threads
+        self._stream = stream
+        self.container = self._container.format.name.split(",")[0]
+        self.codec = stream.codec_context.name
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self.fps = float(rate) if rate else 0.0
+        self.num_frames = int(stream.frames or 0)
+        if self.num_frames <= 0:
+            self.num_frames = self._count_packets()
+        if self.num_frames <= 0:
+            raise VideoDecodeError(self.path, "video stream has no frames")
+        if self.fps <= 0 and stream.duration and stream.time_base:
+            self.fps = self.num_frames / float(stream.duration * stream.time_base)
+        raw_w, raw_h = stream.codec_context.width, stream.codec_context.height
+        if raw_w <= 0 or raw_h <= 0:
+            raise VideoDecodeError(self.path, "video stream reports no frame size")
+        self.rotation = self._stream_rotation()
+        disp_w, disp_h = (raw_h, raw_w) if self.rotation % 180 else (raw_w, raw_h)
+        self.width, self.height = _output_size(disp_w, disp_h, self.size)
+        # Scale before rotating: swscale works on the coded orientation.
+        self._scale_to = (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
+        self._restart()
+
+    def _stream_rotation(self) -> int:
+        # The display matrix is on the frames in PyAV >= 13; peek at the first one, then rewind.
+        try:
+            first = next(self._container.decode(self._stream))
+            rot = int(round(getattr(first, "rotation", 0) or 0))
+        except StopIteration:
+            raise VideoDecodeError(self.path, "no frame decodes") from None
+        self._container.seek(0)
+        return (-rot) % 360  # PyAV reports the counter-clockwise correction; we store degrees clockwise
+
+    def _count_packets(self) -> int:
+        n = 0
+        for packet in self._container.demux(self._stream):
+            if packet.size:
+                n += 1
+        self._container.seek(0)
+        return n
+
+    def _restart(self) -> None:
+        if self._pos != -1 or self._frames is None:
+            try:
+                self._container.seek(0)
+            except Exception:  # some streams refuse to seek; reopen them
+                self._container.close()
+                self._open_raw()
+        self._frames = self._container.decode(self._stream)
+        self._pos = -1
+
+    def _open_raw(self) -> None:
+        import av
+
+        if hasattr(self._source, "seek"):
+            self._source.seek(0)
+        self._container = av.open(self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source))
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+
+    def _build_seek_index(self) -> None:
+        """Frame pts in presentation order and key-frame positions, if timestamps allow exact seeking."""
+        pts, keys = [], []
+        self._container.seek(0)
+        for packet in self._container.demux(self._stream):
+            if packet.size and packet.pts is not None:
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        self._container.seek(0)
+        self._frames = self._container.decode(self._stream)
+        self._pos = -1
+        order = sorted(pts)
+        if len(order) != self.num_frames or len(set(order)) != len(order) or not keys:
+            self._keyframe_pts = []  # unreliable: decode from the start instead of seeking
+            return
+        self._keyframe_pts = order
+        pos_of = {p: i for i, p in enumerate(order)}
+        self._key_positions = sorted(pos_of[k] for k in keys)
+
+    def _seek_before(self, index: int) -> None:
+        """Position the decoder so the next decoded frame is at or before `index`."""
+        if self._keyframe_pts is None:
+            self._build_seek_index()
+        if not self._keyframe_pts:
+            self._restart()
+            return
+        k = bisect.bisect_right(self._key_positions, index) - 1
+        key_pos = self._key_positions[max(k, 0)]
+        self._container.seek(self._keyframe_pts[key_pos], stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(self._stream)
+        self._pos = key_pos - 1
+        self._seeked_to = self._keyframe_pts[key_pos]
+
+    def _next_frame(self) -> Any:
+        """Decode the next frame in presentation order, or None at the end of the stream."""
+        import av
+
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            return None
+        except av.error.FFmpegError as exc:
+            decoded = self._pos + 1
+            raise self._truncated(decoded) if decoded < self.num_frames else VideoDecodeError(
+                self.path, _short(exc)
+            ) from None
+        seeked = getattr(self, "_seeked_to", None)
+        if seeked is not None:
+            # After a seek the decoder starts at a key frame at or before the target; place it by pts.
+            self._seeked_to = None
+            if frame.pts is not None and self._keyframe_pts:
+                pos = bisect.bisect_left(self._keyframe_pts, frame.pts)
+                if pos < len(self._keyframe_pts) and self._keyframe_pts[pos] == frame.pts:
+                    self._pos = pos
+                    return frame
+            self._restart()  # could not place the frame: fall back to counting from the start
+            return self._next_frame()
+        self._pos += 1
+        return frame
+
+    def _to_array(self, frame: Any) -> np.ndarray:
+        w, h = self._scale_to
+        if (w, h) != (frame.width, frame.height):
+            array = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+        else:
+            array = frame.to_ndarray(format="rgb24")
+        if self.rotation:
+            array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
+        return np.ascontiguousarray(array)
+
+    def _goto(self, index: int) -> Any:
+        if index <= self._pos or index - self._pos > _FORWARD_DECODE_LIMIT:
+            self._seek_before(index)
+        while True:
+            frame = self._next_frame()
+            if frame is None:
+                raise self._truncated(self._pos + 1)
+            if self._pos == index:
+                return frame
+            if self._pos > index:  # a seek overshot; count from the start instead
+                self._restart()
+
+    def _read_sorted(self, indices: list[int]) -> np.ndarray:
+        out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            out[k] = self._to_array(self._goto(i))
+        return out
+
+    def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for i in indices:
+            yield i, self._to_array(self._goto(i))
+
+    def _close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+# ------------------------------------------------------------------------------------------------
+# decord
+# ------------------------------------------------------------------------------------------------
+class DecordReader(VideoReader):
+    """decord / decord2 backend. Fast random access via `get_batch`, with exactness guards."""
+
+    backend = "decord"
+
+    def __init__(self, source: Source, *, size: Size = None, num_threads: int = 0, timeout_s=DEFAULT_TIMEOUT_S):
+        super().__init__(source, size=size, timeout_s=timeout_s)
+        self._source = source
+        self._num_threads = num_threads
+        self._vr = None
+        self._call(self._open)
+
+    def _open(self) -> None:
+        import decord
+
+        src = self._source
+        if isinstance(src, bytes):
+            src = io.BytesIO(src)
+        elif isinstance(src, os.PathLike):
+            src = os.fspath(src)
+        elif hasattr(src, "seek"):
+            src.seek(0)
+        try:
+            probe_vr = decord.VideoReader(src, num_threads=1)
+        except Exception as exc:  # decord raises DECORDError / RuntimeError
+            raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
+        self.num_frames = len(probe_vr)
+        if self.num_frames <= 0:
+            raise VideoDecodeError(self.path, "video stream has no frames")
+        self.fps = float(probe_vr.get_avg_fps() or 0.0)
+        # decord has no size attribute; its first frame gives the displayed (rotated) size.
+        disp_h, disp_w = probe_vr[0].shape[:2]
+        probe_vr.seek(0)
+        self._meta_from_pyav()
+        self.width, self.height = _output_size(disp_w, disp_h, self.size)
+        if (self.width, self.height) == (disp_w, disp_h):
+            probe_vr.seek(0)
+            self._vr = probe_vr
+        else:
+            del probe_vr
+            if hasattr(src, "seek"):
+                src.seek(0)
+            self._vr = decord.VideoReader(src, width=self.width, height=self.height, num_threads=self._num_threads)
+        self._seek_exact = self.codec not in SEEK_UNSAFE_CODECS
+        self._cursor = 0  # next frame `next()` returns, for in-order reading
+
+    def _meta_from_pyav(self) -> None:
+        """decord does not expose codec, container or rotation; read them with PyAV (header + first frame)."""
+        import av
+
+        src = self._source
+        try:
+            if isinstance(src, (bytes, bytearray)):
+                src = io.BytesIO(src)
+            elif hasattr(src, "seek"):
+                src.seek(0)
+            with av.open(os.fspath(src) if isinstance(src, (str, os.PathLike)) else src) as container:
+                stream = container.streams.video[0]
+                self.container = container.format.name.split(",")[0]
+                self.codec = stream.codec_context.name
+                first = next(container.decode(stream), None)
+                self.rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360 if first is not None else 0
+        except Exception:  # metadata only; decord already opened the file
+            self.codec = self.codec or "unknown"
+        finally:
+            if hasattr(self._source, "seek"):
+                self._source.seek(0)
+
+    def _decode_batch(self, indices: list[int]) -> np.ndarray:
+        try:
+            return self._vr.get_batch(indices).asnumpy()
+        except Exception as exc:
+            # A corrupt file: decord reported more frames than it can decode. Find how many do.
+            decoded = self._decodable_prefix(max(indices))
+            if decoded <= max(indices):
+                raise self._truncated(decoded) from None
+            raise VideoDecodeError(self.path, _short(exc)) from None
+
+    def _decodable_prefix(self, upto: int) -> int:
+        """Count frames that decode in order, up to `upto`; used only after a failure."""
+        import decord
+
+        src = self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
+        if hasattr(src, "seek"):
+            src.seek(0)
+        try:
+            vr = decord.VideoReader(src, num_threads=1, width=32, height=32)
+        except Exception:
+            return 0
+        n = 0
+        try:
+            for _ in range(upto + 1):
+                vr.next()
+                n += 1
+        except Exception:
+            pass
+        return n
+
+    def _read_sorted(self, indices: list[int]) -> np.ndarray:
+        if self._seek_exact:
+            return self._decode_batch(indices)
+        # Seek-unsafe codec (decord's key-frame table is wrong on some HEVC streams): decode in order
+        # from a cursor, restarting from frame 0 only when asked to go backwards.
+        frames = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            try:
+                if i < self._cursor:
+                    self._vr.seek(0)
+                    self._cursor = 0
+                # skip_frames() over-skips on the same streams, so advance with next().
+                for _ in range(i - self._cursor):
+                    self._vr.next()
+                frames[k] = self._vr.next().asnumpy()
+            except Exception:
+                self._cursor = 10**12  # force a restart next time
+                decoded = self._decodable_prefix(i)
+                raise (self._truncated(decoded) if decoded <= i else VideoDecodeError(self.path, "decode failed")) from None
+            self._cursor = i + 1
+        return frames
+
+    def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        # Decode in order in small chunks: bounded memory, and decord skips frames it need not convert.
+        chunk = 16
+        for s in range(0, len(indices), chunk):
+            part = indices[s : s + chunk]
+            frames = self._read_sorted(part)
+            yield from zip(part, frames, strict=True)
+
+    def _close(self) -> None:
+        self._vr = None
+
+
+# ------------------------------------------------------------------------------------------------
+def open_video(
+    source: Source,
+    backend: str = "auto",
+    size: Size = None,
+    num_threads: int = 0,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> VideoReader:
+    """Open a video file (path, bytes or binary file object) for frame access.
+
+    Args:
+        source: a path, raw bytes, or a readable binary file object (e.g. a tar member in memory).
+        backend: "auto" (decord, falling back to PyAV when decord cannot open the file), "decord" or "pyav".
+        size: resize at decode time: an int short side, or an explicit (W, H). None keeps the size.
+        num_threads: decoder threads (0 lets the library choose).
+        timeout_s: give up on a decode call that blocks longer than this; None waits forever.
+
+    Raises:
+        VideoDecodeError: the file is missing, unreadable or not a decodable video.
+    """
+    _check_path(source)
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"unknown backend {backend!r}; choose auto, decord or pyav")
+    if backend == "pyav" or (backend == "auto" and "decord" not in available_backends()):
+        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+    if backend == "decord" and "decord" not in available_backends():
+        raise VideoDecodeError(_source_name(source), "decord backend requested but decord2 is not installed")
+    try:
+        reader = DecordReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+    except VideoDecodeError as first:
+        if backend == "decord":
+            raise
+        try:
+            return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+        except VideoDecodeError as second:
+            # Both failed: PyAV's reason is usually the more precise one.
+            raise VideoDecodeError(first.path, second.reason) from None
+    if backend == "auto" and reader.codec in SEEK_UNSAFE_CODECS:
+        # decord is exact on these only when reading in order; PyAV's timestamp seeks are exact and fast.
+        reader.close()
+        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+    return reader
+
+
+def probe(source: Source, backend: str = "auto", timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoInfo:
+    """Open a video just long enough to read its metadata."""
+    with open_video(source, backend=backend, timeout_s=timeout_s) as reader:
+        return reader.info()

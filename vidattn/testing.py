@@ -1,0 +1,78 @@
+"""Helpers for tests and benchmarks: videos whose frames encode their own index.
+
+Each frame shows its index as a row of coarse black/white blocks (one bit per block, plus a
+parity-free guard border), big enough to survive lossy compression, so a test can read back
+which frame a decoder really returned.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidattn.data.encode import write_video
+
+__all__ = ["index_frame", "read_index", "make_index_video", "shared_dir"]
+
+_BITS = 12  # up to 4096 frames
+
+
+def index_frame(index: int, height: int = 64, width: int = 96, bits: int = _BITS) -> np.ndarray:
+    """An RGB frame whose top band encodes `index` in `bits` blocks (MSB first); the rest is a gradient."""
+    frame = np.zeros((height, width, 3), dtype=np.uint8)
+    # A moving gradient below the band gives the encoder real motion to predict.
+    yy, xx = np.mgrid[0:height, 0:width]
+    frame[..., 1] = ((xx + 3 * index) % width * 255 // max(width - 1, 1)).astype(np.uint8)
+    frame[..., 2] = (yy * 255 // max(height - 1, 1)).astype(np.uint8)
+    band = height // 2
+    block = width // bits
+    for b in range(bits):
+        value = 255 if (index >> (bits - 1 - b)) & 1 else 0
+        frame[:band, b * block : (b + 1) * block, :] = value
+    return frame
+
+
+def read_index(frame: np.ndarray | torch.Tensor, bits: int = _BITS) -> int:
+    """Decode the index written by `index_frame` (works after resize: it samples block centres)."""
+    array = frame.numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    height, width = array.shape[:2]
+    band = height // 2
+    block = width / bits
+    value = 0
+    for b in range(bits):
+        x0, x1 = int(b * block + block * 0.3), int(b * block + block * 0.7)
+        patch = array[band // 4 : band * 3 // 4, x0 : max(x1, x0 + 1)].astype(np.float32).mean()
+        value = (value << 1) | int(patch > 127)
+    return value
+
+
+def make_index_video(
+    path: str | os.PathLike,
+    num_frames: int,
+    *,
+    fps: float = 25.0,
+    codec: str = "libx264",
+    height: int = 64,
+    width: int = 96,
+    gop: int | None = 12,
+    bframes: int | None = None,
+    container: str | None = None,
+) -> Path:
+    """Write a video of `num_frames` index-encoded frames and return its path."""
+    frames = (index_frame(i, height, width) for i in range(num_frames))
+    write_video(path, frames, fps=fps, codec=codec, gop=gop, bframes=bframes, container=container)
+    return Path(path)
+
+
+def shared_dir() -> Path | None:
+    """The read-only ``shared/`` folder beside the checkout (or ``$VIDATTN_SHARED``), if present."""
+    env = os.environ.get("VIDATTN_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared")
+    for cand in candidates:
+        if cand.is_dir():
+            return cand
+    return None
