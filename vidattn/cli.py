@@ -23,6 +23,28 @@ def cli() -> None:
 # Commands are added below, one section each. Keep them thin: logic lives in vidattn.apps / vidattn.engine.
 
 
+# --- probe --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+def probe(paths: tuple[str, ...], as_json: bool, backend: str) -> int:
+    """Print container, codec, size, frames, fps, duration and backend of each video.
+
+    A bad file gets one error line on stderr; the others are still probed, and the exit code is 1.
+
+    \b
+    Examples:
+      vidattn probe clip.mp4
+      vidattn probe videos/*.mp4 --json
+    """
+    from vidattn.apps.probe import run_probe
+
+    failures = run_probe(paths, as_json=as_json, backend=backend, out=click.echo,
+                         err=lambda line: click.echo(line, err=True))
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the click group and turn user errors into one line."""
     try:

@@ -89,6 +89,12 @@ def _quiet_ffmpeg() -> None:
         av.logging.set_level(av.logging.PANIC)
     except Exception:
         pass
+    try:
+        import decord.logging
+
+        decord.logging.set_level(decord.logging.QUIET)
+    except Exception:
+        pass
 
 
 _quiet_ffmpeg()
@@ -228,7 +234,9 @@ class VideoReader(ABC):
                 return
             yield item[0], torch.from_numpy(item[1])
 
-    def stream_indices(self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None) -> list[int]:
+    def stream_indices(
+        self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None
+    ) -> list[int]:
         """The frame indices `iter_frames` would yield."""
         end = self.num_frames if end is None else min(end, self.num_frames)
         if fps is not None:
@@ -311,7 +319,8 @@ class VideoReader(ABC):
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
+    # FFmpegError's str() repeats the file name; its strerror is the reason alone.
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
     # decord prefixes messages with a timestamp and a C++ source location; keep the reason.
     if "] " in text and text.startswith("["):
         text = text.split("] ", 1)[-1]
@@ -348,7 +357,9 @@ class PyAVReader(VideoReader):
         if hasattr(self._source, "seek"):
             self._source.seek(0)
         try:
-            self._container = av.open(self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source))
+            self._container = av.open(
+                self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
+            )
         except av.error.FFmpegError as exc:
             raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
         if not self._container.streams.video:
@@ -412,7 +423,9 @@ class PyAVReader(VideoReader):
 
         if hasattr(self._source, "seek"):
             self._source.seek(0)
-        self._container = av.open(self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source))
+        self._container = av.open(
+            self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
+        )
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
 
@@ -460,8 +473,8 @@ class PyAVReader(VideoReader):
             return None
         except av.error.FFmpegError as exc:
             decoded = self._pos + 1
-            raise self._truncated(decoded) if decoded < self.num_frames else VideoDecodeError(
-                self.path, _short(exc)
+            raise (
+                self._truncated(decoded) if decoded < self.num_frames else VideoDecodeError(self.path, _short(exc))
             ) from None
         seeked = getattr(self, "_seeked_to", None)
         if seeked is not None:
@@ -634,7 +647,9 @@ class DecordReader(VideoReader):
             except Exception:
                 self._cursor = 10**12  # force a restart next time
                 decoded = self._decodable_prefix(i)
-                raise (self._truncated(decoded) if decoded <= i else VideoDecodeError(self.path, "decode failed")) from None
+                raise (
+                    self._truncated(decoded) if decoded <= i else VideoDecodeError(self.path, "decode failed")
+                ) from None
             self._cursor = i + 1
         return frames
 

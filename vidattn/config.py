@@ -1,0 +1,231 @@
+"""Experiment configuration: dataclasses in code, YAML files in `configs/`, `-o key=value` last.
+
+Resolution order: dataclass defaults -> YAML file (``-c``) -> command-line flags -> ``-o`` overrides.
+Unknown keys are errors that name the close matches; the resolved config is saved with each run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from vidattn.errors import ConfigError
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "apply_overrides"]
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None  # dataset root; None = generate the synthetic default into the run directory
+    format: str = "auto"  # auto | folder | list | csv | ucf101 | hmdb51
+    train_ann: str | None = None  # list/CSV file for the training split (list and csv formats)
+    val_ann: str | None = None  # list/CSV file for the validation split
+    split_id: int = 1  # official split (1-3) for ucf101 / hmdb51
+    sampler: str = "random"  # training clip sampler: random (dense) | segment (TSN)
+    clip_len: int = 16  # frames per clip
+    stride: int = 1  # frames between sampled frames (dense sampler)
+    short: str = "loop"  # videos shorter than a clip: loop | pad | skip
+    size: int = 72  # decode with the short side at this size (then a square crop)
+    crop_size: int = 64  # model input side after the device transform
+    scale: tuple[float, float] = (0.6, 1.0)  # random-resized-crop area range (train)
+    flip: bool = False  # horizontal flip in training; off by default: direction can be the class
+    test_clips: int = 1  # temporal views per video at evaluation
+    test_crops: int = 1  # spatial views at evaluation: 1 (centre) or 3 (three-crop)
+    backend: str = "auto"  # decoder: auto | decord | pyav
+    num_workers: int = 2  # DataLoader worker processes
+    synth_per_class: int = 40  # synthetic default: training videos per class
+    synth_val_per_class: int = 12  # synthetic default: validation videos per class
+
+
+@dataclass
+class ModelConfig:
+    name: str = "r2plus1d_tiny"  # registered model name (vidattn.models.list_models())
+    attn: Any = "stc"  # attention in the residual blocks: a name, a per-stage list, or none
+    head: str = "attn"  # classification head: attn (attention pooling over time) | avg
+    pretrained: str | None = None  # torchvision | path to weights | None
+    dropout: float = 0.0  # dropout before the classifier
+    kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 3e-3  # peak learning rate (for the global batch)
+    weight_decay: float = 0.05  # decoupled weight decay; norms and biases are exempt
+    momentum: float = 0.9  # SGD momentum
+    warmup_epochs: float = 1.0  # linear warmup before the cosine decay
+    min_lr_ratio: float = 0.01  # final lr as a fraction of the peak
+    clip_grad: float | None = 5.0  # max gradient norm; None disables clipping
+    accum_steps: int = 1  # gradient accumulation steps
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # mixup alpha (0 = off)
+    cutmix: float = 0.0  # cutmix alpha (0 = off)
+    ema: float | None = None  # EMA decay of the weights, e.g. 0.999; None disables
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 16  # clips per process
+    eval_batch_size: int = 16
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False  # channels_last_3d memory format
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+    seed: int = 0
+    deterministic: bool = False  # deterministic kernels (for exact resume tests)
+    eval_every: int = 1  # validate every N epochs
+    threads: int | None = None  # torch CPU threads; None = library default
+    max_steps_per_epoch: int | None = None  # cap an epoch (smoke tests, benchmarks)
+    progress: bool = True  # progress bar on stderr
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:
+        cfg = cls()
+        _merge(cfg, data, source)
+        return cfg
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _close(name: str, options: list[str]) -> str:
+    near = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(options)}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's type, or fail naming the key."""
+    if hint is Any or value is None:
+        return value
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is not None and type(None) in args:  # Optional[X]
+        inner = [a for a in args if a is not type(None)]
+        if isinstance(value, str) and value.lower() in ("none", "null", "~", ""):
+            return None
+        return _coerce(value, inner[0] if len(inner) == 1 else Any, key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if hint in (int, float):
+        try:
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _merge(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {data!r}")
+    hints = get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {full!r}{_close(str(key), [prefix + n for n in names])}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, source, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _all_keys(obj: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        keys.extend(_all_keys(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [prefix + f.name])
+    return keys
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``key.sub=value`` strings (values parsed as YAML scalars/lists)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        target: Any = cfg
+        for depth, part in enumerate(parts[:-1]):
+            if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)}:
+                raise ConfigError(f"-o: unknown key {key!r}{_close(key, _all_keys(cfg))}")
+            target = getattr(target, part)
+            if depth == len(parts) - 2 and not dataclasses.is_dataclass(target):
+                raise ConfigError(f"-o: unknown key {key!r}{_close(key, _all_keys(cfg))}")
+        leaf = parts[-1]
+        if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+            raise ConfigError(f"-o: unknown key {key!r}{_close(key, _all_keys(cfg))}")
+        if dataclasses.is_dataclass(getattr(target, leaf)):
+            raise ConfigError(
+                f"-o: {key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(target, leaf))[0].name}=..."
+            )
+        setattr(target, leaf, _coerce(value, get_type_hints(type(target))[leaf], key))
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then `overrides`."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML: {' '.join(str(exc).split())}") from None
+        _merge(cfg, data, str(p))
+    return apply_overrides(cfg, overrides or [])
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

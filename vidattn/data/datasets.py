@@ -1,0 +1,414 @@
+"""Labelled video datasets: annotation formats, a stable class map, and failure-tolerant samples.
+
+Annotation formats (`load_annotations`, ``fmt="auto"`` detects them):
+
+- ``folder``: ``root/<class>/*.mp4``, or ``root/{train,val}/<class>/...`` split folders;
+- ``list``: "path label" lines (MMAction2 / Kinetics style; label an integer or a class name);
+- ``csv``: a header with ``path,label`` and optional ``start,end`` (seconds);
+- ``ucf101``: ``classInd.txt`` + ``trainlist0N.txt`` / ``testlist0N.txt``;
+- ``hmdb51``: ``<class>_test_splitN.txt`` files (1 = train, 2 = test).
+
+Indexing never decodes a file: records hold a path and a label, and a video is opened only when
+a sample is drawn. A video that fails to decode is not replaced by another one (that silently
+biases the data); `VideoDataset` returns a failure record that `collate_videos` drops and the
+training loop writes to an errors manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidattn.data.decode import DEFAULT_TIMEOUT_S, VideoReader, open_video
+from vidattn.data.sampling import ClipSampler, ClipTooShortError, make_rng
+from vidattn.data.transforms import spatial_views
+from vidattn.errors import ConfigError, VidattnError
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "VideoRecord",
+    "VideoDataset",
+    "ReaderCache",
+    "load_annotations",
+    "scan_videos",
+    "save_classes",
+    "load_classes",
+]
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".3gp", ".ts", ".ogv"}
+)
+_SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "test", "testing")}
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One annotated video. `start_s`/`end_s` trim it; event bounds are frame indices (synthetic data)."""
+
+    path: str
+    label: int
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def scan_videos(root: str | os.PathLike) -> list[Path]:
+    """All video files under `root`, recursively, in a stable (sorted) order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if is_video(f) and not f.startswith("."))
+    return found
+
+
+def save_classes(classes: Sequence[str], path: str | os.PathLike) -> None:
+    """Write the class list (index -> name) as JSON."""
+    Path(path).write_text(json.dumps(list(classes), indent=1) + "\n")
+
+
+def load_classes(path: str | os.PathLike) -> list[str]:
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, list) or not all(isinstance(c, str) for c in data):
+        raise ConfigError(f"{path}: expected a JSON list of class names")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# Annotation parsers
+# ------------------------------------------------------------------------------------------------
+def _split_dir(root: Path, split: str) -> Path | None:
+    for name in _SPLIT_NAMES.get(split, (split,)):
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def _from_folders(root: Path, classes: Sequence[str] | None) -> tuple[list[VideoRecord], list[str]]:
+    class_dirs = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise ConfigError(f"{root}: no class folders found (expected {root}/<class>/<video>)")
+    classes = list(classes) if classes is not None else class_dirs
+    index = {c: i for i, c in enumerate(classes)}
+    records = []
+    for name in class_dirs:
+        if name not in index:
+            raise ConfigError(f"{root}/{name}: class not in the class list {classes[:5]}...")
+        records.extend(VideoRecord(str(p), index[name]) for p in scan_videos(root / name))
+    return records, classes
+
+
+def _resolve(root: Path, rel: str) -> str:
+    p = Path(rel)
+    return str(p if p.is_absolute() else root / p)
+
+
+def _label_of(token: str, index: dict[str, int], ann: Path) -> int:
+    if token in index:
+        return index[token]
+    if re.fullmatch(r"-?\d+", token):
+        return int(token)
+    raise ConfigError(f"{ann}: unknown label {token!r}")
+
+
+def _from_list(ann: Path, root: Path, classes: Sequence[str] | None) -> tuple[list[VideoRecord], list[str]]:
+    rows = []
+    for lineno, line in enumerate(ann.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise ConfigError(f"{ann}:{lineno}: expected 'path label', got {line!r}")
+        rows.append(parts)
+    names = sorted({lab for _, lab in rows if not re.fullmatch(r"-?\d+", lab)})
+    classes = list(classes) if classes is not None else (names or [str(i) for i in _int_range(rows)])
+    index = {c: i for i, c in enumerate(classes)}
+    return [VideoRecord(_resolve(root, p), _label_of(lab, index, ann)) for p, lab in rows], classes
+
+
+def _int_range(rows: list[list[str]]) -> range:
+    ints = [int(lab) for _, lab in rows]
+    return range(max(ints) + 1 if ints else 0)
+
+
+def _from_csv(ann: Path, root: Path, classes: Sequence[str] | None) -> tuple[list[VideoRecord], list[str]]:
+    with ann.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+            raise ConfigError(f"{ann}: CSV needs a header with at least 'path,label', got {reader.fieldnames}")
+        rows = list(reader)
+    names = sorted({r["label"] for r in rows if not re.fullmatch(r"-?\d+", r["label"])})
+    classes = list(classes) if classes is not None else (names or [str(i) for i in range(_max_int(rows) + 1)])
+    index = {c: i for i, c in enumerate(classes)}
+
+    def seconds(v: str | None) -> float | None:
+        return float(v) if v not in (None, "") else None
+
+    return [
+        VideoRecord(
+            _resolve(root, r["path"]), _label_of(r["label"], index, ann), seconds(r.get("start")), seconds(r.get("end"))
+        )
+        for r in rows
+    ], classes
+
+
+def _max_int(rows: list[dict[str, str]]) -> int:
+    return max((int(r["label"]) for r in rows), default=-1)
+
+
+def _find(root: Path, name: str) -> Path | None:
+    for cand in (root / name, root / "ucfTrainTestlist" / name, root / "splits" / name, root / "annotations" / name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _from_ucf101(root: Path, split: str, split_id: int) -> tuple[list[VideoRecord], list[str]]:
+    class_ind = _find(root, "classInd.txt")
+    if class_ind is None:
+        raise ConfigError(f"{root}: classInd.txt not found (looked in ., ucfTrainTestlist/, splits/, annotations/)")
+    classes = [line.split()[1] for line in class_ind.read_text().splitlines() if line.strip()]
+    index = {c: i for i, c in enumerate(classes)}
+    list_name = f"{'trainlist' if split == 'train' else 'testlist'}{split_id:02d}.txt"
+    ann = _find(root, list_name)
+    if ann is None:
+        raise ConfigError(f"{root}: {list_name} not found")
+    video_root = (
+        root / "videos" if (root / "videos").is_dir() else root / "UCF-101" if (root / "UCF-101").is_dir() else root
+    )
+    records = []
+    for line in ann.read_text().splitlines():
+        if not line.strip():
+            continue
+        rel = line.split()[0]
+        name = rel.split("/")[0]
+        if name not in index:
+            raise ConfigError(f"{ann}: class {name!r} not in classInd.txt")
+        records.append(VideoRecord(str(video_root / rel), index[name]))
+    return records, classes
+
+
+def _from_hmdb51(root: Path, split: str, split_id: int) -> tuple[list[VideoRecord], list[str]]:
+    split_files = sorted(root.rglob(f"*_test_split{split_id}.txt"))
+    if not split_files:
+        raise ConfigError(f"{root}: no *_test_split{split_id}.txt files found")
+    classes = sorted(f.name[: -len(f"_test_split{split_id}.txt")] for f in split_files)
+    index = {c: i for i, c in enumerate(classes)}
+    want = "1" if split == "train" else "2"
+    video_root = root / "videos" if (root / "videos").is_dir() else root
+    records = []
+    for f in split_files:
+        name = f.name[: -len(f"_test_split{split_id}.txt")]
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == want:
+                records.append(VideoRecord(str(video_root / name / parts[0]), index[name]))
+    return records, classes
+
+
+def detect_format(root: Path, ann_file: Path | None) -> str:
+    """Guess the annotation format from an annotation file's name or the root's contents."""
+    if ann_file is not None:
+        return "csv" if ann_file.suffix.lower() == ".csv" else "list"
+    if _find(root, "classInd.txt") is not None:
+        return "ucf101"
+    if next(root.rglob("*_test_split1.txt"), None) is not None:
+        return "hmdb51"
+    return "folder"
+
+
+def load_annotations(
+    root: str | os.PathLike,
+    split: str = "train",
+    *,
+    fmt: str = "auto",
+    ann_file: str | os.PathLike | None = None,
+    split_id: int = 1,
+    classes: Sequence[str] | None = None,
+) -> tuple[list[VideoRecord], list[str]]:
+    """Read a dataset's annotations for one split.
+
+    Args:
+        root: dataset root (videos are resolved relative to it).
+        split: "train" or "val" ("test" is accepted as "val").
+        fmt: "auto", "folder", "list", "csv", "ucf101" or "hmdb51".
+        ann_file: the list/CSV file for `split` (list and csv formats).
+        split_id: which official split (1-3) for ucf101/hmdb51.
+        classes: an existing class list to keep indices stable (e.g. the training split's).
+
+    Returns:
+        The records and the class list (index -> name).
+    """
+    root = Path(root)
+    if not root.exists():
+        raise ConfigError(f"data root {root} does not exist")
+    split = "val" if split == "test" else split
+    ann = Path(ann_file) if ann_file else None
+    if ann is not None and not ann.is_absolute() and not ann.exists():
+        ann = root / ann
+    if ann is not None and not ann.is_file():
+        raise ConfigError(f"annotation file {ann} does not exist")
+    fmt = detect_format(root, ann) if fmt == "auto" else fmt
+    if fmt == "folder":
+        base = _split_dir(root, split)
+        if base is None and _split_dir(root, "train") is not None:
+            raise ConfigError(f"{root}: has split folders but none for split {split!r}")
+        records, found = _from_folders(base or root, classes)
+    elif fmt in ("list", "csv"):
+        if ann is None:
+            raise ConfigError(f"format {fmt!r} needs an annotation file (data.train_ann / data.val_ann)")
+        records, found = (_from_csv if fmt == "csv" else _from_list)(ann, root, classes)
+    elif fmt == "ucf101":
+        records, found = _from_ucf101(root, split, split_id)
+    elif fmt == "hmdb51":
+        records, found = _from_hmdb51(root, split, split_id)
+    else:
+        raise ConfigError(f"unknown annotation format {fmt!r}; choose auto, folder, list, csv, ucf101 or hmdb51")
+    if classes is not None and list(found) != list(classes):
+        raise ConfigError(f"{root} ({split}): class list differs from the training split's")
+    bad = [r for r in records if not 0 <= r.label < len(found)]
+    if bad:
+        raise ConfigError(f"{bad[0].path}: label {bad[0].label} out of range for {len(found)} classes")
+    return records, list(found)
+
+
+# ------------------------------------------------------------------------------------------------
+# Samples
+# ------------------------------------------------------------------------------------------------
+class ReaderCache:
+    """A small LRU of open readers, one cache per DataLoader worker (each worker has its own copy)."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._readers: OrderedDict[tuple, VideoReader] = OrderedDict()
+
+    def get(self, path: str, **kwargs: Any) -> VideoReader:
+        key = (path, tuple(sorted(kwargs.items())))
+        reader = self._readers.pop(key, None)
+        if reader is None:
+            reader = open_video(path, **kwargs)
+            while len(self._readers) >= self.capacity:
+                self._readers.popitem(last=False)[1].close()
+        self._readers[key] = reader
+        return reader
+
+    def drop(self, path: str) -> None:
+        for key in [k for k in self._readers if k[0] == path]:
+            self._readers.pop(key).close()
+
+    def clear(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def __getstate__(self) -> dict:
+        # Open readers do not pickle; a worker starts with an empty cache.
+        return {"capacity": self.capacity, "_readers": OrderedDict()}
+
+
+class VideoDataset(Dataset):
+    """Clips from annotated videos, as uint8 tensors ready for batched device transforms.
+
+    A sample is a dict with ``video`` (uint8 ``(V, T, S, S, C)``: V spatial views of T frames at
+    square size S), ``label``, ``path``, ``frame_indices`` (``(V', T)``, one row per temporal
+    clip) and ``index``. A sample that fails holds ``error`` instead of ``video``.
+
+    Args:
+        records: the videos and labels (`load_annotations`).
+        classes: class names, index -> name.
+        sampler: picks frame indices from a video's length.
+        size: frames are decoded with their short side at `size`, then cropped square.
+        crop: "random" (train), "center" or "three" (three crops along the long side, test).
+        seed: base seed; a sample's randomness depends on (seed, epoch, index) only.
+        backend: decoder backend for `open_video`.
+        timeout_s: per-call decode time limit.
+        cache_size: open readers kept per worker.
+        transform: optional per-sample function on the uint8 video (batched device transforms are preferred).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        classes: Sequence[str],
+        sampler: ClipSampler,
+        *,
+        size: int = 128,
+        crop: str = "random",
+        seed: int = 0,
+        backend: str = "auto",
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        cache_size: int = 8,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if crop not in ("random", "center", "three"):
+            raise ValueError(f"crop must be random, center or three, got {crop!r}")
+        self.records = list(records)
+        self.classes = list(classes)
+        self.sampler = sampler
+        self.size, self.crop, self.seed, self.backend, self.timeout_s = size, crop, seed, backend, timeout_s
+        self.transform = transform
+        self.epoch = 0
+        self._cache = ReaderCache(cache_size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random stream (call before each epoch; DataLoader workers see it if not persistent)."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        rng = make_rng(self.seed, self.epoch, index)
+        try:
+            return self._load(index, record, rng)
+        except (VidattnError, OSError, RuntimeError, ValueError) as exc:
+            self._cache.drop(record.path)
+            reason = str(exc)
+            if reason.startswith(record.path + ": "):
+                reason = reason[len(record.path) + 2 :]
+            return {"error": reason or type(exc).__name__, "path": record.path, "label": record.label, "index": index}
+
+    def _load(self, index: int, record: VideoRecord, rng: np.random.Generator) -> dict[str, Any]:
+        reader = self._cache.get(record.path, backend=self.backend, size=self.size, timeout_s=self.timeout_s)
+        first, last = self._trim(reader, record)
+        try:
+            clips = self.sampler(last - first, rng)
+        except ClipTooShortError as exc:
+            raise VidattnError(str(exc)) from None
+        indices = np.array([c.frame_indices for c in clips], dtype=np.int64) + first
+        frames = reader.get_frames(indices.reshape(-1).tolist())  # (V'*T, H, W, C)
+        frames = frames.view(len(clips), -1, *frames.shape[1:])  # (V', T, H, W, C)
+        video = spatial_views(frames, self.size, self.crop, rng)  # (V' * views, T, S, S, C)
+        if self.transform is not None:
+            video = self.transform(video)
+        return {
+            "video": video,
+            "label": record.label,
+            "path": record.path,
+            "frame_indices": torch.from_numpy(indices),
+            "index": index,
+        }
+
+    @staticmethod
+    def _trim(reader: VideoReader, record: VideoRecord) -> tuple[int, int]:
+        first, last = 0, reader.num_frames
+        if record.start_s is not None and reader.fps > 0:
+            first = min(int(record.start_s * reader.fps), reader.num_frames - 1)
+        if record.end_s is not None and reader.fps > 0:
+            last = max(first + 1, min(int(np.ceil(record.end_s * reader.fps)), reader.num_frames))
+        return first, last

@@ -1,0 +1,127 @@
+"""DataLoader wiring: workers, pinned memory, prefetch, and a collate that drops failed samples.
+
+Failed samples (see `VideoDataset`) are removed from the batch and handed back in
+``batch["errors"]`` so the caller can write them to the errors manifest; a batch whose every
+sample failed is still returned (with an empty ``video``) so that the caller sees the errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+__all__ = ["collate_videos", "build_loader", "ErrorsManifest"]
+
+
+def collate_videos(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack good samples; report failed ones in ``errors`` (a list of {path, error})."""
+    good = [s for s in samples if "error" not in s]
+    errors = [{"path": s["path"], "error": s["error"]} for s in samples if "error" in s]
+    if not good:
+        return {
+            "video": torch.empty(0, dtype=torch.uint8),
+            "label": torch.empty(0, dtype=torch.long),
+            "path": [],
+            "frame_indices": torch.empty(0, dtype=torch.long),
+            "index": torch.empty(0, dtype=torch.long),
+            "errors": errors,
+        }
+    videos = [s["video"] for s in good]
+    return {
+        "video": torch.stack(videos),
+        "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
+        "path": [s["path"] for s in good],
+        "frame_indices": torch.stack([s["frame_indices"] for s in good]),
+        "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
+        "errors": errors,
+    }
+
+
+def _worker_init(worker_id: int) -> None:
+    # Decoders bring their own threads; one torch thread per worker avoids oversubscribing the CPU.
+    torch.set_num_threads(1)
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    sampler: Sampler | None = None,
+    pin_memory: bool | None = None,
+    prefetch_factor: int = 2,
+    persistent_workers: bool = True,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader for `VideoDataset` with the right defaults.
+
+    Args:
+        dataset: usually a `VideoDataset`.
+        batch_size: clips per batch (before failed samples are dropped).
+        shuffle: shuffle with a generator seeded by `seed` (ignored when `sampler` is given).
+        num_workers: decoding processes; each keeps its own reader cache.
+        sampler: e.g. a `DistributedSampler`.
+        pin_memory: default: on when CUDA is available.
+        prefetch_factor: batches each worker prepares ahead.
+        persistent_workers: keep workers (and their open readers) between epochs.
+    """
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    generator = torch.Generator().manual_seed(seed)
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs.update(
+            prefetch_factor=prefetch_factor, persistent_workers=persistent_workers, worker_init_fn=_worker_init
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_videos,
+        pin_memory=pin,
+        drop_last=drop_last,
+        generator=generator,
+        **kwargs,
+    )
+
+
+class ErrorsManifest:
+    """Append-only JSONL of files that failed, one line per failure: {"path", "error", ...context}.
+
+    Each path is recorded once per epoch; `count` is the number of distinct failing files seen.
+    """
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.seen: set[tuple[str, Any]] = set()
+
+    def record(self, errors: Iterable[dict[str, Any]], **context: Any) -> int:
+        """Write new failures; returns how many were new."""
+        new = 0
+        lines = []
+        for err in errors:
+            key = (err["path"], context.get("epoch"))
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            new += 1
+            lines.append(json.dumps({**err, **context}, ensure_ascii=False))
+        if lines and self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+                f.flush()
+        return new
+
+    @property
+    def count(self) -> int:
+        return len({p for p, _ in self.seen})

@@ -1,0 +1,220 @@
+"""Clip samplers: which frame indices of a video make up each clip.
+
+A sampler is called with the number of frames in a video and a random generator, and returns a
+list of `ClipInfo` records. Indices are positions in presentation order, ready for
+`VideoReader.get_frames`. All randomness comes from the generator, so sampling is deterministic
+given a seed (`make_rng(seed, index, epoch)`).
+
+Samplers (after TSN, Wang et al. 2016, and the clip samplers of SlowFast / PyTorchVideo):
+
+- `SegmentSampler`: TSN segments, one frame per segment (random in training, centre in test).
+- `RandomClipSampler`: one dense clip of ``clip_len`` frames every ``stride`` frames at a random start.
+- `UniformClipSampler`: ``num_clips`` dense clips spread evenly, for multi-view testing.
+- `SlidingWindowSampler`: every window over the whole video, for key frames and scoring.
+
+A video shorter than a clip is handled by ``short="loop" | "pad" | "skip"``: loop the frames,
+repeat the last frame, or raise `ClipTooShortError` so the caller can skip the video.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidattn.errors import VidattnError
+
+__all__ = [
+    "ClipInfo",
+    "ClipSampler",
+    "ClipTooShortError",
+    "SegmentSampler",
+    "RandomClipSampler",
+    "UniformClipSampler",
+    "SlidingWindowSampler",
+    "make_rng",
+    "create_sampler",
+]
+
+SHORT_POLICIES = ("loop", "pad", "skip")
+
+
+class ClipTooShortError(VidattnError):
+    """The video has fewer frames than one clip needs and the policy is "skip"."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """One clip: its frame indices and where it sits among the clips drawn from the video."""
+
+    frame_indices: tuple[int, ...]
+    clip_index: int = 0
+    num_clips: int = 1
+
+
+def make_rng(seed: int, *keys: int) -> np.random.Generator:
+    """A generator seeded by `seed` and any number of integer keys (sample index, epoch, rank)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(int(k) & 0xFFFFFFFF for k in keys)])
+
+
+class ClipSampler(ABC):
+    """Maps a video length to clips. Subclasses implement `_sample` for videos long enough."""
+
+    def __init__(self, *, short: str = "loop") -> None:
+        if short not in SHORT_POLICIES:
+            raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
+        self.short = short
+
+    @property
+    @abstractmethod
+    def span(self) -> int:
+        """Frames one clip covers (first to last index + 1) when the video is long enough."""
+
+    @property
+    @abstractmethod
+    def frames_per_clip(self) -> int:
+        """Number of indices in each clip."""
+
+    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> list[ClipInfo]:
+        if num_frames <= 0:
+            raise ClipTooShortError(f"video has no frames (num_frames={num_frames})")
+        rng = rng if rng is not None else np.random.default_rng(0)
+        if num_frames < self.span and self.needs_full_span():
+            if self.short == "skip":
+                raise ClipTooShortError(f"video has {num_frames} frames, a clip needs {self.span}")
+            return [self._fit_short(c, num_frames) for c in self._sample(self.span, rng)]
+        return self._sample(num_frames, rng)
+
+    def needs_full_span(self) -> bool:
+        return True
+
+    def _fit_short(self, clip: ClipInfo, num_frames: int) -> ClipInfo:
+        """Map a clip drawn for `span` frames onto a shorter video by looping or padding."""
+        if self.short == "loop":
+            idx = tuple(i % num_frames for i in clip.frame_indices)
+        else:  # pad with the last frame
+            idx = tuple(min(i, num_frames - 1) for i in clip.frame_indices)
+        return ClipInfo(idx, clip.clip_index, clip.num_clips)
+
+    @abstractmethod
+    def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]: ...
+
+
+class SegmentSampler(ClipSampler):
+    """TSN: split the video into `num_segments` equal segments and take one frame from each.
+
+    Args:
+        num_segments: frames per clip.
+        random: pick a random frame per segment (training) or the centre frame (test).
+        num_clips: test-time views; clip k shifts the centre by k / num_clips of a segment.
+    """
+
+    def __init__(self, num_segments: int, *, random: bool = True, num_clips: int = 1, short: str = "loop") -> None:
+        super().__init__(short=short)
+        if num_segments < 1 or num_clips < 1:
+            raise ValueError("num_segments and num_clips must be >= 1")
+        self.num_segments, self.random, self.num_clips = num_segments, random, num_clips
+
+    @property
+    def span(self) -> int:
+        return self.num_segments
+
+    @property
+    def frames_per_clip(self) -> int:
+        return self.num_segments
+
+    def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
+        edges = np.linspace(0, num_frames, self.num_segments + 1)
+        seg_len = edges[1] - edges[0]
+        clips = []
+        n_clips = 1 if self.random else self.num_clips
+        for k in range(n_clips):
+            if self.random:
+                pos = edges[:-1] + rng.random(self.num_segments) * seg_len
+            else:
+                pos = edges[:-1] + seg_len * (k + 0.5) / n_clips
+            idx = np.clip(np.floor(pos).astype(int), 0, num_frames - 1)
+            clips.append(ClipInfo(tuple(int(i) for i in idx), k, n_clips))
+        return clips
+
+
+class RandomClipSampler(ClipSampler):
+    """One dense clip of `clip_len` frames taken every `stride` frames, at a uniformly random start."""
+
+    def __init__(self, clip_len: int, stride: int = 1, *, short: str = "loop") -> None:
+        super().__init__(short=short)
+        if clip_len < 1 or stride < 1:
+            raise ValueError("clip_len and stride must be >= 1")
+        self.clip_len, self.stride = clip_len, stride
+
+    @property
+    def span(self) -> int:
+        return (self.clip_len - 1) * self.stride + 1
+
+    @property
+    def frames_per_clip(self) -> int:
+        return self.clip_len
+
+    def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
+        start = int(rng.integers(0, num_frames - self.span + 1))
+        return [ClipInfo(tuple(range(start, start + self.span, self.stride)))]
+
+
+class UniformClipSampler(RandomClipSampler):
+    """`num_clips` dense clips with evenly spaced starts covering the video (multi-view testing)."""
+
+    def __init__(self, clip_len: int, stride: int = 1, num_clips: int = 1, *, short: str = "loop") -> None:
+        super().__init__(clip_len, stride, short=short)
+        if num_clips < 1:
+            raise ValueError("num_clips must be >= 1")
+        self.num_clips = num_clips
+
+    def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
+        room = num_frames - self.span
+        if self.num_clips == 1:
+            starts = [room // 2]
+        else:
+            starts = [int(round(room * k / (self.num_clips - 1))) for k in range(self.num_clips)]
+        return [ClipInfo(tuple(range(s, s + self.span, self.stride)), k, self.num_clips) for k, s in enumerate(starts)]
+
+
+class SlidingWindowSampler(RandomClipSampler):
+    """Every window of `clip_len` frames (every `stride` frames) with starts `hop` frames apart.
+
+    The last window is aligned to the end of the video so every frame is covered at least once.
+    """
+
+    def __init__(self, clip_len: int, stride: int = 1, hop: int | None = None, *, short: str = "pad") -> None:
+        super().__init__(clip_len, stride, short=short)
+        self.hop = hop if hop is not None else max(1, self.span // 2)
+        if self.hop < 1:
+            raise ValueError("hop must be >= 1")
+
+    def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
+        last = num_frames - self.span
+        starts = list(range(0, last + 1, self.hop))
+        if starts[-1] != last:
+            starts.append(last)
+        n = len(starts)
+        return [ClipInfo(tuple(range(s, s + self.span, self.stride)), k, n) for k, s in enumerate(starts)]
+
+    def num_windows(self, num_frames: int) -> int:
+        """How many windows a video of `num_frames` frames yields."""
+        if num_frames < self.span:
+            return 1
+        last = num_frames - self.span
+        return last // self.hop + 1 + (1 if last % self.hop else 0)
+
+
+def create_sampler(kind: str, **kwargs: object) -> ClipSampler:
+    """Build a sampler by name: "segment", "random", "uniform" or "sliding"."""
+    table = {
+        "segment": SegmentSampler,
+        "random": RandomClipSampler,
+        "uniform": UniformClipSampler,
+        "sliding": SlidingWindowSampler,
+    }
+    if kind not in table:
+        raise VidattnError(f"unknown sampler {kind!r}; choose one of {sorted(table)}")
+    return table[kind](**kwargs)  # type: ignore[arg-type]

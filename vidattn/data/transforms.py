@@ -1,0 +1,148 @@
+"""Video transforms. Spatial view selection runs per sample on the CPU (it is only slicing);
+everything else runs batched on the target device, on uint8 input, converting to float after
+the host->device copy so the copy moves 4x fewer bytes.
+
+Layouts: a loader batch is uint8 ``(B, T, H, W, C)`` (or ``(B, V, T, H, W, C)`` with views); a
+model input is float ``(B, C, T, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+__all__ = [
+    "KINETICS_MEAN",
+    "KINETICS_STD",
+    "spatial_views",
+    "center_crop",
+    "three_crop",
+    "VideoTransform",
+]
+
+# torchvision's Kinetics-400 video models were trained with these statistics.
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre ``size x size`` crop of ``(..., H, W, C)`` frames (a view, no copy)."""
+    h, w = frames.shape[-3:-1]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return frames[..., top : top + size, left : left + size, :]
+
+
+def three_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Three ``size x size`` crops along the long side (start, centre, end): ``(3, ..., S, S, C)``."""
+    h, w = frames.shape[-3:-1]
+    if w >= h:
+        offsets = [(max(0, (h - size) // 2), x) for x in (0, max(0, (w - size) // 2), max(0, w - size))]
+    else:
+        offsets = [(y, max(0, (w - size) // 2)) for y in (0, max(0, (h - size) // 2), max(0, h - size))]
+    return torch.stack([frames[..., y : y + size, x : x + size, :] for y, x in offsets])
+
+
+def spatial_views(frames: torch.Tensor, size: int, mode: str, rng: np.random.Generator) -> torch.Tensor:
+    """Square views of ``(V, T, H, W, C)`` clips: ``(V * n, T, S, S, C)`` with n = 3 for "three", else 1.
+
+    "random" takes a random square (same for every frame of a clip); the scale/aspect jitter
+    happens later on the device. Frames smaller than `size` are padded by edge replication.
+    """
+    h, w = frames.shape[-3:-1]
+    if h < size or w < size:
+        pad_h, pad_w = max(0, size - h), max(0, size - w)
+        v = frames.shape[0]
+        x = rearrange(frames, "v t h w c -> (v t) c h w").float()
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate").to(torch.uint8)
+        frames = rearrange(x, "(v t) c h w -> v t h w c", v=v)
+        h, w = frames.shape[-3:-1]
+    if mode == "three":
+        return rearrange(three_crop(frames, size), "n v t h w c -> (v n) t h w c").contiguous()
+    if mode == "center":
+        return center_crop(frames, size).contiguous()
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    return frames[..., top : top + size, left : left + size, :].contiguous()
+
+
+class VideoTransform(torch.nn.Module):
+    """Batched device transform: uint8 ``(B, T, H, W, C)`` -> normalised float ``(B, C, T, S, S)``.
+
+    Training applies a random resized crop (scale and aspect jitter, the same box for every
+    frame of a clip) and an optional horizontal flip with one `grid_sample` call for the whole
+    batch; evaluation only resizes. Flip should be off when left/right carries the class
+    (motion-direction datasets).
+
+    Args:
+        size: output side S.
+        train: apply random crop/flip.
+        scale: area fraction range of the random crop.
+        ratio: aspect ratio range of the random crop.
+        flip: allow horizontal flips (train only).
+        mean, std: per-channel normalisation in [0, 1] units.
+    """
+
+    def __init__(
+        self,
+        size: int = 112,
+        *,
+        train: bool = False,
+        scale: tuple[float, float] = (0.4, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: bool = True,
+        mean: tuple[float, float, float] = KINETICS_MEAN,
+        std: tuple[float, float, float] = KINETICS_STD,
+    ) -> None:
+        super().__init__()
+        self.size, self.train, self.scale, self.ratio, self.flip = size, train, scale, ratio, flip
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1), persistent=False)
+
+    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if video.dim() == 6:  # (B, V, T, H, W, C): fold views into the batch
+            b = video.shape[0]
+            out = self.forward(rearrange(video, "b v t h w c -> (b v) t h w c"), generator)
+            return rearrange(out, "(b v) c t h w -> b v c t h w", b=b)
+        if video.dim() != 5 or video.shape[-1] != 3:
+            raise ValueError(f"expected uint8 video (B, T, H, W, 3), got {tuple(video.shape)}")
+        b, t, h, w, _ = video.shape
+        x = rearrange(video, "b t h w c -> b (t c) h w").float().div_(255)
+        if self.train:
+            theta = self._random_affine(b, h, w, x.device, generator)
+            grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        elif (h, w) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        x = rearrange(x, "b (t c) h w -> b c t h w", c=3)
+        return (x - self.mean) / self.std
+
+    def _random_affine(
+        self, b: int, h: int, w: int, device: torch.device, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Per-sample affine maps (in grid_sample's [-1, 1] space) for a random resized crop + flip."""
+        gen_device = generator.device if generator is not None else device
+
+        def rand(n: int) -> torch.Tensor:
+            return torch.rand(n, generator=generator, device=gen_device).to(device)
+
+        area = self.scale[0] + (self.scale[1] - self.scale[0]) * rand(b)
+        log_r = math.log(self.ratio[0]) + (math.log(self.ratio[1]) - math.log(self.ratio[0])) * rand(b)
+        aspect = torch.exp(log_r)
+        # Crop width/height as fractions of the frame, kept inside it.
+        cw = torch.sqrt(area * aspect * h / w).clamp(max=1.0)
+        ch = torch.sqrt(area / aspect * w / h).clamp(max=1.0)
+        cx = (rand(b) * 2 - 1) * (1 - cw)
+        cy = (rand(b) * 2 - 1) * (1 - ch)
+        sign = torch.ones(b, device=device)
+        if self.flip:
+            sign = torch.where(rand(b) < 0.5, -sign, sign)
+        theta = torch.zeros(b, 2, 3, device=device)
+        theta[:, 0, 0] = cw * sign
+        theta[:, 0, 2] = cx
+        theta[:, 1, 1] = ch
+        theta[:, 1, 2] = cy
+        return theta

@@ -1,0 +1,1 @@
+"""Training, evaluation, checkpoints, distributed set-up, metrics and logging."""

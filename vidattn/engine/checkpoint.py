@@ -1,0 +1,92 @@
+"""Checkpoints: atomic writes, safe loads, and rebuilding a model from one.
+
+A checkpoint is a dict saved with `torch.save`:
+
+    {"format": "vidattn-checkpoint/1", "model": state_dict, "classes": [names],
+     "config": resolved config dict (Config.to_dict()), "epoch": int, "metrics": {...},
+     "optimizer", "scheduler", "scaler", "ema", "rng": ... (training state, optional)}
+
+Loading uses ``weights_only=True``: a checkpoint can hold tensors, numbers, strings, lists and
+dicts, never arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidattn.errors import VidattnError
+
+__all__ = ["FORMAT", "atomic_save", "load_checkpoint", "load_model"]
+
+FORMAT = "vidattn-checkpoint/1"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """Save with `torch.save` to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A reader (or a killed run) sees either the old file or the new one, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a vidattn checkpoint safely (``weights_only=True``); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VidattnError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated file, not a torch file, unsafe pickle
+        raise VidattnError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {str(exc)[:160]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise VidattnError(f"{path}: not a vidattn checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", *, use_ema: bool = True
+) -> tuple[torch.nn.Module, list[str], dict[str, Any]]:
+    """Rebuild the model saved in a `vidattn train` checkpoint, in eval mode on `device`.
+
+    Returns:
+        ``(model, classes, config)``; `config` is the resolved training config as a dict (its
+        ``data`` section gives clip_len, stride, size, crop_size used in training).
+    """
+    from vidattn.models import create_model
+
+    ckpt = load_checkpoint(path)
+    config = ckpt.get("config") or {}
+    classes = list(ckpt.get("classes") or [])
+    mcfg = config.get("model") or {}
+    if not mcfg.get("name") or not classes:
+        raise VidattnError(f"{path}: checkpoint lacks the model config or class list")
+    model = create_model(
+        mcfg["name"],
+        num_classes=len(classes),
+        attn=mcfg.get("attn"),
+        head=mcfg.get("head"),
+        dropout=mcfg.get("dropout"),
+        **(mcfg.get("kwargs") or {}),
+    )
+    state = ckpt["ema"] if use_ema and isinstance(ckpt.get("ema"), dict) else ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise VidattnError(f"{path}: weights do not match model {mcfg['name']!r}: {str(exc)[:200]}") from None
+    return model.to(device).eval(), classes, config
