@@ -204,9 +204,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
             raise ConfigError(f"-o: unknown key {key!r}{_close(key, _all_keys(cfg))}")
         if dataclasses.is_dataclass(getattr(target, leaf)):
-            raise ConfigError(
-                f"-o: {key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(target, leaf))[0].name}=..."
-            )
+            first = dataclasses.fields(getattr(target, leaf))[0].name
+            raise ConfigError(f"-o: {key!r} is a section; set one of its keys, e.g. {key}.{first}=...")
         setattr(target, leaf, _coerce(value, get_type_hints(type(target))[leaf], key))
     return cfg
 

@@ -351,6 +351,9 @@ class PyAVReader(VideoReader):
         self._frames: Iterator[Any] | None = None
         self._call(self._open)
 
+    def _av_source(self) -> Any:
+        return os.fspath(self._source) if isinstance(self._source, os.PathLike) else self._source
+
     def _open(self) -> None:
         import av
 
