@@ -23,6 +23,273 @@ def cli() -> None:
 # Commands are added below, one section each. Keep them thin: logic lives in vidattn.apps / vidattn.engine.
 
 
+# --- score / export -----------------------------------------------------------------------------
+class ShardParam(click.ParamType):
+    """``i/n``: this process scores shard i of n (0-based)."""
+
+    name = "i/n"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from vidattn.apps.score import parse_shard
+
+        try:
+            return parse_shard(value)
+        except VidattnError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=str)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Results database (SQLite).")
+# Model and key frames
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Classify with this checkpoint; without it the archive is catalogued (metadata, integrity).")
+@click.option("--keyframes", type=click.IntRange(1), default=None, help="Also store K key frames per video.")
+@click.option("--clips", type=click.IntRange(1), default=3, show_default=True, help="Uniform views per video.")
+@click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Labels kept per video.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Videos per model call.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+# Decoding and scale-out
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes.")
+@click.option("--shard", type=ShardParam(), default=None,
+              help="Score shard i of n into OUT's .shard-i-of-n file [default: torchrun RANK/WORLD_SIZE].")
+@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds a decode call may block before the video becomes an error row.")
+@click.option("--retry-errors", is_flag=True, help="Score again the rows that are errors.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def score(inputs, out, checkpoint, keyframes, clips, topk, batch_size, device, workers, shard, backend, timeout,
+          retry_errors, quiet) -> int:
+    """Score every video of an archive into a SQLite database, one row per file; reruns resume.
+
+    INPUT: video files, directories (recursive), quoted globs, list files (.txt/.lst or @FILE, one path
+    per line) and tar shards (members decoded from memory). Bad files get an error row, not a crash.
+
+    \b
+    Examples:
+      vidattn score /data/archive --out results.sqlite --workers 8
+      vidattn score "shards/*.tar" list.txt --checkpoint best.pt --out results.sqlite --keyframes 5
+      vidattn score /data/archive --out results.sqlite --shard 0/4      # -> results.shard-0-of-4.sqlite
+      torchrun --nproc_per_node 4 -m vidattn.cli score /data/archive --checkpoint best.pt --out r.sqlite
+    """
+    from vidattn.apps.score import run_score
+
+    run_score(inputs, out, checkpoint=checkpoint, workers=workers, keyframes=keyframes, shard=shard,
+              batch_size=batch_size, clips=clips, topk=topk, device=device, backend=backend, timeout_s=timeout,
+              retry_errors=retry_errors, progress=not quiet, log=lambda line: click.echo(line, err=True))
+    return 0
+
+
+@cli.command()
+@click.argument("databases", nargs=-1, required=True, type=str)
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl"]), default=None,
+              help="Output format [default: from OUT's extension].")
+def export(databases, out, fmt) -> int:
+    """Merge results databases (files or quoted globs) into one Parquet, CSV or JSONL file, atomically.
+
+    \b
+    Examples:
+      vidattn export results.sqlite results.parquet
+      vidattn export "results.shard-*-of-4.sqlite" all.csv
+    """
+    from vidattn.apps.score import run_export
+
+    run_export(databases, out, fmt=fmt, log=lambda line: click.echo(line, err=True))
+    return 0
+
+
+# --- keyframes ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=str)
+# Scoring
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Score with a trained model's temporal attention (default: training-free scorer).")
+@click.option("--sample-fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Frames per second scored [default: 4, or the model's training stride].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+# Selection
+@click.option("-k", "k", type=click.IntRange(1), default=None, help="Number of key frames [default: 8].")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Keep every frame scoring at least this (scores are in [0, 1]); no -k limit unless given.")
+@click.option("--min-gap", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Minimum seconds between two key frames.")
+# Output
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write OUT/<video stem>/keyframes.json, JPEGs, contact sheet and score plot.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document per video on stdout.")
+@click.option("--csv", "csv_out", is_flag=True, help="Also write OUT/<video stem>/scores.csv (needs --out).")
+@click.option("--image-size", type=click.IntRange(16), default=None,
+              help="Short side of the key-frame JPEGs [default: native].")
+def keyframes(videos, checkpoint, sample_fps, device, backend, k, threshold, min_gap, out_dir, as_json, csv_out,
+              image_size) -> int:
+    """Score every frame of each video and pick the key frames.
+
+    VIDEO may be a quoted glob ("clips/*.mp4"). A bad file gets one error line on stderr, the
+    others go on, and the exit code is 1.
+
+    \b
+    Examples:
+      vidattn keyframes talk.mp4 -k 6 --out kf/
+      vidattn keyframes "clips/*.mp4" --json > keyframes.jsonl
+      vidattn keyframes match.mp4 --checkpoint runs/x/checkpoints/best.pt --out kf/ --csv
+    """
+    from vidattn.apps.keyframes import KeyframeOptions, run_keyframes
+
+    if csv_out and out_dir is None:
+        raise click.UsageError("--csv needs --out DIR")
+    if k is None and threshold is None:
+        k = 8
+    opts = KeyframeOptions(k=k, threshold=threshold, sample_fps=sample_fps, min_gap_s=min_gap,
+                           image_size=image_size, device=device, backend=backend)
+    failures = run_keyframes(videos, options=opts, checkpoint=checkpoint, out_dir=out_dir, as_json=as_json,
+                             csv_out=csv_out, out=click.echo, err=lambda line: click.echo(line, err=True))
+    return 1 if failures else 0
+
+
+# --- track --------------------------------------------------------------------------------------
+class BoxParam(click.ParamType):
+    """``x,y,w,h`` in pixels (top-left origin) -> a 4-tuple of floats."""
+
+    name = "x,y,w,h"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from vidattn.apps.track import BoxError, parse_box
+
+        try:
+            return parse_box(value)
+        except BoxError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command()
+@click.argument("source", metavar="VIDEO_OR_FRAME_DIR", type=click.Path(exists=True, path_type=str))
+# Initial boxes: one --box per target, or a file
+@click.option("--box", "boxes", type=BoxParam(), multiple=True,
+              help="Initial box of one target in the first frame, pixels, top-left origin (repeatable).")
+@click.option("--init", "init_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Initial boxes from an OTB groundtruth_rect.txt (first line) or a JSON file.")
+# Outputs and device
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder for track.json and target_<id>.txt. Default: ./track_<stem>.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--render", is_flag=True, help="Also write DIR/overlay.mp4 with boxes, ids and confidences.")
+def track(source, boxes, init_file, out_dir, device, render) -> None:
+    """Track objects from their first-frame boxes through a video or an OTB frame folder.
+
+    Writes DIR/track.json (one box and confidence per frame per target) and DIR/target_<id>.txt
+    (OTB format). Target ids are 0, 1, ... in the order the boxes are given.
+
+    \b
+    Examples:
+      vidattn track clip.mp4 --box 120,80,40,60 --box 300,90,30,50 --out tracks --render
+      vidattn track ../shared/tracking/Crossing --init ../shared/tracking/Crossing/groundtruth_rect.txt
+    """
+    from vidattn.apps.track import LOW_CONFIDENCE, run_track
+
+    if bool(boxes) == bool(init_file):
+        raise click.UsageError("give the initial boxes with --box x,y,w,h (repeatable) or --init FILE, not both")
+    res = run_track(source, boxes=list(boxes) or None, init_file=init_file, out_dir=out_dir, device=device,
+                    render=render, progress=True)
+    fps = f"{res['tracking_fps']:.0f} fps" if res["tracking_fps"] else "1 frame"
+    click.echo(f"tracked {len(res['targets'])} target(s) over {res['num_frames']} frames ({fps}, {res['device']})"
+               f" -> {res['out_dir']}/track.json")
+    for t in res["targets"]:
+        low = sum(s < LOW_CONFIDENCE for s in t["scores"])
+        if low:
+            click.echo(f"  target {t['id']}: low confidence in {low} of {res['num_frames']} frames")
+    if res["overlay"]:
+        click.echo(f"overlay: {res['overlay']}")
+
+
+# --- synth / train / eval -----------------------------------------------------------------------
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--per-class", type=click.IntRange(1), default=40, show_default=True, help="Training videos per class.")
+@click.option("--val-per-class", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth(out_dir: str, per_class: int, val_per_class: int, seed: int) -> None:
+    """Generate the synthetic motion dataset (classes told apart only by frame order).
+
+    Writes OUT_DIR/{train,val}/<class>/*.mp4 and OUT_DIR/{train,val}/events.csv.
+    """
+    from vidattn.data.synthetic import generate_dataset
+
+    out = generate_dataset(out_dir, per_class=per_class, val_per_class=val_per_class, seed=seed)
+    click.echo(f"wrote synthetic dataset to {out}")
+
+
+@cli.command()
+# What to train
+@click.option("-c", "--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML experiment config (see configs/). Default: the embedded synthetic demo.")
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None, help="Dataset root.")
+@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. -o optim.lr=0.01 (repeatable).")
+# Where and how
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory. Default: runs/train-<timestamp>.")
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dry_run) -> None:
+    """Train an attention video model; with no arguments, the embedded synthetic default.
+
+    \b
+    Examples:
+      vidattn train
+      vidattn train -c configs/ucf101.yaml --data-root /data/UCF101 --out runs/ucf
+      torchrun --nproc_per_node 2 -m vidattn.cli train --out runs/ddp
+      vidattn train --out runs/ucf --resume
+    """
+    from vidattn.config import apply_overrides, dump_config, load_config
+
+    cfg = load_config(config_path)
+    flags = [f"data.root={data_root}"] if data_root else []
+    flags += [f"train.epochs={epochs}"] if epochs else []
+    flags += [f"train.device={device}"] if device else []
+    cfg = apply_overrides(cfg, flags + list(overrides))
+    if dry_run:
+        click.echo(dump_config(cfg), nl=False)
+        return
+    if resume and out_dir is None:
+        raise click.UsageError("--resume needs --out RUN_DIR")
+    from vidattn.engine import train as engine
+
+    engine.train(cfg, out_dir or engine.default_run_dir(), resume=resume)
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Dataset root (default: the one recorded in the checkpoint).")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where metrics.json, confusion.png and errors.jsonl go (default: RUN_DIR/eval-SPLIT).")
+@click.option("--json", "as_json", is_flag=True, help="Print {top1, top5, num_videos, per_class} as JSON.")
+def eval_cmd(checkpoint, data_root, split, device, out_dir, as_json) -> None:
+    """Evaluate a checkpoint with multi-view testing: top-1/top-5, per-class accuracy, confusion matrix."""
+    import json
+
+    from vidattn.engine.evaluate import run_eval
+
+    metrics = run_eval(checkpoint, data_root=data_root, split=split, device=device, out_dir=out_dir,
+                       progress=not as_json)
+    if as_json:
+        keys = ("top1", "top5", "num_videos", "per_class", "errors")
+        click.echo(json.dumps({k: metrics[k] for k in keys}))
+    else:
+        click.echo(f"top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  videos {metrics['num_videos']}  "
+                   f"unreadable {metrics['errors']}  -> {metrics['out_dir']}")
+
+
 # --- probe --------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))

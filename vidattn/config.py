@@ -31,9 +31,9 @@ class DataConfig:
     clip_len: int = 16  # frames per clip
     stride: int = 1  # frames between sampled frames (dense sampler)
     short: str = "loop"  # videos shorter than a clip: loop | pad | skip
-    size: int = 72  # decode with the short side at this size (then a square crop)
+    size: int = 64  # decode with the short side at this size (then a square crop)
     crop_size: int = 64  # model input side after the device transform
-    scale: tuple[float, float] = (0.6, 1.0)  # random-resized-crop area range (train)
+    scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range (train)
     flip: bool = False  # horizontal flip in training; off by default: direction can be the class
     test_clips: int = 1  # temporal views per video at evaluation
     test_crops: int = 1  # spatial views at evaluation: 1 (centre) or 3 (three-crop)

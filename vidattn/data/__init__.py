@@ -11,7 +11,7 @@ from vidattn.data.datasets import (
     scan_videos,
 )
 from vidattn.data.decode import VideoInfo, VideoReader, available_backends, open_video, probe
-from vidattn.data.loader import ErrorsManifest, build_loader, collate_videos
+from vidattn.data.loader import EpochSampler, ErrorsManifest, build_loader, collate_videos
 from vidattn.data.sampling import (
     ClipInfo,
     ClipSampler,
@@ -31,6 +31,7 @@ __all__ = [
     "ClipInfo",
     "ClipSampler",
     "ClipTooShortError",
+    "EpochSampler",
     "ErrorsManifest",
     "RandomClipSampler",
     "ReaderCache",

@@ -371,9 +371,11 @@ class VideoDataset(Dataset):
         """Change the random stream (call before each epoch; DataLoader workers see it if not persistent)."""
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        # `EpochSampler` passes (epoch, index) so persistent workers follow the epoch without restarting.
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.records[index]
-        rng = make_rng(self.seed, self.epoch, index)
+        rng = make_rng(self.seed, epoch, index)
         try:
             return self._load(index, record, rng)
         except (VidattnError, OSError, RuntimeError, ValueError) as exc:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["collate_videos", "build_loader", "ErrorsManifest"]
+__all__ = ["collate_videos", "build_loader", "EpochSampler", "ErrorsManifest"]
 
 
 def collate_videos(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -41,6 +41,35 @@ def collate_videos(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
         "errors": errors,
     }
+
+
+class EpochSampler(Sampler):
+    """Deterministic per-epoch order, sharded across ranks; yields ``(epoch, index)`` pairs.
+
+    The order depends only on (seed, epoch), so a resumed run replays the same epochs as an
+    uninterrupted one. Passing the epoch with each index lets persistent workers follow it.
+    Under DDP the index list is padded (by wrapping) to a multiple of the world size.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.shuffle, self.seed, self.rank, self.world_size = size, shuffle, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        else:
+            order = list(range(self.size))
+        total = len(self) * self.world_size
+        if order and len(order) < total:
+            order += order[: total - len(order)]
+        return iter((self.epoch, i) for i in order[self.rank : total : self.world_size])
 
 
 def _worker_init(worker_id: int) -> None:

@@ -81,7 +81,7 @@ def load_model(
         num_classes=len(classes),
         attn=mcfg.get("attn"),
         head=mcfg.get("head"),
-        dropout=mcfg.get("dropout"),
+        drop_rate=mcfg.get("dropout"),
         **(mcfg.get("kwargs") or {}),
     )
     state = ckpt["ema"] if use_ema and isinstance(ckpt.get("ema"), dict) else ckpt["model"]

@@ -1,0 +1,230 @@
+"""Training and evaluation: run directory contract, resume, DDP, bad inputs, eval reproduction."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidattn.config import load_config
+from vidattn.data import load_annotations
+from vidattn.data.synthetic import generate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.clip_len=8",
+    "data.size=32",
+    "data.crop_size=32",
+    "data.num_workers=0",
+    "train.batch_size=4",
+    "train.eval_batch_size=8",
+    "train.progress=false",
+    "train.threads=1",
+]
+
+
+def vidattn(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vidattn.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def overrides(*extra: str) -> list[str]:
+    out = []
+    for item in [*TINY, *extra]:
+        out += ["-o", item]
+    return out
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, per_class=3, val_per_class=2, seed=0)
+    return root
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
+    run = tmp_path / "run"
+    res = vidattn("train", "--data-root", str(synth_root), "--out", str(run), "--epochs", "2", *overrides())
+    assert res.returncode == 0, res.stderr
+    assert f"run directory: {run}" in res.stderr
+    for name in ("config.yaml", "classes.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    metrics = read_metrics(run)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    for key in ("loss", "train_top1", "val_top1", "clips_per_s", "data_s", "compute_s", "lr"):
+        assert key in metrics[-1]
+    assert json.loads((run / "classes.json").read_text())[0] == "appear"
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "config", "classes"} <= set(ckpt)
+
+    # `vidattn eval` on the last checkpoint reproduces the validation accuracy recorded in training.
+    res = vidattn("eval", str(run / "checkpoints" / "last.pt"), "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert set(result) >= {"top1", "top5", "num_videos", "per_class"}
+    assert result["num_videos"] == 12
+    assert result["top1"] == pytest.approx(metrics[-1]["val_top1"], abs=1e-6)
+    assert all(v is None or 0.0 <= v <= 1.0 for v in result["per_class"].values())
+    assert (run / "eval-val" / "confusion.png").is_file()
+
+
+def test_bad_config_key_is_one_line(tmp_path):
+    res = vidattn("train", "--out", str(tmp_path / "r"), "-o", "optim.lrr=0.1")
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "optim.lrr" in lines[0] and "optim.lr" in lines[0]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  clip_lenn: 8\n")
+    res = vidattn("train", "-c", str(bad), "--dry-run")
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "data.clip_len" in res.stderr
+
+
+def test_corrupt_video_is_skipped_and_recorded(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    bad = root / "train" / "appear" / "broken.mp4"
+    bad.write_bytes(os.urandom(3000))
+    truncated = root / "train" / "move_up" / "truncated.mp4"
+    data = (root / "train" / "move_up" / "move_up_0000.mp4").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    run = tmp_path / "run"
+    res = vidattn("train", "--data-root", str(root), "--out", str(run), "--epochs", "2", *overrides())
+    assert res.returncode == 0, res.stderr
+    assert len(read_metrics(run)) == 2
+    errors = [json.loads(line) for line in (run / "errors.jsonl").read_text().splitlines()]
+    paths = {e["path"] for e in errors}
+    assert str(bad) in paths and str(truncated) in paths
+    assert all(e["error"] for e in errors)
+    assert "skipped" in res.stderr
+
+
+def test_resume_after_kill_matches_uninterrupted(synth_root, tmp_path):
+    args = ["--data-root", str(synth_root), "--epochs", "3", *overrides("train.deterministic=true")]
+    full = tmp_path / "full"
+    res = vidattn("train", "--out", str(full), *args)
+    assert res.returncode == 0, res.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidattn.cli", "train", "--out", str(killed), *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    metrics = killed / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            time.sleep(0.3)  # now inside epoch 2
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(read_metrics(killed))
+    assert done < 3
+    res = vidattn("train", "--out", str(killed), "--resume", *args)
+    assert res.returncode == 0, res.stderr
+    a, b = read_metrics(full), read_metrics(killed)
+    assert [m["epoch"] for m in b] == [1, 2, 3]
+    for key in ("loss", "train_top1", "val_top1"):
+        assert b[-1][key] == pytest.approx(a[-1][key], abs=1e-6), key
+
+
+def test_nan_loss_stops_with_clear_message(synth_root, tmp_path):
+    run = tmp_path / "run"
+    res = vidattn(
+        "train",
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(run),
+        "--epochs",
+        "3",
+        *overrides("optim.lr=1e12", "optim.clip_grad=null", "optim.warmup_epochs=0"),
+    )
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert "loss became" in res.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(synth_root, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vidattn.cli",
+        "train",
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        *overrides(),
+    ]
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    metrics = read_metrics(run)
+    assert len(metrics) == 1
+    # Both ranks trained: the epoch saw every training clip once (18 videos, padded to an even split).
+    assert metrics[0]["clips"] == 18
+
+
+def test_ucf101_config_parses_fake_tree(tmp_path):
+    root = tmp_path / "UCF101"
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    classes = ["ApplyEyeMakeup", "Basketball", "YoYo"]
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
+    train, test = [], []
+    for c in classes:
+        (root / c).mkdir()
+        for g in (1, 8):
+            name = f"{c}/v_{c}_g{g:02d}_c01.avi"
+            (root / name).write_bytes(b"")
+            (train if g == 8 else test).append(name)
+    (lists / "trainlist01.txt").write_text("".join(f"{n} {classes.index(n.split('/')[0]) + 1}\n" for n in train))
+    (lists / "testlist01.txt").write_text("".join(f"{n}\n" for n in test))
+    cfg = load_config(REPO / "configs" / "ucf101.yaml", [f"data.root={root}"])
+    assert cfg.data.format == "ucf101" and cfg.data.split_id == 1
+    records, found = load_annotations(cfg.data.root, "train", fmt=cfg.data.format, split_id=cfg.data.split_id)
+    assert found == classes
+    assert sorted((Path(r.path).name, r.label) for r in records) == sorted(
+        (Path(n).name, classes.index(n.split("/")[0])) for n in train
+    )
+    val, _ = load_annotations(cfg.data.root, "val", fmt=cfg.data.format, split_id=1, classes=found)
+    assert len(val) == 3 and {r.label for r in val} == {0, 1, 2}

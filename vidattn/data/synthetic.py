@@ -1,0 +1,184 @@
+"""Synthetic motion videos: the embedded default dataset.
+
+Each video is a short real MP4 on a textured background. A target object (random colour, shape
+and size) sits still, except during one short *event*, which decides the class:
+
+- ``move_left`` / ``move_right`` / ``move_up`` / ``move_down``: the target glides in that direction;
+- ``appear`` / ``disappear``: the target fades in / out.
+
+Every class is the time-reversal of another (left/right, up/down, appear/disappear), so no
+single frame tells the class: only the order of frames does. Distractors (other objects that
+jitter back and forth, sensor noise, brightness flicker) make static cues useless. The event's
+frames are written to ``events.csv`` (``path,label,event_start,event_end``, inclusive frame
+indices), which is the ground truth for key-frame tests.
+
+Layout written by `generate_dataset`::
+
+    OUT/train/<class>/<class>_0000.mp4 ...   OUT/train/events.csv
+    OUT/val/<class>/...                      OUT/val/events.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidattn.data.encode import write_video
+
+__all__ = ["CLASSES", "SynthSpec", "render_video", "generate_dataset"]
+
+CLASSES = ("appear", "disappear", "move_down", "move_left", "move_right", "move_up")
+_DIRECTIONS = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Size and timing of the synthetic videos."""
+
+    num_frames: int = 16
+    height: int = 64
+    width: int = 64
+    fps: float = 12.0
+    event_len: int = 5  # frames the decisive change lasts
+    num_distractors: int = 2
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Smooth random texture: low-resolution noise upsampled, so it is not flat."""
+    small = rng.uniform(40, 140, size=(h // 8 + 1, w // 8 + 1, 3))
+    big = np.kron(small, np.ones((8, 8, 1)))[:h, :w]
+    tint = rng.uniform(0.7, 1.2, size=3)
+    return np.clip(big * tint, 0, 255).astype(np.float32)
+
+
+def _stamp(frame: np.ndarray, cx: float, cy: float, r: int, color: np.ndarray, alpha: float, disc: bool) -> None:
+    """Alpha-blend a square or disc of radius `r` centred at (cx, cy) into `frame` (in place)."""
+    h, w = frame.shape[:2]
+    x0, x1 = int(round(cx - r)), int(round(cx + r)) + 1
+    y0, y1 = int(round(cy - r)), int(round(cy + r)) + 1
+    xs0, xs1, ys0, ys1 = max(x0, 0), min(x1, w), max(y0, 0), min(y1, h)
+    if xs0 >= xs1 or ys0 >= ys1 or alpha <= 0:
+        return
+    patch = frame[ys0:ys1, xs0:xs1]
+    mask = np.ones(patch.shape[:2], dtype=np.float32)
+    if disc:
+        yy, xx = np.mgrid[ys0:ys1, xs0:xs1]
+        mask = (((xx - cx) ** 2 + (yy - cy) ** 2) <= r * r).astype(np.float32)
+    a = (alpha * mask)[..., None]
+    patch[:] = patch * (1 - a) + color * a
+
+
+def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSpec()) -> tuple[np.ndarray, int, int]:
+    """Render one video of class `label`.
+
+    Returns:
+        frames uint8 ``(T, H, W, 3)``, and the event's first and last frame (inclusive).
+    """
+    if label not in CLASSES:
+        raise ValueError(f"unknown synthetic class {label!r}")
+    t_len, h, w = spec.num_frames, spec.height, spec.width
+    bg = _background(rng, h, w)
+    start = int(rng.integers(1, t_len - spec.event_len))
+    end = start + spec.event_len - 1
+    radius = int(rng.integers(4, 7))
+    color = rng.uniform(170, 255, size=3).astype(np.float32) * rng.permutation([1.0, 1.0, 0.45])
+    disc = bool(rng.random() < 0.5)
+    speed = float(rng.uniform(2.5, 3.5))
+    travel = speed * spec.event_len
+    margin = radius + 2
+    dx, dy = _DIRECTIONS.get(label, (0, 0))
+    # Choose the start so the whole path stays inside the frame.
+    lo_x, hi_x = margin + max(0, -dx) * travel, w - margin - max(0, dx) * travel
+    lo_y, hi_y = margin + max(0, -dy) * travel, h - margin - max(0, dy) * travel
+    x, y = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
+
+    distractors = []
+    for _ in range(spec.num_distractors):
+        distractors.append(
+            dict(
+                x=rng.uniform(8, w - 8),
+                y=rng.uniform(8, h - 8),
+                r=int(rng.integers(2, 5)),
+                color=rng.uniform(60, 255, size=3).astype(np.float32),
+                amp=rng.uniform(1, 3),
+                period=rng.uniform(3, 7),
+                phase=rng.uniform(0, 2 * np.pi),
+                axis=rng.integers(0, 2),
+            )
+        )
+    frames = np.empty((t_len, h, w, 3), dtype=np.uint8)
+    for t in range(t_len):
+        frame = bg * rng.uniform(0.92, 1.08)  # brightness flicker
+        for d in distractors:
+            # Back-and-forth jitter: motion with no net direction.
+            off = d["amp"] * np.sin(2 * np.pi * t / d["period"] + d["phase"])
+            cx, cy = d["x"] + (off if d["axis"] == 0 else 0), d["y"] + (off if d["axis"] == 1 else 0)
+            _stamp(frame, cx, cy, d["r"], d["color"], 1.0, disc=False)
+        progress = min(max((t - start + 1) / spec.event_len, 0.0), 1.0)  # 0 before, 1 after the event
+        if label in _DIRECTIONS:
+            cx, cy, alpha = x + dx * travel * progress, y + dy * travel * progress, 1.0
+        else:
+            cx, cy = x, y
+            alpha = progress if label == "appear" else 1.0 - progress
+        _stamp(frame, cx, cy, radius, color, alpha, disc)
+        frame += rng.normal(0, 4, size=frame.shape)
+        frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return frames, start, end
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    *,
+    per_class: int = 40,
+    val_per_class: int = 12,
+    seed: int = 0,
+    spec: SynthSpec = SynthSpec(),
+    classes: tuple[str, ...] = CLASSES,
+) -> Path:
+    """Write ``OUT/{train,val}/<class>/*.mp4`` plus ``events.csv`` per split; returns OUT.
+
+    Generation is deterministic in `seed`. A finished split (its ``events.csv`` exists and lists the
+    expected number of videos) is kept as is, so re-running is cheap and an interrupted run resumes.
+    """
+    out = Path(out_dir)
+    for split, count, split_seed in (("train", per_class, seed), ("val", val_per_class, seed + 1_000_003)):
+        split_dir = out / split
+        events_path = split_dir / "events.csv"
+        expected = count * len(classes)
+        if events_path.is_file() and sum(1 for _ in events_path.open()) - 1 == expected:
+            continue
+        rows = []
+        for ci, label in enumerate(classes):
+            (split_dir / label).mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                rng = np.random.default_rng([split_seed, ci, k])
+                frames, start, end = render_video(label, rng, spec)
+                rel = f"{label}/{label}_{k:04d}.mp4"
+                tmp = split_dir / f"{rel}.tmp.mp4"
+                write_video(tmp, frames, fps=spec.fps, codec="libx264", crf=12)
+                os.replace(tmp, split_dir / rel)
+                rows.append((rel, label, start, end))
+        tmp_csv = events_path.with_suffix(".csv.tmp")
+        with tmp_csv.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "event_start", "event_end"])
+            writer.writerows(rows)
+        os.replace(tmp_csv, events_path)
+    (out / "synth.json").write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "per_class": per_class,
+                "val_per_class": val_per_class,
+                "classes": list(classes),
+                "spec": spec.__dict__,
+            },
+            indent=1,
+        )
+    )
+    return out

@@ -1,0 +1,140 @@
+"""Video-level evaluation with multi-view testing, and the `vidattn eval` job."""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vidattn.config import Config, DataConfig
+from vidattn.data import (
+    ErrorsManifest,
+    SegmentSampler,
+    UniformClipSampler,
+    VideoDataset,
+    VideoTransform,
+    build_loader,
+    load_annotations,
+)
+from vidattn.engine.metrics import ClassificationMeter
+from vidattn.errors import ConfigError
+
+__all__ = ["eval_dataset", "evaluate", "run_eval", "autocast_for"]
+
+
+def autocast_for(device: torch.device, amp: str) -> Any:
+    """An autocast context for `amp` ("off", "bf16", "fp16") on `device`."""
+    if amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def eval_dataset(data: DataConfig, root: str, classes: list[str], split: str = "val", seed: int = 0) -> VideoDataset:
+    """The evaluation dataset: `test_clips` temporal x `test_crops` spatial views per video."""
+    ann = data.val_ann if split != "train" else data.train_ann
+    records, _ = load_annotations(root, split, fmt=data.format, ann_file=ann, split_id=data.split_id, classes=classes)
+    if data.sampler == "segment":
+        sampler = SegmentSampler(data.clip_len, random=False, num_clips=data.test_clips, short=data.short)
+    else:
+        sampler = UniformClipSampler(data.clip_len, data.stride, data.test_clips, short=data.short)
+    if data.test_crops not in (1, 3):
+        raise ConfigError(f"data.test_crops must be 1 or 3, got {data.test_crops}")
+    crop = "three" if data.test_crops == 3 else "center"
+    return VideoDataset(records, classes, sampler, size=data.size, crop=crop, seed=seed, backend=data.backend)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    transform: VideoTransform,
+    device: torch.device,
+    classes: list[str],
+    *,
+    amp: str = "off",
+    manifest: ErrorsManifest | None = None,
+    progress: bool = False,
+    **context: Any,
+) -> tuple[dict[str, Any], ClassificationMeter]:
+    """Average softmax scores over each video's views; returns the metrics and the meter."""
+    model.eval()
+    meter = ClassificationMeter(classes)
+    errors: list[dict] = []
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True)
+    for batch in iterator:
+        errors += batch["errors"]
+        if not len(batch["label"]):
+            continue
+        video = batch["video"].to(device, non_blocking=True)  # (B, V, T, S, S, C) uint8
+        b, v = video.shape[:2]
+        x = transform(video).flatten(0, 1)  # (B*V, C, T, S, S)
+        with autocast_for(device, amp):
+            logits = model(x)
+        probs = logits.float().softmax(-1).view(b, v, -1).mean(1)
+        meter.update(probs, batch["label"], batch["path"])
+    if manifest is not None:
+        manifest.record(errors, stage="eval", **context)
+    metrics = meter.compute()
+    metrics["errors"] = len({e["path"] for e in errors})
+    return metrics, meter
+
+
+def run_eval(
+    checkpoint: str | os.PathLike,
+    *,
+    data_root: str | None = None,
+    split: str = "val",
+    device: str = "auto",
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`vidattn eval`: rebuild the model, evaluate a split, write metrics, confusion PNG and errors.
+
+    Outputs go to `out_dir` (default: ``<run dir>/eval-<split>/``, next to ``checkpoints/``).
+    """
+    from vidattn.engine.checkpoint import load_model
+    from vidattn.engine.distributed import resolve_device
+
+    dev = resolve_device(device)
+    model, classes, cfg_dict = load_model(checkpoint, dev)
+    cfg = Config.from_dict(cfg_dict, source=str(checkpoint))
+    ckpt_path = Path(checkpoint).resolve()
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    root = data_root or cfg.data.root or _default_data_root(run_dir)
+    if root is None:
+        raise ConfigError("no data root: pass --data-root (the checkpoint's config has none)")
+    ds = eval_dataset(cfg.data, root, classes, split, seed=cfg.train.seed)
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    loader = build_loader(ds, batch_size or cfg.train.eval_batch_size, num_workers=workers, persistent_workers=False)
+    out = Path(out_dir) if out_dir is not None else run_dir / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = ErrorsManifest(out / "errors.jsonl")
+    transform = VideoTransform(cfg.data.crop_size, train=False).to(dev)
+    amp = "off" if dev.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    metrics, meter = evaluate(model, loader, transform, dev, classes, amp=amp, manifest=manifest, progress=progress)
+    metrics["checkpoint"] = str(ckpt_path)
+    metrics["split"] = split
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    from vidattn.viz import plot_confusion
+
+    plot_confusion(meter.confusion(), classes, out / "confusion.png")
+    metrics["out_dir"] = str(out)
+    return metrics
+
+
+def _default_data_root(run_dir: Path) -> str | None:
+    data = run_dir / "data"
+    return str(data) if data.is_dir() else None
