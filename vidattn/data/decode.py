@@ -14,10 +14,15 @@
   materialise at full resolution;
 - gives up with `VideoDecodeError` when one call blocks longer than ``timeout_s`` instead of hanging.
 
-Why two paths in the decord backend: decord's random access seeks to a key frame and counts
-forward, which returns a neighbouring frame on some HEVC streams. Reading in order is exact, so
-for codecs on `SEEK_UNSAFE_CODECS` the reader asks decord for a contiguous run from the last key
-frame (in order) and keeps the requested frames.
+Where decord is used: decord's random access seeks to a key frame and counts forward, which
+returns a neighbouring frame on some HEVC streams; reading in order is exact there, so for codecs
+on `SEEK_UNSAFE_CODECS` the decord reader decodes in order and keeps the requested frames. In
+AVI, MPEG-PS and MPEG-TS files, and for MPEG-1/2/4 part 2 video with B-frames in any container,
+decord returns other frames altogether (even in order, for TS), so only codecs on `DECORD_CODECS`
+in containers on `DECORD_CONTAINERS` (MP4/MOV, MKV/WebM, FLV, GIF) are read with decord; `open_video` reads the rest with PyAV whatever the backend asked for (the reader's
+``backend`` says which one runs). When decord fails part-way through a corrupt file, the reader
+switches to PyAV, whose in-order decode fails at a fixed frame, to return the frames that decode
+and correct the count.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import concurrent.futures as cf
 import io
 import math
 import os
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +53,8 @@ __all__ = [
     "available_backends",
     "DEFAULT_TIMEOUT_S",
     "SEEK_UNSAFE_CODECS",
+    "DECORD_CONTAINERS",
+    "DECORD_CODECS",
 ]
 
 Source = str | os.PathLike | BinaryIO | bytes
@@ -57,6 +65,17 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 120.0
 #: Codecs whose random access in decord is not frame-exact; read them in order from a key frame.
 SEEK_UNSAFE_CODECS = frozenset({"hevc", "h265"})
+#: Containers (PyAV's first format name) where decord's frame indexing is exact. Elsewhere decord returns
+#: the wrong frames even for some in-order reads (MPEG-TS with B-frames starts a GOP late; AVI and
+#: MPEG-PS random access lands on other frames), so those files are read with PyAV whatever the backend.
+DECORD_CONTAINERS = frozenset({"mov", "matroska", "webm", "flv", "gif", "ivf"})
+#: Codecs decord indexes exactly in those containers. MPEG-1/2/4 part 2 with B-frames land on other
+#: frames in any container, so they go to PyAV too.
+DECORD_CODECS = frozenset(
+    {"h264", "hevc", "h265", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "gif", "flv1", "mjpeg", "png", "rawvideo"}
+)
+#: Containers where PyAV's timestamp seeks are not frame-exact (MPEG-PS); decode those from the start.
+PYAV_SEEK_UNSAFE_CONTAINERS = frozenset({"mpeg", "mpegvideo"})
 # Above this many frames between requested indices, re-seek rather than decode through the gap.
 _FORWARD_DECODE_LIMIT = 64
 
@@ -86,7 +105,9 @@ def _quiet_ffmpeg() -> None:
     try:
         import av.logging
 
-        av.logging.set_level(av.logging.PANIC)
+        # None (PyAV's default) keeps FFmpeg quiet without installing PyAV's Python log callback,
+        # which can deadlock an FFmpeg frame thread against the GIL.
+        av.logging.set_level(None)
     except Exception:
         pass
     try:
@@ -175,6 +196,7 @@ class VideoReader(ABC):
         self.codec = self.container = ""
         self.rotation = 0
         self._broken: str | None = None
+        self._claimed_frames: int | None = None
         self._executor: cf.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -300,10 +322,12 @@ class VideoReader(ABC):
             raise VideoDecodeError(self.path, f"{type(exc).__name__}: {_short(exc)}") from exc
 
     def _truncated(self, decoded: int) -> VideoDecodeError:
-        claimed = self.num_frames
+        if self._claimed_frames is None:  # the header's count, kept for the message of later reads
+            self._claimed_frames = self.num_frames
         self.num_frames = min(self.num_frames, decoded)
         return VideoDecodeError(
-            self.path, f"only {decoded} of {claimed} frames decode (corrupt or truncated); num_frames corrected"
+            self.path,
+            f"only {decoded} of {self._claimed_frames} frames decode (corrupt or truncated); num_frames corrected",
         )
 
     @abstractmethod
@@ -318,12 +342,14 @@ class VideoReader(ABC):
     def _close(self) -> None: ...
 
 
+# decord prefixes (and nests) messages with "[hh:mm:ss] /path/to/source.cc:123: "; the reason is the rest.
+_DECORD_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\]\s*|(?:/[\w.+-]+)+\.(?:cc|cpp|h):\d+:\s*")
+
+
 def _short(exc: BaseException, limit: int = 200) -> str:
     # FFmpegError's str() repeats the file name; its strerror is the reason alone.
     text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
-    # decord prefixes messages with a timestamp and a C++ source location; keep the reason.
-    if "] " in text and text.startswith("["):
-        text = text.split("] ", 1)[-1]
+    text = _DECORD_NOISE.sub("", text).strip()
     return text[:limit] if text else type(exc).__name__
 
 
@@ -445,7 +471,12 @@ class PyAVReader(VideoReader):
         self._frames = self._container.decode(self._stream)
         self._pos = -1
         order = sorted(pts)
-        if len(order) != self.num_frames or len(set(order)) != len(order) or not keys:
+        if (
+            len(order) != self.num_frames
+            or len(set(order)) != len(order)
+            or not keys
+            or self.container in PYAV_SEEK_UNSAFE_CONTAINERS
+        ):
             self._keyframe_pts = []  # unreliable: decode from the start instead of seeking
             return
         self._keyframe_pts = order
@@ -534,6 +565,10 @@ class PyAVReader(VideoReader):
 # ------------------------------------------------------------------------------------------------
 # decord
 # ------------------------------------------------------------------------------------------------
+class _DecordInexact(VideoDecodeError):
+    """decord would return wrong frames for this file; `open_video` reads it with PyAV instead."""
+
+
 class DecordReader(VideoReader):
     """decord / decord2 backend. Fast random access via `get_batch`, with exactness guards."""
 
@@ -544,6 +579,8 @@ class DecordReader(VideoReader):
         self._source = source
         self._num_threads = num_threads
         self._vr = None
+        self._fallback: PyAVReader | None = None  # takes over after decord fails on a corrupt file
+        self._coded_size: tuple[int, int] | None = None  # (W, H) before rotation, from PyAV
         self._call(self._open)
 
     def _open(self) -> None:
@@ -554,29 +591,41 @@ class DecordReader(VideoReader):
             src = io.BytesIO(src)
         elif isinstance(src, os.PathLike):
             src = os.fspath(src)
-        elif hasattr(src, "seek"):
+        self._meta_from_pyav()
+        if self.container and (self.container not in DECORD_CONTAINERS or self.codec not in DECORD_CODECS):
+            raise _DecordInexact(self.path, f"decord does not index {self.codec} in {self.container} exactly")
+        if hasattr(src, "seek"):
             src.seek(0)
+        kwargs: dict[str, int] = {}
+        if self._coded_size is not None:
+            # Open once, already at the output size: decord's width/height are after rotation, like ours.
+            raw_w, raw_h = self._coded_size
+            disp_w, disp_h = (raw_h, raw_w) if self.rotation % 180 else (raw_w, raw_h)
+            self.width, self.height = _output_size(disp_w, disp_h, self.size)
+            if (self.width, self.height) != (disp_w, disp_h):
+                kwargs = {"width": self.width, "height": self.height}
         try:
-            probe_vr = decord.VideoReader(src, num_threads=1)
+            vr = decord.VideoReader(src, num_threads=self._num_threads, **kwargs)
         except Exception as exc:  # decord raises DECORDError / RuntimeError
             raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
-        self.num_frames = len(probe_vr)
+        self.num_frames = len(vr)
         if self.num_frames <= 0:
             raise VideoDecodeError(self.path, "video stream has no frames")
-        self.fps = float(probe_vr.get_avg_fps() or 0.0)
-        # decord has no size attribute; its first frame gives the displayed (rotated) size.
-        disp_h, disp_w = probe_vr[0].shape[:2]
-        probe_vr.seek(0)
-        self._meta_from_pyav()
-        self.width, self.height = _output_size(disp_w, disp_h, self.size)
-        if (self.width, self.height) == (disp_w, disp_h):
-            probe_vr.seek(0)
-            self._vr = probe_vr
-        else:
-            del probe_vr
-            if hasattr(src, "seek"):
-                src.seek(0)
-            self._vr = decord.VideoReader(src, width=self.width, height=self.height, num_threads=self._num_threads)
+        self.fps = float(vr.get_avg_fps() or 0.0)
+        if self._coded_size is None:
+            # PyAV could not read the header; decord's first frame gives the displayed (rotated) size.
+            try:
+                disp_h, disp_w = vr[0].shape[:2]
+            except Exception as exc:
+                raise VideoDecodeError(self.path, f"cannot open: first frame does not decode ({_short(exc)})") from None
+            vr.seek(0)
+            self.width, self.height = _output_size(disp_w, disp_h, self.size)
+            if (self.width, self.height) != (disp_w, disp_h):
+                del vr
+                if hasattr(src, "seek"):
+                    src.seek(0)
+                vr = decord.VideoReader(src, width=self.width, height=self.height, num_threads=self._num_threads)
+        self._vr = vr
         self._seek_exact = self.codec not in SEEK_UNSAFE_CODECS
         self._cursor = 0  # next frame `next()` returns, for in-order reading
 
@@ -594,9 +643,12 @@ class DecordReader(VideoReader):
                 stream = container.streams.video[0]
                 self.container = container.format.name.split(",")[0]
                 self.codec = stream.codec_context.name
+                # The display matrix is on the frames in PyAV >= 13: decode the first one.
                 first = next(container.decode(stream), None)
                 self.rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360 if first is not None else 0
-        except Exception:  # metadata only; decord already opened the file
+                if first is not None and first.width > 0 and first.height > 0:
+                    self._coded_size = (first.width, first.height)
+        except Exception:  # metadata only; decord may still open the file
             self.codec = self.codec or "unknown"
         finally:
             if hasattr(self._source, "seek"):
@@ -605,34 +657,37 @@ class DecordReader(VideoReader):
     def _decode_batch(self, indices: list[int]) -> np.ndarray:
         try:
             return self._vr.get_batch(indices).asnumpy()
-        except Exception as exc:
-            # A corrupt file: decord reported more frames than it can decode. Find how many do.
-            decoded = self._decodable_prefix(max(indices))
-            if decoded <= max(indices):
-                raise self._truncated(decoded) from None
-            raise VideoDecodeError(self.path, _short(exc)) from None
-
-    def _decodable_prefix(self, upto: int) -> int:
-        """Count frames that decode in order, up to `upto`; used only after a failure."""
-        import decord
-
-        src = self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
-        if hasattr(src, "seek"):
-            src.seek(0)
-        try:
-            vr = decord.VideoReader(src, num_threads=1, width=32, height=32)
         except Exception:
-            return 0
-        n = 0
+            return self._recover(indices)
+
+    def _recover(self, indices: list[int]) -> np.ndarray:
+        """decord failed mid-read: a corrupt or truncated file. Re-read with PyAV from here on.
+
+        decord's threaded decoder reports a broken packet at a nondeterministic point (the same
+        truncated file fails after 0, 5 or 30 frames from one run to the next), so it cannot say how
+        many frames decode. PyAV decodes in order and fails at a fixed frame: it returns the exact
+        frames that do decode and corrects `num_frames` for the rest.
+        """
+        if self._fallback is None:
+            src = self._source
+            if not isinstance(src, (str, os.PathLike, bytes)):
+                src.seek(0)
+                src = src.read()  # decord already holds the whole file object in memory
+            # Same output size as decord, so frames from before and after the switch stack together.
+            self._fallback = PyAVReader(src, size=(self.width, self.height), timeout_s=None)
+            self._fallback.path = self.path
+        self._vr = None  # decord's state after a failed read is undefined; stop using it
+        fallback = self._fallback
         try:
-            for _ in range(upto + 1):
-                vr.next()
-                n += 1
-        except Exception:
-            pass
-        return n
+            return fallback._read_sorted(indices)
+        except VideoDecodeError as exc:
+            if fallback.num_frames <= max(indices) and fallback.num_frames <= self.num_frames:
+                raise self._truncated(fallback.num_frames) from None
+            raise VideoDecodeError(self.path, exc.reason) from None
 
     def _read_sorted(self, indices: list[int]) -> np.ndarray:
+        if self._fallback is not None:
+            return self._recover(indices)
         if self._seek_exact:
             return self._decode_batch(indices)
         # Seek-unsafe codec (decord's key-frame table is wrong on some HEVC streams): decode in order
@@ -648,11 +703,7 @@ class DecordReader(VideoReader):
                     self._vr.next()
                 frames[k] = self._vr.next().asnumpy()
             except Exception:
-                self._cursor = 10**12  # force a restart next time
-                decoded = self._decodable_prefix(i)
-                raise (
-                    self._truncated(decoded) if decoded <= i else VideoDecodeError(self.path, "decode failed")
-                ) from None
+                return self._recover(indices)
             self._cursor = i + 1
         return frames
 
@@ -661,11 +712,25 @@ class DecordReader(VideoReader):
         chunk = 16
         for s in range(0, len(indices), chunk):
             part = indices[s : s + chunk]
-            frames = self._read_sorted(part)
-            yield from zip(part, frames, strict=True)
+            if self._fallback is None:
+                try:
+                    frames = self._read_sorted(part)
+                except VideoDecodeError:
+                    if self._fallback is None:
+                        raise
+                else:
+                    yield from zip(part, frames, strict=True)
+                    continue
+            # decord failed on this file: stream through PyAV one frame at a time, so that every frame
+            # that decodes is yielded before the error (the count then matches the corrected num_frames).
+            for i in part:
+                yield i, self._recover([i])[0]
 
     def _close(self) -> None:
         self._vr = None
+        if self._fallback is not None:
+            self._fallback.close()
+            self._fallback = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -689,6 +754,7 @@ def open_video(
         VideoDecodeError: the file is missing, unreadable or not a decodable video.
     """
     _check_path(source)
+    _output_size(2, 2, size)  # a bad size is a programming error: ValueError, before any decoding
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"unknown backend {backend!r}; choose auto, decord or pyav")
     if backend == "pyav" or (backend == "auto" and "decord" not in available_backends()):
@@ -697,6 +763,9 @@ def open_video(
         raise VideoDecodeError(_source_name(source), "decord backend requested but decord2 is not installed")
     try:
         reader = DecordReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+    except _DecordInexact:
+        # Exact frames are the contract; a backend is a preference. decord would get this container wrong.
+        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
     except VideoDecodeError as first:
         if backend == "decord":
             raise

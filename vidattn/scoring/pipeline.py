@@ -1,0 +1,357 @@
+"""Per-video work of `vidattn score`, run in DataLoader workers: decode, check, sample, key frames.
+
+`ScoreDataset` is an iterable dataset over work units (a file, or a tar shard with the members
+still to score). Workers take units from a shared counter, so a long tar or a slow 4K file does not
+leave the other workers idle. Each yields one record per video: the result-row fields, plus the
+model input (uint8 ``(V, T, S, S, C)``, V uniform views) when a checkpoint is used. A video that fails
+yields an error record instead; nothing a file contains can stop the iteration.
+
+Tar members are streamed with `tarfile` in stream mode (``r|*``) and decoded from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import stat
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from vidattn.data.decode import VideoReader, open_video
+from vidattn.data.sampling import UniformClipSampler
+from vidattn.data.transforms import spatial_views
+from vidattn.errors import VideoDecodeError
+from vidattn.scoring.inputs import InputItem
+
+__all__ = [
+    "no_ffmpeg_log_callback",
+    "DecodeSpec",
+    "WorkUnit",
+    "ScoreDataset",
+    "score_source",
+    "make_units",
+    "KeyframeFn",
+    "simple_keyframes",
+]
+
+_MAX_WORKERS = 256
+
+
+def no_ffmpeg_log_callback() -> None:
+    """Drop PyAV's Python log callback (FFmpeg logs are then discarded without touching the GIL).
+
+    `vidattn.data.decode` quiets FFmpeg with ``av.logging.set_level(PANIC)``, which *installs* PyAV's
+    callback; an FFmpeg frame thread that logs then needs the GIL while the decoding thread holds it
+    and waits for that frame thread, and the process freezes (timeouts cannot fire: no thread runs).
+    Seen as a rare hang of a worker on h264 files. ``set_level(None)`` is PyAV's default and safe.
+    """
+    try:
+        import av.logging
+
+        av.logging.set_level(None)
+    except Exception:
+        pass
+
+
+#: ``fn(source, reader, k) -> [{"rank", "frame_index", "time_s", "score"}, ...]``: the key-frame seam.
+#: `source` is the path or the tar member's bytes, `reader` the open native-size reader of it.
+KeyframeFn = Callable[[Any, VideoReader, int], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """What each worker does with a video.
+
+    Attributes:
+        backend: decoder backend for `open_video`.
+        timeout_s: per decode call; a stuck decoder becomes an error row, not a hang.
+        num_threads: decoder threads per video (parallelism comes from workers, one video each).
+        check_frames: without a model, decode this many frames spread over the video (first and last
+            included) so truncated/corrupt files are caught, not catalogued as fine.
+        clip_len, stride, num_clips: the model's clip and the number of uniform views (clip_len None: no model).
+        size: decode with the short side at `size`, then centre-crop a square (as evaluation does).
+        keyframes_k: key frames per video (None: none).
+    """
+
+    backend: str = "auto"
+    timeout_s: float | None = 60.0
+    num_threads: int = 1
+    check_frames: int = 4
+    clip_len: int | None = None
+    stride: int = 1
+    num_clips: int = 3
+    size: int = 128
+    keyframes_k: int | None = None
+
+
+@dataclass
+class WorkUnit:
+    """A file, or a tar and the keys of its members still to score (streamed once, in order)."""
+
+    path: str
+    items: list[InputItem] = field(default_factory=list)
+
+    @property
+    def is_tar(self) -> bool:
+        return self.items[0].member is not None
+
+
+def make_units(items: Sequence[InputItem]) -> list[WorkUnit]:
+    """Group items into work units: one per file, one per tar (its pending members together)."""
+    units: dict[str, WorkUnit] = {}
+    for item in items:
+        unit = units.setdefault(item.unit if item.member is not None else item.key, WorkUnit(item.path))
+        unit.items.append(item)
+    return list(units.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# One video
+# ------------------------------------------------------------------------------------------------
+def _check_frame_indices(num_frames: int, count: int) -> list[int]:
+    if num_frames <= 0 or count <= 0:
+        return []
+    return sorted({round(k * (num_frames - 1) / max(count - 1, 1)) for k in range(count)})
+
+
+def _model_input(source: Any, reader: VideoReader, spec: DecodeSpec) -> torch.Tensor:
+    """Uniform views of the video as uint8 ``(V, T, S, S, C)``, decoded at the model's size."""
+    sampler = UniformClipSampler(spec.clip_len, spec.stride, spec.num_clips, short="loop")
+    clips = sampler(reader.num_frames)
+    indices = [i for clip in clips for i in clip.frame_indices]
+    backends = [spec.backend] if spec.backend != "auto" else ["auto", "pyav"]
+    frames, error = None, None
+    for backend in backends:
+        try:
+            with open_video(
+                source, backend=backend, size=spec.size, num_threads=spec.num_threads, timeout_s=spec.timeout_s
+            ) as small:
+                frames = small.get_frames(indices)  # (V*T, H, W, C)
+            break
+        except VideoDecodeError as exc:
+            # decord2 fails on some resize targets (e.g. short side 72 of a square or rotated video)
+            # where PyAV succeeds; a truncated file fails on both, so keep the first reason and stop.
+            error = error or exc
+            if "frames decode" in exc.reason:
+                break
+    if frames is None:
+        raise error
+    frames = frames.view(len(clips), -1, *frames.shape[1:])  # (V, T, H, W, C)
+    return spatial_views(frames, spec.size, "center", np.random.default_rng(0))
+
+
+def score_source(
+    source: str | bytes, item: InputItem, spec: DecodeSpec, keyframe_fn: KeyframeFn | None = None
+) -> dict[str, Any]:
+    """Score one video (a path, or a tar member's bytes). Never raises for a bad file.
+
+    Returns:
+        A record: result-row fields (`path`, `status`, `error`, metadata, `keyframes_json`, ...),
+        ``video`` (model input or None) and ``elapsed_s`` (decode seconds).
+    """
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {
+        "path": item.key,
+        "size": item.size,
+        "mtime": item.mtime,
+        "keyframes_k": spec.keyframes_k,
+        "status": "ok",
+        "error": None,
+        "video": None,
+    }
+    reader: VideoReader | None = None
+    try:
+        if item.error:
+            raise VideoDecodeError(item.key, item.error)
+        if isinstance(source, str):
+            _check_regular_file(source)
+        reader = open_video(source, backend=spec.backend, num_threads=spec.num_threads, timeout_s=spec.timeout_s)
+        row.update(_metadata(reader))
+        if spec.clip_len is not None:
+            row["video"] = _model_input(source, reader, spec)
+        else:
+            reader.get_frames(_check_frame_indices(reader.num_frames, spec.check_frames))
+        if spec.keyframes_k:
+            fn = keyframe_fn or simple_keyframes
+            row["keyframes_json"] = json.dumps(fn(source, reader, spec.keyframes_k), ensure_ascii=False)
+    except VideoDecodeError as exc:
+        row.update(status="error", error=exc.reason, video=None)
+    except Exception as exc:  # a decoder or a bug must cost one row, never the archive run
+        row.update(status="error", error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", video=None)
+    finally:
+        if reader is not None:
+            if row["status"] == "error":  # the reader may have corrected the frame count while failing
+                row.update(_metadata(reader))
+            reader.close()
+    row["elapsed_s"] = round(time.perf_counter() - t0, 6)
+    return row
+
+
+def _check_regular_file(path: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing / broken link: open_video gives the precise reason
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "fifo" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+        raise VideoDecodeError(path, f"not a regular file ({kind})")
+
+
+def _metadata(reader: VideoReader) -> dict[str, Any]:
+    return {
+        "container": reader.container or None,
+        "codec": reader.codec or None,
+        "width": reader.width,
+        "height": reader.height,
+        "num_frames": reader.num_frames,
+        "fps": round(reader.fps, 3),
+        "duration_s": round(reader.duration_s, 3),
+        "rotation": reader.rotation,
+        "backend": reader.backend,
+    }
+
+
+def simple_keyframes(source: Any, reader: VideoReader, k: int, sample_fps: float = 2.0) -> list[dict[str, Any]]:
+    """Training-free fallback key frames: the samples (about `sample_fps`) that differ most from the previous one.
+
+    Used only when `vidattn.apps.keyframes` cannot be imported. Picks are at least one
+    sample apart; returns at most `k` entries, best first.
+    """
+    indices, feats = [], []
+    for index, frame in reader.iter_frames(fps=sample_fps):
+        x = frame.permute(2, 0, 1).float().unsqueeze(0) / 255  # (1, C, H, W)
+        feats.append(torch.nn.functional.adaptive_avg_pool2d(x, (16, 16)).flatten())
+        indices.append(index)
+    if not feats:
+        return []
+    f = torch.stack(feats)
+    diff = torch.zeros(len(f))
+    diff[1:] = (f[1:] - f[:-1]).abs().mean(1)
+    if len(f) > 1:
+        diff[0] = diff[1:].mean()
+    order = torch.argsort(diff, descending=True, stable=True).tolist()
+    picked: list[int] = []
+    for pos in order:
+        if all(abs(pos - p) > 1 for p in picked) or len(f) <= 2 * k:
+            picked.append(pos)
+        if len(picked) == k:
+            break
+    fps = reader.fps if reader.fps > 0 else 0.0
+    return [
+        {
+            "rank": r + 1,
+            "frame_index": indices[p],
+            "time_s": round(indices[p] / fps, 3) if fps else None,
+            "score": round(float(diff[p]), 6),
+        }
+        for r, p in enumerate(picked)
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# The dataset
+# ------------------------------------------------------------------------------------------------
+class ScoreDataset(IterableDataset):
+    """Records for every item of every unit; workers share a counter to take the next unit.
+
+    Args:
+        units: work units (`make_units`).
+        spec: per-video work.
+        keyframe_fn: key-frame scorer (the seam; None uses `simple_keyframes`).
+    """
+
+    def __init__(self, units: Sequence[WorkUnit], spec: DecodeSpec, keyframe_fn: KeyframeFn | None = None) -> None:
+        self.units = list(units)
+        self.spec = spec
+        self.keyframe_fn = keyframe_fn
+        # Shared across forked workers: the next unit to take, and per worker (pid, unit + 1, member)
+        # of what it is decoding now, so the main process can name the file that killed a worker.
+        self._next = mp.Value("q", 0)
+        self._current = mp.Array("q", 3 * _MAX_WORKERS)
+
+    def in_flight(self, worker_id: int) -> InputItem | None:
+        """The item worker `worker_id` was decoding (for crash reports), or None."""
+        if worker_id >= _MAX_WORKERS:
+            return None
+        unit, member = self._current[3 * worker_id + 1], self._current[3 * worker_id + 2]
+        if unit <= 0:
+            return None
+        items = self.units[unit - 1].items
+        return items[member] if 0 <= member < len(items) else None
+
+    def worker_pid(self, worker_id: int) -> int | None:
+        return self._current[3 * worker_id] or None if worker_id < _MAX_WORKERS else None
+
+    def _take(self) -> int | None:
+        with self._next.get_lock():
+            index = self._next.value
+            if index >= len(self.units):
+                return None
+            self._next.value = index + 1
+        return index
+
+    def _mark(self, worker_id: int, unit: int, member: int) -> None:
+        if worker_id < _MAX_WORKERS:
+            self._current[3 * worker_id] = os.getpid()
+            self._current[3 * worker_id + 1] = unit + 1
+            self._current[3 * worker_id + 2] = member
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker_id = info.id if info is not None else 0
+        while (index := self._take()) is not None:
+            unit = self.units[index]
+            if unit.is_tar:
+                yield from self._iter_tar(unit, index, worker_id)
+            else:
+                self._mark(worker_id, index, 0)
+                yield score_source(unit.path, unit.items[0], self.spec, self.keyframe_fn)
+        self._mark(worker_id, -1, 0)
+
+    def _iter_tar(self, unit: WorkUnit, index: int, worker_id: int) -> Iterator[dict[str, Any]]:
+        """Stream the tar once; decode wanted members from memory; every wanted member yields one record."""
+        wanted = {item.member: pos for pos, item in enumerate(unit.items)}
+        done: set[str] = set()
+        reason = "member not found in the tar archive"
+        try:
+            with tarfile.open(unit.path, "r|*") as tf:
+                for info in tf:
+                    pos = wanted.get(info.name)
+                    if pos is None or info.name in done:
+                        continue
+                    item = unit.items[pos]
+                    self._mark(worker_id, index, pos)
+                    if item.error or not info.isfile():
+                        record = score_source(b"", item, self.spec, self.keyframe_fn)
+                    else:
+                        data = tf.extractfile(info).read()  # raises on a truncated archive: handled below
+                        record = score_source(data, item, self.spec, self.keyframe_fn)
+                    done.add(info.name)
+                    yield record
+                    if len(done) == len(wanted):
+                        break
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            reason = f"tar archive unreadable before this member: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        for item in unit.items:  # exactly one record per wanted member, even when the tar is truncated
+            if item.member not in done:
+                yield {**_error_record(item, reason[:300]), "keyframes_k": self.spec.keyframes_k}
+
+
+def _error_record(item: InputItem, reason: str) -> dict[str, Any]:
+    return {
+        "path": item.key,
+        "size": item.size,
+        "mtime": item.mtime,
+        "status": "error",
+        "error": reason,
+        "video": None,
+        "elapsed_s": 0.0,
+    }

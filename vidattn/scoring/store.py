@@ -1,0 +1,236 @@
+"""The results store of `vidattn score`: one SQLite file per shard, one row per video.
+
+Safety properties, and how they hold:
+
+- **One row per path**: ``path`` is the primary key and rows are written with an upsert, so a
+  rerun replaces a row instead of adding one.
+- **kill -9 loses only rows in flight**: WAL journal, rows committed in small transactions
+  (`ResultStore.put` commits every `commit_every` rows or `commit_interval_s` seconds). A killed
+  process leaves a WAL that the next open replays; ``synchronous=NORMAL`` is durable across a
+  process crash (an OS crash may drop the last transactions, never corrupt the file).
+- **One writer per database**: `ResultStore` holds an exclusive lock (`fcntl.lockf`) on ``<db>.lock`` (with
+  the PID and host in it) for its lifetime. A second `vidattn score` on the same file refuses with
+  a message naming that PID. The kernel drops the lock when the holder dies, even by SIGKILL, so
+  a stale lock file never blocks a rerun. Readers (`vidattn export`) need no lock (WAL).
+
+SQLite files must stay on a local disk: its locking is unreliable on network filesystems, which
+is why each shard of a multi-machine run writes its own file (`shard_db_path`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from vidattn.errors import VidattnError
+
+__all__ = ["COLUMNS", "SCHEMA_VERSION", "DatabaseLock", "ResultStore", "shard_db_path", "connect_readonly"]
+
+SCHEMA_VERSION = 1
+
+#: Column name -> SQLite type, in table (and export) order.
+COLUMNS: dict[str, str] = {
+    "path": "TEXT PRIMARY KEY",  # absolute path; a tar member is /abs/shard.tar::member/name.mp4
+    "status": "TEXT NOT NULL CHECK (status IN ('ok', 'error'))",
+    "error": "TEXT",  # why the row is an error (None when ok)
+    "size": "INTEGER",  # bytes of the file (or tar member) when scored
+    "mtime": "REAL",  # its modification time, seconds since the epoch
+    "container": "TEXT",
+    "codec": "TEXT",
+    "width": "INTEGER",  # displayed size (after rotation)
+    "height": "INTEGER",
+    "num_frames": "INTEGER",
+    "fps": "REAL",
+    "duration_s": "REAL",
+    "rotation": "INTEGER",
+    "backend": "TEXT",  # decoder that read it: decord | pyav
+    "top1_label": "TEXT",
+    "top1_prob": "REAL",
+    "topk_json": "TEXT",  # [{"label", "prob"}, ...], best first
+    "keyframes_json": "TEXT",  # [{"rank", "frame_index", "time_s", "score"}, ...]
+    "keyframes_k": "INTEGER",  # K asked for (None: key frames not requested)
+    "model": "TEXT",  # "<model name>@<checkpoint file>:<sha256 prefix>", None without a checkpoint
+    "scored_at": "TEXT",  # UTC ISO-8601 time the row was written
+    "elapsed_s": "REAL",  # decode (+ key frame) seconds spent on this video in its worker
+}
+
+
+def shard_db_path(out: str | os.PathLike, shard: int, num_shards: int) -> Path:
+    """Database file of one shard: ``results.sqlite`` -> ``results.shard-0-of-2.sqlite`` (unchanged if n=1)."""
+    out = Path(out)
+    if num_shards <= 1:
+        return out
+    return out.with_name(f"{out.stem}.shard-{shard}-of-{num_shards}{out.suffix}")
+
+
+def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
+    """Open a results database for reading (works while a scorer is writing it)."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=30)
+        conn.execute("SELECT 1 FROM videos LIMIT 1")
+    except sqlite3.Error as exc:
+        raise VidattnError(f"{path}: not a vidattn results database ({exc})") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+_HELD: set[str] = set()  # lock files this process holds (POSIX locks do not conflict within a process)
+
+
+class DatabaseLock:
+    """An exclusive, non-blocking lock on ``<db>.lock``, released by the kernel if the holder dies.
+
+    A POSIX record lock (`fcntl.lockf`), not `flock`: forked DataLoader workers do not inherit it, so a
+    killed scorer's orphaned workers cannot keep a rerun out.
+    """
+
+    def __init__(self, db_path: str | os.PathLike) -> None:
+        self.path = Path(f"{os.fspath(db_path)}.lock")
+        self._fd: int | None = None
+        self._key = ""
+
+    def _refuse(self, holder: str) -> VidattnError:
+        db = os.fspath(self.path)[: -len(".lock")]
+        return VidattnError(
+            f"{db} is being written by another vidattn score ({holder}); wait for it to finish, "
+            "or give this run another --out (or another --shard)"
+        )
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.path)
+        if key in _HELD:
+            raise self._refuse(f"pid {os.getpid()} on {socket.gethostname()}, this process")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise self._refuse(holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd, self._key = fd, key
+        _HELD.add(key)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock; the file stays (unlinking would race a waiter)
+            self._fd = None
+            _HELD.discard(self._key)
+
+
+class ResultStore:
+    """Writer for a results database. Use as a context manager; it holds the database lock.
+
+    Args:
+        path: the SQLite file (created with its folder if missing).
+        commit_every: rows per transaction at most.
+        commit_interval_s: commit pending rows at least this often.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, commit_every: int = 16, commit_interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.commit_every, self.commit_interval_s = commit_every, commit_interval_s
+        self._lock = DatabaseLock(self.path)
+        self._conn: sqlite3.Connection | None = None
+        self._pending = 0
+        self._last_commit = time.monotonic()
+        self.rows_written = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def open(self) -> ResultStore:
+        self._lock.acquire()
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._create()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise VidattnError(f"{self.path}: cannot open results database ({exc})") from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _create(self) -> None:
+        conn = self._conn
+        cols = ",\n  ".join(f"{name} {decl}" for name, decl in COLUMNS.items())
+        conn.execute(f"CREATE TABLE IF NOT EXISTS videos (\n  {cols}\n) WITHOUT ROWID")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        have = {row[1] for row in conn.execute("PRAGMA table_info(videos)")}
+        if "status" not in have:
+            raise VidattnError(f"{self.path}: has a 'videos' table that is not a vidattn results table")
+        for name, decl in COLUMNS.items():  # forward-compatible: add columns a newer version introduced
+            if name not in have:
+                conn.execute(f"ALTER TABLE videos ADD COLUMN {name} {decl.split()[0]}")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
+        self._lock.release()
+
+    def __enter__(self) -> ResultStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------------------
+    def done_map(self) -> dict[str, tuple[Any, ...]]:
+        """path -> (status, size, mtime, model, keyframes_k) for every row, to decide what a rerun skips."""
+        cur = self._conn.execute("SELECT path, status, size, mtime, model, keyframes_k FROM videos")
+        return {row[0]: tuple(row[1:]) for row in cur}
+
+    def set_meta(self, values: Mapping[str, Any]) -> None:
+        self._begin()
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()],
+        )
+        self.commit()
+
+    # -- writing --------------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+
+    def put(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Upsert rows (dicts keyed by column name); commits when the batch or the interval is reached."""
+        names = list(COLUMNS)
+        sql = (
+            f"INSERT INTO videos ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT(path) DO UPDATE SET {', '.join(f'{n}=excluded.{n}' for n in names[1:])}"
+        )
+        values = [tuple(row.get(n) for n in names) for row in rows]
+        if not values:
+            return 0
+        self._begin()
+        self._conn.executemany(sql, values)
+        self._pending += len(values)
+        self.rows_written += len(values)
+        if self._pending >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval_s:
+            self.commit()
+        return len(values)
+
+    def commit(self) -> None:
+        if self._conn is not None and self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+        self._pending = 0
+        self._last_commit = time.monotonic()
