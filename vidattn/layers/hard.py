@@ -1,0 +1,122 @@
+"""Hard temporal attention: keep the top-k frames, drop the rest.
+
+Instead of weighting every frame, a scorer picks ``k`` frames. The discrete choice is
+trained with the straight-through estimator (Bengio, Leonard, Courville, "Estimating or
+Propagating Gradients Through Stochastic Neurons", 2013) or with Gumbel noise on the
+scores (Jang, Gu, Poole, "Categorical Reparameterization with Gumbel-Softmax", ICLR 2017;
+Kool et al., "Stochastic Beams and Where to Find Them: the Gumbel-Top-k Trick", ICML
+2019). Selection as in Korbar, Tran, Torresani, "SCSampler: Sampling Salient Clips from
+Video for Efficient Action Recognition", ICCV 2019: fewer frames, less compute.
+
+In the forward pass the mask is exactly 0/1; in the backward pass gradients flow to the
+scorer through the softmax: ``mask = hard + soft - soft.detach()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from ._base import AttentionLayer, make_divisible_hidden
+
+__all__ = ["HardTemporalAttention"]
+
+
+class HardTemporalAttention(AttentionLayer):
+    """Top-k frame selection with a straight-through or Gumbel estimator.
+
+    ``output="mask"`` keeps the shape and zeroes the unselected frames (drop-in inside a
+    residual block); ``output="gather"`` returns only the ``k`` selected frames, in
+    temporal order, ``(B, C, k, H, W)`` — use it in front of a network to save compute.
+    The layer is the identity when ``k >= T`` (every frame selected); otherwise dropping
+    frames is its purpose, so ``identity_init`` only zero-inits the scorer (all frames
+    start equally likely).
+
+    Weights recorded: ``"<name>"`` the selection probabilities ``(B, T)`` (softmax, sums
+    to 1) and ``"<name>:mask"`` the 0/1 selection ``(B, T)`` (sums to ``k``).
+
+    Args:
+        channels: input channels ``C``.
+        k: number of frames to keep; None uses ``keep_ratio``.
+        keep_ratio: fraction of frames to keep when ``k`` is None (at least 1 frame).
+        estimator: ``"st"`` (straight-through softmax) or ``"gumbel"`` (Gumbel-top-k
+            sampling while training, deterministic top-k in eval).
+        tau: softmax temperature.
+        output: ``"mask"`` or ``"gather"``.
+        kernel_size: 1-D kernel of the scorer over time.
+        reduction: scorer hidden width ``max(min_hidden, C / reduction)``.
+        min_hidden: floor on the hidden width.
+        identity_init: zero-init the scorer's last conv (uniform scores at step 0).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        k: int | None = None,
+        keep_ratio: float = 0.5,
+        estimator: str = "st",
+        tau: float = 1.0,
+        output: str = "mask",
+        kernel_size: int = 3,
+        reduction: int = 16,
+        min_hidden: int = 4,
+        identity_init: bool = True,
+    ) -> None:
+        super().__init__(channels, identity_init=identity_init)
+        if estimator not in ("st", "gumbel"):
+            raise ValueError(f"HardTemporalAttention: estimator must be 'st' or 'gumbel', got {estimator!r}")
+        if output not in ("mask", "gather"):
+            raise ValueError(f"HardTemporalAttention: output must be 'mask' or 'gather', got {output!r}")
+        if k is not None and k < 1:
+            raise ValueError(f"HardTemporalAttention: k must be >= 1, got {k}")
+        if not 0.0 < keep_ratio <= 1.0:
+            raise ValueError(f"HardTemporalAttention: keep_ratio must be in (0, 1], got {keep_ratio}")
+        self.k, self.keep_ratio, self.estimator, self.tau, self.output = k, keep_ratio, estimator, tau, output
+        hidden = make_divisible_hidden(channels, reduction, min_hidden)
+        self.conv1 = nn.Conv1d(channels, hidden, kernel_size, padding=kernel_size // 2)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv1d(hidden, 1, kernel_size, padding=kernel_size // 2)
+        if identity_init:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
+
+    def num_selected(self, t: int) -> int:
+        """How many of ``t`` frames are kept."""
+        k = self.k if self.k is not None else max(1, int(round(self.keep_ratio * t)))
+        return min(k, t)
+
+    def select(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Score the frames of ``x``.
+
+        Returns:
+            ``(mask, index)``: the straight-through mask ``(B, T)`` (exactly 0/1 forward,
+            softmax gradient backward) and the sorted selected frame indices ``(B, k)``.
+        """
+        scores = rearrange(self.conv2(self.act(self.conv1(x.mean((3, 4))))), "b 1 t -> b t")
+        if self.estimator == "gumbel" and self.training:
+            u = torch.rand_like(scores).clamp_(1e-6, 1.0 - 1e-6)
+            scores = scores - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise
+        soft = torch.softmax(scores / self.tau, dim=-1)
+        k = self.num_selected(x.shape[2])
+        index = soft.detach().topk(k, dim=-1).indices.sort(dim=-1).values
+        hard = torch.zeros_like(soft).scatter_(1, index, 1.0)
+        mask = hard + soft - soft.detach()
+        if self.is_recording:
+            self._record(soft)
+            self._record(hard, ":mask")
+        return mask, index
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        mask, index = self.select(x)
+        if self.output == "mask":
+            return x * rearrange(mask, "b t -> b 1 t 1 1")
+        b, c, _, h, w = x.shape
+        frames = x.gather(2, repeat(index, "b k -> b c k h w", c=c, h=h, w=w))
+        return frames * rearrange(mask.gather(1, index), "b k -> b 1 k 1 1")
+
+    def extra_repr(self) -> str:
+        k = self.k if self.k is not None else f"{self.keep_ratio:g}*T"
+        return f"{super().extra_repr()}, k={k}, estimator={self.estimator!r}, output={self.output!r}"
