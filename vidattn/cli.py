@@ -210,8 +210,8 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
 # --- synth / train / eval -----------------------------------------------------------------------
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=str))
-@click.option("--per-class", type=click.IntRange(1), default=40, show_default=True, help="Training videos per class.")
-@click.option("--val-per-class", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--per-class", type=click.IntRange(1), default=80, show_default=True, help="Training videos per class.")
+@click.option("--val-per-class", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth(out_dir: str, per_class: int, val_per_class: int, seed: int) -> None:
     """Generate the synthetic motion dataset (classes told apart only by frame order).

@@ -31,16 +31,16 @@ class DataConfig:
     clip_len: int = 16  # frames per clip
     stride: int = 1  # frames between sampled frames (dense sampler)
     short: str = "loop"  # videos shorter than a clip: loop | pad | skip
-    size: int = 64  # decode with the short side at this size (then a square crop)
-    crop_size: int = 64  # model input side after the device transform
+    size: int = 32  # decode with the short side at this size (then a square crop)
+    crop_size: int = 32  # model input side after the device transform
     scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range (train)
     flip: bool = False  # horizontal flip in training; off by default: direction can be the class
     test_clips: int = 1  # temporal views per video at evaluation
     test_crops: int = 1  # spatial views at evaluation: 1 (centre) or 3 (three-crop)
     backend: str = "auto"  # decoder: auto | decord | pyav
-    num_workers: int = 2  # DataLoader worker processes
-    synth_per_class: int = 40  # synthetic default: training videos per class
-    synth_val_per_class: int = 12  # synthetic default: validation videos per class
+    num_workers: int = 1  # DataLoader worker processes
+    synth_per_class: int = 80  # synthetic default: training videos per class
+    synth_val_per_class: int = 20  # synthetic default: validation videos per class
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # adamw | sgd
-    lr: float = 3e-3  # peak learning rate (for the global batch)
+    lr: float = 6e-3  # peak learning rate for a global batch of 16 (scaled linearly with the batch)
     weight_decay: float = 0.05  # decoupled weight decay; norms and biases are exempt
     momentum: float = 0.9  # SGD momentum
     warmup_epochs: float = 1.0  # linear warmup before the cosine decay
@@ -71,8 +71,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
-    batch_size: int = 16  # clips per process
+    epochs: int = 20
+    batch_size: int = 8  # clips per process
     eval_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
@@ -82,7 +82,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic kernels (for exact resume tests)
     eval_every: int = 1  # validate every N epochs
-    threads: int | None = None  # torch CPU threads; None = library default
+    threads: int | None = None  # torch CPU threads; None = CPU cores per process minus data workers
     max_steps_per_epoch: int | None = None  # cap an epoch (smoke tests, benchmarks)
     progress: bool = True  # progress bar on stderr
 

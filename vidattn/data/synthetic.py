@@ -38,20 +38,21 @@ _DIRECTIONS = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "
 
 @dataclass(frozen=True)
 class SynthSpec:
-    """Size and timing of the synthetic videos."""
+    """Size and timing of the synthetic videos (object sizes and speeds scale with the frame)."""
 
     num_frames: int = 16
-    height: int = 64
-    width: int = 64
+    height: int = 32
+    width: int = 32
     fps: float = 12.0
-    event_len: int = 5  # frames the decisive change lasts
+    event_len: int = 6  # frames the decisive change lasts
     num_distractors: int = 2
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """Smooth random texture: low-resolution noise upsampled, so it is not flat."""
-    small = rng.uniform(40, 140, size=(h // 8 + 1, w // 8 + 1, 3))
-    big = np.kron(small, np.ones((8, 8, 1)))[:h, :w]
+    cell = max(2, min(h, w) // 8)
+    small = rng.uniform(40, 140, size=(h // cell + 1, w // cell + 1, 3))
+    big = np.kron(small, np.ones((cell, cell, 1)))[:h, :w]
     tint = rng.uniform(0.7, 1.2, size=3)
     return np.clip(big * tint, 0, 255).astype(np.float32)
 
@@ -85,11 +86,11 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
     bg = _background(rng, h, w)
     start = int(rng.integers(1, t_len - spec.event_len))
     end = start + spec.event_len - 1
-    radius = int(rng.integers(4, 7))
-    color = rng.uniform(170, 255, size=3).astype(np.float32) * rng.permutation([1.0, 1.0, 0.45])
+    side = min(h, w)
+    radius = max(2, int(round(side * rng.uniform(0.09, 0.13))))
+    color = rng.uniform(190, 255, size=3).astype(np.float32) * rng.permutation([1.0, 1.0, 0.35])
     disc = bool(rng.random() < 0.5)
-    speed = float(rng.uniform(2.5, 3.5))
-    travel = speed * spec.event_len
+    travel = side * rng.uniform(0.35, 0.45)  # distance covered during the event
     margin = radius + 2
     dx, dy = _DIRECTIONS.get(label, (0, 0))
     # Choose the start so the whole path stays inside the frame.
@@ -134,8 +135,8 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
 def generate_dataset(
     out_dir: str | os.PathLike,
     *,
-    per_class: int = 40,
-    val_per_class: int = 12,
+    per_class: int = 80,
+    val_per_class: int = 20,
     seed: int = 0,
     spec: SynthSpec = SynthSpec(),
     classes: tuple[str, ...] = CLASSES,

@@ -11,6 +11,7 @@ Every random choice depends on (seed, epoch, step), so a resumed run matches an 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -139,8 +140,12 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     """Train (and validate) as configured; returns the last epoch's metrics."""
     run_dir = Path(run_dir)
     info = init_distributed(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = cfg.train.threads
+    if threads is None and info.device.type == "cpu":
+        # Leave a core per decoding worker: oversubscribed OpenMP threads slow CPU training several-fold.
+        threads = max(1, (os.cpu_count() or 1) // info.world_size - cfg.data.num_workers)
+    if threads:
+        torch.set_num_threads(threads)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     _seed_all(cfg.train.seed + info.rank)
