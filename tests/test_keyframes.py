@@ -1,0 +1,353 @@
+"""`vidattn keyframes`: descriptors, cuts, scores, selection, outputs, CLI and the model scorer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidattn.apps.keyframes import KeyframeOptions, expand_inputs, safe_stem, score_video
+from vidattn.cli import main
+from vidattn.data.encode import write_video
+from vidattn.keyframes.descriptors import DESCRIPTOR_DIM, describe_frames
+from vidattn.keyframes.scorer import free_scores
+from vidattn.keyframes.select import select_keyframes
+from vidattn.keyframes.shots import detect_cuts, shot_ids
+from vidattn.testing import shared_dir
+
+CONTRACT_KEYS = {"video", "num_frames", "fps", "duration_s", "scorer", "keyframes", "scores"}
+KEYFRAME_KEYS = {"rank", "frame_index", "time_s", "score", "image"}
+SCORE_KEYS = {"frame_index", "time_s", "score"}
+
+
+def _scene(seed: int, n: int, h: int = 72, w: int = 96) -> list[np.ndarray]:
+    """A textured scene of one colour cast with a moving square: one "shot"."""
+    rng = np.random.default_rng(seed)
+    base = np.kron(rng.uniform(0, 255, (h // 8, w // 8, 3)), np.ones((8, 8, 1)))
+    base = (base * 0.5 + rng.uniform(0, 255, 3) * 0.5).astype(np.uint8)
+    frames = []
+    for t in range(n):
+        f = base.copy()
+        x = 4 + (2 * t) % (w - 24)
+        f[20:40, x : x + 16] = 255 - base[0, 0]
+        frames.append(f)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kf")
+    three_shots = _scene(1, 40) + _scene(2, 40) + _scene(3, 40)
+    out = {
+        "shots": root / "three_shots.mp4",
+        "tiny": root / "tiny.mp4",
+    }
+    write_video(out["shots"], three_shots, fps=20)
+    write_video(out["tiny"], _scene(4, 3), fps=20)  # shorter than any window
+    bad = root / "corrupt.mp4"
+    data = out["shots"].read_bytes()
+    bad.write_bytes(data[:64] + b"\x00" * 4096)  # header start, then garbage
+    out["corrupt"] = bad
+    return out
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    captured = capsys.readouterr()
+    return int(exc.value.code or 0), captured.out, captured.err
+
+
+# --- building blocks -----------------------------------------------------------------------------
+def test_descriptors_unit_and_quality_stats():
+    frames = torch.stack([torch.from_numpy(f) for f in _scene(0, 4)] + [torch.zeros(72, 96, 3, dtype=torch.uint8)])
+    stats = describe_frames(frames)
+    assert stats.desc.shape == (5, DESCRIPTOR_DIM)
+    assert torch.allclose(stats.desc.norm(dim=1), torch.ones(5), atol=1e-4)
+    assert stats.luma_std[-1] < 1e-3 and stats.sharpness[-1] < 1e-6  # black frame: flat, no edges
+    assert (stats.sharpness[:4] > 1e-4).all()
+    with pytest.raises(ValueError):
+        describe_frames(torch.zeros(2, 8, 8, dtype=torch.uint8))
+
+
+def test_cuts_found_between_scenes_not_within():
+    frames = [torch.from_numpy(f) for f in _scene(1, 12) + _scene(2, 12) + _scene(3, 12)]
+    stats = describe_frames(torch.stack(frames))
+    assert detect_cuts(stats.desc) == [12, 24]
+    assert shot_ids(36, [12, 24]).tolist() == [0] * 12 + [1] * 12 + [2] * 12
+
+
+def test_selection_gap_duplicates_shots_threshold():
+    times = torch.arange(20, dtype=torch.float32) * 0.5
+    scores = torch.linspace(0, 1, 20)
+    sel = select_keyframes(scores, times, k=3, min_gap_s=2.0)
+    chosen = sorted(float(times[p]) for p in sel.positions)
+    assert len(chosen) == 3 and all(b - a >= 2.0 for a, b in zip(chosen, chosen[1:], strict=False))
+    assert sel.positions[0] == 19  # ranked by score
+    # Shot pass: the low-scoring first shot still gets a frame when k allows.
+    shots = torch.tensor([0] * 5 + [1] * 15)
+    sel = select_keyframes(scores, times, k=2, min_gap_s=0.0, shots=shots)
+    assert {int(shots[p]) for p in sel.positions} == {0, 1}
+    # Near-duplicates: identical descriptors give a single key frame.
+    desc = torch.nn.functional.normalize(torch.ones(20, 4), dim=1)
+    assert len(select_keyframes(scores, times, k=5, min_gap_s=0.0, desc=desc).positions) == 1
+    # Threshold without k: everything above it (subject to the gap).
+    sel = select_keyframes(scores, times, k=None, threshold=0.5, min_gap_s=0.0)
+    assert sorted(sel.positions) == [p for p in range(20) if scores[p] >= 0.5]
+
+
+def test_free_scores_prefer_sharp_and_exposed_frames():
+    scene = [torch.from_numpy(f) for f in _scene(5, 12)]
+    blurred = [
+        torch.nn.functional.avg_pool2d(f.permute(2, 0, 1).float(), 5, 1, 2).permute(1, 2, 0).to(torch.uint8)
+        for f in scene[:6]
+    ]
+    dark = [torch.zeros_like(scene[0])] * 3
+    frames = torch.stack(dark + blurred + scene[6:])
+    stats = describe_frames(frames)
+    terms = free_scores(stats, torch.zeros(len(frames), dtype=torch.long), sample_fps=4)
+    assert terms["score"].shape == (len(frames),) and float(terms["score"].max()) == pytest.approx(1.0)
+    assert int(terms["score"].argmax()) >= 9  # a sharp frame wins
+    assert float(terms["q"][:3].max()) < 0.05  # black frames are worthless
+
+
+def test_safe_stem_and_glob(tmp_path):
+    assert safe_stem("/a/b/../..hidden.mp4") == "hidden"
+    assert safe_stem("x/../../etc.mp4") == "etc"
+    assert safe_stem("a b;c'$(rm).mp4") == "a_b_c_rm"
+    assert safe_stem("....mp4") == "video"
+    assert safe_stem("ünï cødé.mp4") == "ünï_cødé"
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "b.mp4").write_bytes(b"x")
+    assert expand_inputs([str(tmp_path / "*.mp4")]) == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
+    assert expand_inputs([str(tmp_path / "none*.mp4")]) == [str(tmp_path / "none*.mp4")]
+
+
+# --- the job -------------------------------------------------------------------------------------
+def test_score_video_schema_and_shots(clips):
+    doc = score_video(clips["shots"], KeyframeOptions(k=3))
+    assert set(doc) >= CONTRACT_KEYS
+    assert doc["num_frames"] == 120 and doc["fps"] == pytest.approx(20)
+    assert doc["duration_s"] == pytest.approx(6.0)
+    assert doc["scorer"].startswith("selfattn-free")
+    assert doc["num_shots"] == 3
+    assert len(doc["keyframes"]) == 3
+    assert {k["frame_index"] // 40 for k in doc["keyframes"]} == {0, 1, 2}  # one per shot
+    for entry in doc["scores"]:
+        assert set(entry) >= SCORE_KEYS and 0.0 <= entry["score"] <= 1.0
+    assert [k["rank"] for k in doc["keyframes"]] == [1, 2, 3]
+    json.dumps(doc, allow_nan=False)
+
+
+def test_video_shorter_than_window(clips):
+    doc = score_video(clips["tiny"], KeyframeOptions(k=8))
+    assert doc["num_frames"] == 3
+    assert 1 <= len(doc["keyframes"]) <= 3
+
+
+def test_cli_out_json_csv_and_corrupt_file(clips, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = _run_cli(
+        [
+            "keyframes",
+            str(clips["shots"]),
+            str(clips["corrupt"]),
+            str(clips["tiny"]),
+            "-k",
+            "3",
+            "--out",
+            str(out),
+            "--json",
+            "--csv",
+        ],
+        capsys,
+    )
+    assert code == 1  # one file failed
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "corrupt.mp4" in errors[0]
+    docs = [json.loads(line) for line in stdout.splitlines()]
+    assert [Path(d["video"]).name for d in docs] == ["three_shots.mp4", "corrupt.mp4", "tiny.mp4"]
+    assert "error" in docs[1]
+    doc = docs[0]
+    assert set(doc) >= CONTRACT_KEYS
+    folder = out / "three_shots"
+    on_disk = json.loads((folder / "keyframes.json").read_text())
+    assert on_disk["keyframes"] == doc["keyframes"]
+    for key in doc["keyframes"]:
+        assert set(key) >= KEYFRAME_KEYS
+        image = folder / key["image"]
+        assert image.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    assert (folder / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "scores.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "scores.csv").read_text().splitlines()[0] == "frame_index,time_s,score,keyframe_rank"
+    assert (out / "tiny" / "keyframes.json").is_file()
+    assert not (out / "corrupt").exists() or not any((out / "corrupt").iterdir())
+    assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_cli_odd_stems_never_escape_out(clips, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["..hidden.mp4", "a b;c'$(x).mp4", "ünï cødé.mp4", "-dash.mp4", "same.mp4"]
+    for name in names:
+        (src / name).write_bytes(clips["tiny"].read_bytes())
+    (src / "sub").mkdir()
+    (src / "sub" / "same.mp4").write_bytes(clips["tiny"].read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, out / "hidden")  # a planted link must not be followed
+    args = ["keyframes", *[str(src / n) for n in names], str(src / "sub" / "same.mp4"), "--out", str(out)]
+    code, _, stderr = _run_cli(args, capsys)
+    assert code == 0, stderr
+    assert not any(outside.iterdir())
+    written = [p for p in out.rglob("keyframes.json")]
+    assert len(written) == len(names) + 1  # the two same.mp4 get distinct folders
+    for p in written:
+        assert p.resolve().is_relative_to(out.resolve())
+    assert {p.parent.name for p in written} >= {"same", "same-2", "a_b_c_x", "ünï_cødé", "dash"}
+    assert sorted(os.listdir(tmp_path)) == ["out", "outside", "src"]
+
+
+def test_cli_user_errors(tmp_path, capsys):
+    code, _, stderr = _run_cli(["keyframes", str(tmp_path / "missing.mp4")], capsys)
+    assert code == 1 and stderr.strip().startswith("Error:") and "missing.mp4" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    code, _, stderr = _run_cli(["keyframes", str(tmp_path / "x.mp4"), "--csv"], capsys)
+    assert code == 2 and "--csv needs --out" in stderr
+
+
+# --- model scorer --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny model in the `vidattn train` checkpoint format."""
+    from vidattn.config import load_config
+    from vidattn.engine.checkpoint import FORMAT, atomic_save
+    from vidattn.models import create_model
+
+    cfg = load_config(None).to_dict()
+    cfg["data"].update(clip_len=8, stride=1, size=48, crop_size=48)
+    classes = ["a", "b", "c"]
+    torch.manual_seed(0)
+    m = cfg["model"]
+    model = create_model(m["name"], num_classes=len(classes), attn=m["attn"], head=m["head"])
+    torch.nn.init.normal_(model.head.attn[2].weight, std=0.5)  # non-uniform attention
+    path = tmp_path_factory.mktemp("ckpt") / "random.pt"
+    atomic_save({"format": FORMAT, "model": model.state_dict(), "classes": classes, "config": cfg}, path)
+    return path
+
+
+def test_model_scorer_windows_and_short_video(clips, random_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = _run_cli(
+        [
+            "keyframes",
+            str(clips["shots"]),
+            str(clips["tiny"]),
+            "--checkpoint",
+            str(random_checkpoint),
+            "-k",
+            "2",
+            "--json",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert code == 0, stderr
+    long_doc, short_doc = (json.loads(line) for line in stdout.splitlines())
+    assert long_doc["scorer"].startswith("model")
+    assert len(long_doc["scores"]) == 120  # stride 1: every frame scored
+    windows = long_doc["windows"]
+    assert windows[0]["start_frame"] == 0 and windows[-1]["end_frame"] == 119
+    assert all(w["label"] in ("a", "b", "c") and 0 <= w["prob"] <= 1 for w in windows)
+    starts = [w["start_frame"] for w in windows]
+    assert starts[1] - starts[0] == 4  # half-window hop: windows overlap
+    assert max(s["score"] for s in long_doc["scores"]) == pytest.approx(1.0)
+    assert len(short_doc["windows"]) == 1 and short_doc["num_frames"] == 3  # padded single window
+    assert (out / "tiny" / "keyframes.json").is_file()
+
+
+# --- real videos (Done-when: multi-shot videos, sharp beats blurred/black) -----------------------
+_POOL = [
+    "mmaction2/demo.mp4",
+    "mmaction2/test.mp4",
+    "mmaction2/test_video_structuralize.mp4",
+    "tiny-ucf101/abseiling_k400.mp4",
+    "tiny-ucf101/v_Basketball_g01_c01.avi",
+    "decord/flipping_a_pancake.mkv",
+    "pysot/bag.avi",
+    "mmaction2/S001C001P001R001A001_rgb.avi",
+    "mmaction2/test.avi",
+    "kinetics-i3d/v_CricketShot_g04_c01_rgb.gif",
+]  # distinct sources; demo_spatiotemporal_det.mp4 (a render of demo.mp4) is left out on purpose
+
+
+@pytest.fixture(scope="module")
+def realvid_frames() -> dict[str, np.ndarray]:
+    shared = shared_dir()
+    if shared is None or not (shared / "realvids").is_dir():
+        pytest.skip("../shared/realvids is not available")
+    from vidattn.data.decode import open_video
+
+    frames = {}
+    for rel in _POOL:
+        with open_video(shared / "realvids" / rel, size=(160, 120)) as reader:
+            frames[rel] = reader.get_frames(range(min(reader.num_frames, 80))).numpy()
+    return frames
+
+
+@pytest.mark.realvids
+@pytest.mark.slow
+def test_multishot_realvids_keyframes_in_distinct_shots(realvid_frames, tmp_path):
+    rng = np.random.default_rng(0)
+    n_videos, hits = 10, 0
+    for v in range(n_videos):
+        n_shots = int(rng.integers(3, 6))
+        picks = rng.choice(len(_POOL), n_shots, replace=False)
+        frames, bounds = [], [0]
+        for j in picks:
+            src = realvid_frames[_POOL[j]]
+            length = int(rng.integers(min(38, len(src)), min(75, len(src)) + 1))
+            start = int(rng.integers(0, len(src) - length + 1))
+            frames.extend(src[start : start + length])
+            bounds.append(len(frames))
+        path = tmp_path / f"multishot_{v}.mp4"
+        write_video(path, frames, fps=25)
+        doc = score_video(path, KeyframeOptions(k=n_shots))
+        shots = {int(np.searchsorted(bounds, k["frame_index"], side="right")) - 1 for k in doc["keyframes"]}
+        hits += len(shots) == n_shots
+    assert hits / n_videos >= 0.9
+
+
+@pytest.mark.realvids
+def test_sharp_frame_beats_blurred_and_black(realvid_frames, tmp_path):
+    from PIL import Image, ImageFilter
+
+    def blur(frame: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(frame).filter(ImageFilter.GaussianBlur(2.5)))
+
+    a, b = realvid_frames["mmaction2/test.mp4"], realvid_frames["tiny-ucf101/abseiling_k400.mp4"]
+    for blur_first in (True, False):
+        if blur_first:  # shot 1: blurred then sharp; shot 2: black then content
+            shot1 = [blur(f) for f in a[:40]] + list(a[40:80])
+            shot2 = [np.zeros_like(f) for f in b[:30]] + list(b[30:80])
+            bad = set(range(0, 40)) | set(range(80, 110))
+        else:
+            shot1 = list(a[:40]) + [blur(f) for f in a[40:80]]
+            shot2 = list(b[:50]) + [np.zeros_like(f) for f in b[50:80]]
+            bad = set(range(40, 80)) | set(range(130, 160))
+        path = tmp_path / f"sharp_{blur_first}.mp4"
+        write_video(path, shot1 + shot2, fps=25)
+        doc = score_video(path, KeyframeOptions(k=2))
+        chosen = [k["frame_index"] for k in doc["keyframes"]]
+        assert len(chosen) == 2
+        assert not bad & set(chosen), (blur_first, chosen)
+        assert {c // 80 for c in chosen} == {0, 1}

@@ -1,0 +1,589 @@
+"""`vidattn keyframes`: the frames that matter in a video, with per-frame scores, images and a plot.
+
+Pipeline, one sequential pass per video with bounded memory:
+
+1. **Stream.** Decode in order at ``sample_fps`` (default 4) with the short side resized at decode
+   time (``decode_size``, default 160 px); each batch of frames becomes descriptors and quality
+   statistics (`vidattn.keyframes.descriptors`) and is dropped. Memory is O(samples x 200 floats),
+   so a two-hour video costs a few tens of MB.
+2. **Cuts.** Hard cuts from spikes of the consecutive descriptor distance (`vidattn.keyframes.shots`).
+3. **Score.** Without a model, the training-free scorer (`vidattn.keyframes.scorer`)::
+
+       A_tu  = softmax_{u in N(t)} (d_t . d_u / 0.07)    N(t): samples within +-8 s, same shot, u != t
+       rel_t = (sum_u A_ut) / local max                   how much its stretch attends to it (representative)
+       nov_t = 1 - max_{u in N(t), u < t} d_t . d_u        how new it is against the recent past
+       s_t   = q_t * (rel_t + 0.5 * nov_t / (nov_t + median nov)) / 1.5
+       q_t   = q_sharp * q_expo * q_flat * q_trans        sharp, well exposed, not flat/black, not mid-transition
+
+   With a checkpoint from `vidattn train`, overlapping windows of ``clip_len`` frames (sampled like
+   training, every ``stride`` frames) go through the model in batches on the device; a frame's score
+   is its temporal attention weight (``model.frame_weights``, times ``clip_len`` so uniform = 1),
+   averaged over the windows covering it. Each window's predicted class goes into the JSON.
+   Scores are divided by their maximum, so they lie in [0, 1] and ``threshold`` means the same for
+   every video.
+4. **Select** (`vidattn.keyframes.select`): one key frame per shot while ``k`` allows, then greedy
+   top-k with a minimum time gap and near-duplicate removal; or every frame above a threshold.
+5. **Write** (atomic: temp file + rename, only under ``out_dir``): ``<stem>/keyframes.json``, one JPEG
+   per key frame (re-decoded at ``image_size``), ``contact_sheet.png``, ``scores.png``, and
+   optionally ``scores.csv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import ctypes
+import glob
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidattn.data.decode import DEFAULT_TIMEOUT_S, open_video
+from vidattn.errors import VidattnError, VideoDecodeError
+from vidattn.keyframes.descriptors import FrameStats, describe_frames
+from vidattn.keyframes.scorer import free_scores
+from vidattn.keyframes.select import select_keyframes
+from vidattn.keyframes.shots import detect_cuts, shot_ids
+
+__all__ = [
+    "KeyframeOptions",
+    "KeyframeModel",
+    "score_video",
+    "write_outputs",
+    "run_keyframes",
+    "expand_inputs",
+    "safe_stem",
+    "resolve_device",
+]
+
+SCORER_FREE = "selfattn-free/1"
+SCORER_MODEL = "model-temporal-attention/1"
+
+
+@dataclass
+class KeyframeOptions:
+    """Settings of one `vidattn keyframes` run (defaults are the CLI's)."""
+
+    k: int | None = 8  # most key frames; None = no limit (with threshold)
+    threshold: float | None = None  # smallest normalised score of a key frame
+    sample_fps: float | None = None  # frames per second scored; None = 4 (training-free) or the model's stride
+    min_gap_s: float = 1.0  # minimum time between two key frames
+    dup_similarity: float = 0.97  # descriptor cosine similarity that makes two frames duplicates
+    decode_size: int = 160  # short side at decode time for descriptors (training-free)
+    window_s: float = 8.0  # self-attention neighbourhood half-width in seconds
+    image_size: int | None = None  # short side of the key-frame JPEGs; None = native
+    batch_size: int = 32  # frames per descriptor batch / windows per model batch
+    backend: str = "auto"  # decoder: auto (= pyav here, see _backend) | pyav | decord
+    device: str = "auto"  # auto | cpu | cuda
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+
+
+DEFAULT_SAMPLE_FPS = 4.0
+
+
+def _backend(name: str) -> str:
+    """The decoder for key frames: "auto" means PyAV.
+
+    Key frames read each file once, in order, and touch only a few frames at random afterwards, which
+    is PyAV's strength; decord's advantage is random access. Importing decord2 also costs about
+    450 MB of resident memory (measured), which alone would break the 1 GiB budget of a long video.
+    """
+    return "pyav" if name == "auto" else name
+
+
+def _fix_mmap_threshold() -> None:
+    """Stop glibc's heap from growing with the video's length (Linux only; a no-op elsewhere).
+
+    glibc raises its mmap threshold after a large block is freed (up to 32 MB), so afterwards the
+    multi-MB per-batch buffers come from the heap, which fragments: RSS grew by about 1 MB per
+    second of 1080p video (measured). A fixed threshold keeps big buffers in mmap, unmapped on free.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # musl or another libc: nothing to tune
+        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VidattnError("--device cuda requested but no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise VidattnError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model scorer
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class KeyframeModel:
+    """A trained model ready for window scoring (see `load`)."""
+
+    model: torch.nn.Module
+    classes: list[str]
+    clip_len: int
+    stride: int
+    size: int
+    crop_size: int
+    device: torch.device
+    name: str = ""
+    checkpoint: str = ""
+    transform: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike, device: torch.device) -> KeyframeModel:
+        """Rebuild the model of a `vidattn train` checkpoint with its data settings."""
+        from vidattn.data.transforms import VideoTransform
+        from vidattn.engine.checkpoint import load_model
+
+        model, classes, config = load_model(checkpoint, device)
+        if not hasattr(model, "frame_weights"):
+            raise VidattnError(f"{checkpoint}: model has no frame_weights(); it cannot score key frames")
+        data = config.get("data") or {}
+        clip_len, stride = int(data.get("clip_len", 16)), int(data.get("stride", 1))
+        size = int(data.get("size", 112))
+        crop = int(data.get("crop_size", size))
+        name = str((config.get("model") or {}).get("name", ""))
+        transform = VideoTransform(crop, train=False).to(device)
+        return cls(model, classes, clip_len, stride, size, crop, device, name, os.fspath(checkpoint), transform)
+
+    @torch.no_grad()
+    def score_windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(B, T, S, S, C)`` square clips -> frame weights ``(B, T)`` (uniform = 1) and class probs."""
+        x = self.transform(clips.to(self.device, non_blocking=True))
+        logits, weights = self.model.frame_weights(x, return_logits=True)
+        return (weights * weights.shape[1]).float().cpu(), torch.softmax(logits.float(), -1).cpu()
+
+
+def _square(frame: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre square crop of side `size` (edge-padded when the frame is smaller), as in evaluation."""
+    from vidattn.data.transforms import spatial_views
+
+    return spatial_views(frame[None, None], size, "center", np.random.default_rng(0))[0, 0]
+
+
+class _WindowScorer:
+    """Sliding windows of `clip_len` samples, hop clip_len // 2, batched; keeps only the last window."""
+
+    def __init__(self, km: KeyframeModel, batch_size: int) -> None:
+        self.km = km
+        self.batch_size = max(1, batch_size)
+        self.hop = max(1, km.clip_len // 2)
+        self.buffer: deque[torch.Tensor] = deque(maxlen=km.clip_len)
+        self.count = 0  # samples seen
+        self.next_start = 0
+        self.last_end = -1  # end (exclusive) of the last emitted window
+        self.pending: list[tuple[list[int], torch.Tensor]] = []
+        self.weight_sum: list[float] = []
+        self.weight_n: list[int] = []
+        self.windows: list[tuple[int, int, int, float]] = []  # (first pos, last pos, class, prob)
+
+    def push(self, frame: torch.Tensor) -> None:
+        self.buffer.append(_square(frame, self.km.size))
+        self.weight_sum.append(0.0)
+        self.weight_n.append(0)
+        self.count += 1
+        if self.count - self.km.clip_len == self.next_start:
+            self._emit(list(range(self.next_start, self.count)))
+            self.next_start += self.hop
+
+    def _emit(self, positions: list[int]) -> None:
+        frames = list(self.buffer)[-len(positions) :]
+        while len(frames) < self.km.clip_len:  # shorter than a window: repeat the last frame
+            frames.append(frames[-1])
+        self.pending.append((positions, torch.stack(frames)))
+        self.last_end = positions[-1] + 1
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def finish(self) -> None:
+        if self.count and self.last_end != self.count:
+            n = min(self.count, self.km.clip_len)
+            self._emit(list(range(self.count - n, self.count)))
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        weights, probs = self.km.score_windows(torch.stack([clip for _, clip in self.pending]))
+        for (positions, _), w, p in zip(self.pending, weights, probs, strict=True):
+            for j, pos in enumerate(positions):
+                self.weight_sum[pos] += float(w[j])
+                self.weight_n[pos] += 1
+            cls = int(p.argmax())
+            self.windows.append((positions[0], positions[-1], cls, float(p[cls])))
+        self.pending.clear()
+
+    def frame_scores(self) -> torch.Tensor:
+        s = torch.tensor(self.weight_sum, dtype=torch.float64) / torch.tensor(self.weight_n).clamp_min(1)
+        return s.float()
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring one video
+# ------------------------------------------------------------------------------------------------
+def _batches(it: Iterable[tuple[int, torch.Tensor]], size: int) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    idx: list[int] = []
+    frames: list[torch.Tensor] = []
+    for i, frame in it:
+        idx.append(i)
+        frames.append(frame)
+        if len(idx) >= size:
+            yield idx, frames
+            idx, frames = [], []
+    if idx:
+        yield idx, frames
+
+
+def _cat_stats(parts: list[FrameStats]) -> FrameStats:
+    if not parts:
+        from vidattn.keyframes.descriptors import DESCRIPTOR_DIM
+
+        return FrameStats(torch.zeros(0, DESCRIPTOR_DIM), torch.zeros(0), torch.zeros(0), torch.zeros(0))
+    fields = ("desc", "luma_mean", "luma_std", "sharpness")
+    return FrameStats(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
+
+def score_video(
+    path: str | os.PathLike,
+    options: KeyframeOptions | None = None,
+    model: KeyframeModel | None = None,
+) -> dict[str, Any]:
+    """Score and select the key frames of one video; returns the ``keyframes.json`` document.
+
+    The document follows the output contract (``video, num_frames, fps, duration_s, scorer,
+    keyframes, scores``) plus ``cuts``, ``shots``, ``sample_fps`` and, with a model, ``windows``
+    and ``prediction``. ``image`` fields are None until `write_outputs` writes the JPEGs.
+
+    Raises:
+        VideoDecodeError: the file cannot be opened or decoded.
+    """
+    opts = options or KeyframeOptions()
+    device = model.device if model is not None else resolve_device(opts.device)
+    decode_size = model.size if model is not None else opts.decode_size
+    with open_video(path, backend=_backend(opts.backend), size=decode_size, timeout_s=opts.timeout_s) as reader:
+        native_fps = reader.fps if reader.fps > 0 else 25.0
+        if opts.sample_fps is not None:
+            stream = reader.iter_frames(fps=opts.sample_fps)
+        elif model is not None:
+            stream = reader.iter_frames(step=model.stride)
+        else:
+            stream = reader.iter_frames(fps=DEFAULT_SAMPLE_FPS)
+        windows = _WindowScorer(model, opts.batch_size) if model is not None else None
+        indices: list[int] = []
+        parts: list[FrameStats] = []
+        for idx, frames in _batches(stream, opts.batch_size):
+            indices.extend(idx)
+            parts.append(describe_frames(torch.stack(frames), device))
+            if windows is not None:
+                for frame in frames:
+                    windows.push(frame)
+        if windows is not None:
+            windows.finish()
+        num_frames = reader.num_frames
+        width, height, backend = reader.width, reader.height, reader.backend
+    if not indices:
+        raise VideoDecodeError(path, "no frames decode")
+
+    stats = _cat_stats(parts)
+    times = torch.tensor(indices, dtype=torch.float64) / native_fps
+    cuts = detect_cuts(stats.desc)
+    shots = shot_ids(len(indices), cuts)
+    eff_fps = len(indices) / max(float(times[-1] - times[0]), 1e-9) if len(indices) > 1 else DEFAULT_SAMPLE_FPS
+    terms = free_scores(stats, shots, sample_fps=eff_fps, window_s=opts.window_s)
+    if windows is not None:
+        raw = windows.frame_scores()
+        scores = raw / raw.max().clamp_min(1e-12)
+        quality = None
+    else:
+        scores, quality = terms["score"], terms["q"]
+
+    k = opts.k if (opts.k is not None or opts.threshold is None) else None
+    selection = select_keyframes(
+        scores,
+        times.float(),
+        k=k,
+        threshold=opts.threshold,
+        min_gap_s=opts.min_gap_s,
+        shots=shots,
+        desc=stats.desc,
+        quality=quality,
+        dup_similarity=opts.dup_similarity,
+    )
+
+    doc: dict[str, Any] = {
+        "video": os.fspath(path),
+        "num_frames": int(num_frames),
+        "fps": round(float(native_fps), 6),
+        "duration_s": round(num_frames / native_fps, 6),
+        "scorer": SCORER_MODEL if model is not None else SCORER_FREE,
+        "keyframes": [
+            {
+                "rank": r + 1,
+                "frame_index": indices[p],
+                "time_s": round(float(times[p]), 6),
+                "score": round(float(scores[p]), 6),
+                "image": None,
+                "shot": int(shots[p]),
+                "reason": reason,
+            }
+            for r, (p, reason) in enumerate(zip(selection.positions, selection.reasons, strict=True))
+        ],
+        "scores": [
+            {"frame_index": i, "time_s": round(float(t), 6), "score": round(float(s), 6)}
+            for i, t, s in zip(indices, times.tolist(), scores.tolist(), strict=True)
+        ],
+        "cuts": [{"frame_index": indices[c], "time_s": round(float(times[c]), 6)} for c in cuts],
+        "num_shots": int(shots.max()) + 1,
+        "sample_fps": round(eff_fps, 6),
+        "width": width,
+        "height": height,
+        "backend": backend,
+    }
+    if quality is not None:
+        for entry, q in zip(doc["scores"], quality.tolist(), strict=True):
+            entry["quality"] = round(float(q), 6)
+    if model is not None:
+        doc["checkpoint"] = model.checkpoint
+        doc["model"] = model.name
+        doc["windows"] = [
+            {
+                "start_frame": indices[a],
+                "end_frame": indices[b],
+                "start_s": round(float(times[a]), 6),
+                "end_s": round(float(times[b]), 6),
+                "label": model.classes[c] if c < len(model.classes) else str(c),
+                "prob": round(prob, 6),
+            }
+            for a, b, c, prob in windows.windows
+        ]
+        votes: dict[str, float] = {}
+        for w in doc["windows"]:
+            votes[w["label"]] = votes.get(w["label"], 0.0) + w["prob"]
+        best = max(votes, key=votes.get)
+        doc["prediction"] = {"label": best, "windows": sum(1 for w in doc["windows"] if w["label"] == best)}
+    return doc
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------------
+_UNSAFE = re.compile(r"[^\w.\-]+", flags=re.UNICODE)
+
+
+def safe_stem(path: str | os.PathLike, limit: int = 100) -> str:
+    """A folder name made from a video's file name: no separators, no leading dots, not empty."""
+    stem = Path(os.fspath(path)).stem
+    cleaned = _UNSAFE.sub("_", stem).strip("._-")
+    return cleaned[:limit] or "video"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _inside(child: Path, root: Path) -> bool:
+    try:
+        child.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _video_dir(out_dir: Path, stem: str, used: set[str]) -> Path:
+    name, n = stem, 1
+
+    def taken(candidate: str) -> bool:
+        target = out_dir / candidate
+        return candidate in used or target.is_symlink() or (target.exists() and not target.is_dir())
+
+    while taken(name):
+        n += 1
+        name = f"{stem}-{n}"
+    used.add(name)
+    target = out_dir / name
+    if not _inside(target, out_dir):  # defence in depth: safe_stem already removed separators and dots
+        raise VidattnError(f"refusing to write outside {out_dir}: {target}")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_outputs(
+    doc: dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    options: KeyframeOptions | None = None,
+    csv_out: bool = False,
+    used: set[str] | None = None,
+) -> Path:
+    """Write JPEGs, contact sheet, score plot, ``keyframes.json`` (and ``scores.csv``) for one video.
+
+    Fills the ``image``, ``contact_sheet`` and ``plot`` fields of `doc` (paths relative to the
+    video's folder) and returns that folder, ``out_dir/<safe stem>``.
+    """
+    from vidattn.viz import contact_sheet, plot_keyframe_scores
+
+    opts = options or KeyframeOptions()
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = _video_dir(root, safe_stem(doc["video"]), used if used is not None else set())
+    keys = doc["keyframes"]
+    images: dict[int, np.ndarray] = {}
+    if keys:
+        wanted = sorted({k["frame_index"] for k in keys})
+        backend = _backend(opts.backend)
+        with open_video(doc["video"], backend=backend, size=opts.image_size, timeout_s=opts.timeout_s) as r:
+            frames = r.get_frames(wanted).numpy()
+        images = dict(zip(wanted, frames, strict=True))
+    written = set()
+    for key in keys:
+        name = f"keyframe_{key['rank']:02d}_f{key['frame_index']:07d}.jpg"
+        _atomic_write(folder / name, _jpeg(images[key["frame_index"]]))
+        key["image"] = name
+        written.add(name)
+    for stale in folder.glob("keyframe_*.jpg"):  # from an earlier run with other settings
+        if stale.name not in written:
+            stale.unlink(missing_ok=True)
+
+    by_time = sorted(keys, key=lambda k: k["frame_index"])
+    sheet = contact_sheet(
+        [images[k["frame_index"]] for k in by_time],
+        [f"#{k['rank']}  {_clock(k['time_s'])}  {k['score']:.2f}" for k in by_time],
+    )
+    _atomic_write(folder / "contact_sheet.png", _png(sheet))
+    doc["contact_sheet"] = "contact_sheet.png"
+    plot = plot_keyframe_scores(
+        [s["time_s"] for s in doc["scores"]],
+        [s["score"] for s in doc["scores"]],
+        keyframes=[(k["time_s"], k["score"], k["rank"]) for k in keys],
+        cuts=[c["time_s"] for c in doc.get("cuts", [])],
+        title=f"{Path(doc['video']).name}  ({doc['scorer']})",
+        threshold=opts.threshold,
+    )
+    _atomic_write(folder / "scores.png", plot)
+    doc["plot"] = "scores.png"
+    if csv_out:
+        rank_of = {k["frame_index"]: k["rank"] for k in keys}
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["frame_index", "time_s", "score", "keyframe_rank"])
+        for s in doc["scores"]:
+            writer.writerow([s["frame_index"], s["time_s"], s["score"], rank_of.get(s["frame_index"], "")])
+        _atomic_write(folder / "scores.csv", buf.getvalue().encode())
+        doc["csv"] = "scores.csv"
+    _atomic_write(folder / "keyframes.json", (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
+    return folder
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(max(seconds, 0.0), 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:05.2f}" if h else f"{m}:{s:05.2f}"
+
+
+# ------------------------------------------------------------------------------------------------
+# The job
+# ------------------------------------------------------------------------------------------------
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Paths as given; a pattern that is not an existing file is expanded as a glob (sorted).
+
+    A pattern that matches nothing is kept, so the user gets an error line for it.
+    """
+    out: list[str] = []
+    for item in inputs:
+        if not os.path.exists(item) and _GLOB_CHARS.search(item):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            out.extend(matches or [item])
+        else:
+            out.append(item)
+    return out
+
+
+def run_keyframes(
+    inputs: Sequence[str],
+    *,
+    options: KeyframeOptions | None = None,
+    checkpoint: str | None = None,
+    out_dir: str | None = None,
+    as_json: bool = False,
+    csv_out: bool = False,
+    out: Callable[[str], None] = print,
+    err: Callable[[str], None] = print,
+) -> int:
+    """Key frames for every input; one error line per bad file, the others go on.
+
+    Returns:
+        The number of inputs that failed (the CLI exits non-zero when it is positive).
+    """
+    opts = options or KeyframeOptions()
+    _fix_mmap_threshold()
+    if csv_out and out_dir is None:
+        raise VidattnError("--csv needs --out DIR")
+    model = KeyframeModel.load(checkpoint, resolve_device(opts.device)) if checkpoint else None
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise VidattnError(f"--out {out_dir} exists and is not a directory")
+    failures = 0
+    used: set[str] = set()
+    for path in expand_inputs(inputs):
+        try:
+            doc = score_video(path, opts, model)
+            folder = write_outputs(doc, out_dir, options=opts, csv_out=csv_out, used=used) if out_dir else None
+        except VidattnError as exc:
+            failures += 1
+            if as_json:
+                out(json.dumps({"video": str(path), "error": str(getattr(exc, "reason", exc))}, ensure_ascii=False))
+            err(f"Error: {exc}" if isinstance(exc, VideoDecodeError) else f"Error: {path}: {exc}")
+            continue
+        except OSError as exc:  # disk full, permission denied on the output side
+            failures += 1
+            err(f"Error: {path}: {exc.strerror or exc}")
+            continue
+        if as_json:
+            out(json.dumps(doc, ensure_ascii=False, allow_nan=False))
+        else:
+            where = f" -> {folder}" if folder is not None else ""
+            out(f"{path}: {len(doc['keyframes'])} key frames, {doc['num_shots']} shots{where}")
+            for key in doc["keyframes"]:
+                clock = _clock(key["time_s"])
+                out(f"  #{key['rank']:<3d} frame {key['frame_index']:>7d}  {clock:>10s}  {key['score']:.3f}")
+    return failures

@@ -1,0 +1,126 @@
+"""Training-free key-frame scores: parameter-free temporal self-attention times a quality term.
+
+Inputs are the sampled frames' unit descriptors ``d_t`` (`descriptors.describe_frames`), their
+shot numbers (`shots.detect_cuts`) and quality statistics. With ``H = window_s * sample_fps``
+samples and ``N(t) = {u : 0 < |u - t| <= H, shot(u) = shot(t)}``:
+
+    A_tu   = softmax_{u in N(t)} (d_t . d_u / tau)                 self-attention, Q = K = V = d, tau = 0.07
+    rep_t  = sum_{u : t in N(u)} A_ut                              attention the frame *receives*
+    rel_t  = rep_t / max_{u in N(t) + {t}} rep_u                   representativeness, in [0, 1]
+    nov_t  = 1 - max_{u in N(t), u < t} d_t . d_u                  novelty against the recent past (0 at a shot start)
+    nov'_t = nov_t / (nov_t + max(median(nov), 0.02))              in [0, 1)
+    q_t    = q_sharp * q_expo * q_flat * q_trans                   quality, in [0, 1]
+    s_t    = q_t * (rel_t + lambda * nov'_t) / (1 + lambda),  lambda = 0.5;  scores are divided by max_t s_t
+
+A frame scores high when the other frames of its stretch attend to it (it looks like them: a
+medoid of the stretch), or when it brings content the recent past did not show, and when it is a
+good picture. The quality factors, with luma mean ``m``, luma std ``sigma``, Laplacian variance
+``lap`` and consecutive descriptor distance ``delta``:
+
+    q_sharp = min(1, lap_t / P90_{|u-t|<=H} lap_u) ** 0.5           sharper than its neighbourhood -> 1
+    q_expo  = clip(m / 0.1, 0, 1) * clip((1 - m) / 0.1, 0, 1)      under/over-exposed -> 0
+    q_flat  = clip((sigma - 0.02) / 0.06, 0, 1)                    black, white or uniform frame -> 0
+    q_trans = 1 / (1 + (min(delta_t, delta_{t+1}) / (3 * max(median(delta), 0.01))) ** 2)
+                                                                   unlike BOTH neighbours: mid-dissolve, flash -> 0
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vidattn.keyframes.descriptors import FrameStats
+from vidattn.keyframes.shots import consecutive_distances
+
+__all__ = ["quality_terms", "attention_terms", "free_scores", "TAU", "LAMBDA"]
+
+TAU = 0.07
+LAMBDA = 0.5
+
+
+def _banded(values: torch.Tensor, radius: int, fn) -> torch.Tensor:
+    """``(T, 2R+1)`` table of fn(values[t], values[t+o]) for offsets o in [-R, R]; NaN out of range."""
+    n = values.shape[0]
+    out = torch.full((n, 2 * radius + 1), float("nan"))
+    for k, o in enumerate(range(-radius, radius + 1)):
+        lo, hi = max(0, -o), min(n, n - o)
+        if lo < hi:
+            out[lo:hi, k] = fn(values[lo:hi], values[lo + o : hi + o])
+    return out
+
+
+def quality_terms(stats: FrameStats, radius: int) -> dict[str, torch.Tensor]:
+    """The four quality factors and their product ``q`` (each ``(T,)`` in [0, 1])."""
+    m, sigma, lap = stats.luma_mean, stats.luma_std, stats.sharpness
+    n = m.shape[0]
+    lap_band = _banded(lap, radius, lambda a, b: b)
+    ref = torch.nanquantile(lap_band, 0.9, dim=1).clamp_min(1e-8)
+    q_sharp = (lap / ref).clamp(0, 1).sqrt()
+    q_expo = (m / 0.1).clamp(0, 1) * ((1 - m) / 0.1).clamp(0, 1)
+    q_flat = ((sigma - 0.02) / 0.06).clamp(0, 1)
+    delta = consecutive_distances(stats.desc)
+    if n >= 2:
+        nxt = torch.cat([delta[1:], delta[-1:]])
+        prev = delta.clone()
+        prev[0] = nxt[0]
+        nearest = torch.minimum(prev, nxt)
+        typical = max(float(delta[1:].median()), 0.01)
+        q_trans = 1.0 / (1.0 + (nearest / (3 * typical)) ** 2)
+    else:
+        q_trans = torch.ones(n)
+    q = q_sharp * q_expo * q_flat * q_trans
+    return {"q": q, "q_sharp": q_sharp, "q_expo": q_expo, "q_flat": q_flat, "q_trans": q_trans}
+
+
+def attention_terms(desc: torch.Tensor, shots: torch.Tensor, radius: int, tau: float = TAU) -> dict[str, torch.Tensor]:
+    """Representativeness ``rel`` and novelty ``nov`` from local, shot-masked self-attention."""
+    n = desc.shape[0]
+    offsets = torch.arange(-radius, radius + 1)
+    sim = _banded(desc, radius, lambda a, b: (a * b).sum(1))  # (T, 2R+1)
+    same = _banded(shots.float(), radius, lambda a, b: (a == b).float())
+    valid = (~sim.isnan()) & (same == 1) & (offsets != 0).view(1, -1)
+    logits = torch.where(valid, sim / tau, torch.full_like(sim, -float("inf")))
+    has_neigh = valid.any(1)
+    attn = torch.zeros_like(sim)
+    attn[has_neigh] = torch.softmax(logits[has_neigh], dim=1)
+    # Attention received: row t gives A[t, k] to u = t + offsets[k].
+    rep = torch.zeros(n)
+    for k, o in enumerate(offsets.tolist()):
+        lo, hi = max(0, -o), min(n, n - o)
+        if lo < hi:
+            rep[lo + o : hi + o] += attn[lo:hi, k]
+    rep_band = _banded(rep, radius, lambda a, b: b)
+    rep_band = torch.where(valid | (offsets == 0).view(1, -1), rep_band, torch.zeros_like(rep_band))
+    local_max = rep_band.nan_to_num(0).amax(1)
+    rel = torch.where(local_max > 0, rep / local_max.clamp_min(1e-12), torch.ones(n))  # alone in its shot -> 1
+    past = valid & (offsets < 0).view(1, -1)
+    best_past = torch.where(past, sim, torch.full_like(sim, -2.0)).amax(1)
+    nov = torch.where(past.any(1), (1 - best_past).clamp(0, 2), torch.zeros(n))
+    with_past = nov[past.any(1)]
+    typical = max(float(with_past.median()) if with_past.numel() else 0.0, 0.02)
+    nov_n = nov / (nov + typical)
+    return {"rel": rel, "nov": nov_n, "attention": attn}
+
+
+def free_scores(
+    stats: FrameStats, shots: torch.Tensor, sample_fps: float, window_s: float = 8.0
+) -> dict[str, torch.Tensor]:
+    """Training-free score per sampled frame (the module formula), normalised to max 1.
+
+    Returns:
+        dict with ``score`` and the terms ``q``, ``rel``, ``nov``, ``q_sharp``, ``q_expo``, ``q_flat``,
+        ``q_trans`` (each ``(T,)``).
+    """
+    n = stats.desc.shape[0]
+    if n == 0:
+        return {"score": torch.zeros(0)}
+    radius = max(1, int(round(window_s * sample_fps)))
+    radius = min(radius, max(1, n - 1))
+    quality = quality_terms(stats, radius)
+    attn = attention_terms(stats.desc, shots, radius)
+    raw = quality["q"] * (attn["rel"] + LAMBDA * attn["nov"]) / (1 + LAMBDA)
+    # Keep an order among frames that all score 0 (an all-black video): a tiny tie-breaker.
+    raw = raw + 1e-6 * (attn["rel"] + quality["q_sharp"])
+    score = raw / raw.max().clamp_min(1e-12)
+    out = {"score": score, "rel": attn["rel"], "nov": attn["nov"]}
+    out.update(quality)
+    return out

@@ -1,0 +1,113 @@
+"""Key-frame selection from per-frame scores: shot-aware, gap-suppressed, de-duplicated.
+
+1. **Shot pass.** Each shot's best frame is a candidate, shots taken by priority
+   ``best score * (1 - exp(-duration / 2 s))`` (so a one-sample flash does not outrank a real shot);
+   shots whose best frame has quality below `min_quality` (black, flat) are skipped. This gives at
+   least one key frame per shot while `k` allows.
+2. **Fill pass.** The remaining frames in descending score order (greedy non-maximum suppression).
+
+A candidate is taken only if its score reaches `threshold` (when given), it lies at least
+`min_gap_s` from every chosen frame, and its descriptor's cosine similarity to every chosen frame
+is below `dup_similarity` (near-duplicate removal). Key frames are ranked by score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Selection", "select_keyframes"]
+
+
+@dataclass
+class Selection:
+    """Chosen sample positions (into the sample sequence), best first, and why each was chosen."""
+
+    positions: list[int]
+    reasons: list[str]  # "shot" or "score"
+
+
+def select_keyframes(
+    scores: torch.Tensor,
+    times_s: torch.Tensor,
+    *,
+    k: int | None = 8,
+    threshold: float | None = None,
+    min_gap_s: float = 1.0,
+    shots: torch.Tensor | None = None,
+    desc: torch.Tensor | None = None,
+    quality: torch.Tensor | None = None,
+    dup_similarity: float = 0.97,
+    min_quality: float = 0.1,
+) -> Selection:
+    """Choose key frames from per-sample scores.
+
+    Args:
+        scores: ``(T,)`` score per sampled frame.
+        times_s: ``(T,)`` time of each sample in seconds.
+        k: most key frames to return; None means no limit (use with `threshold`).
+        threshold: smallest score a key frame may have.
+        min_gap_s: minimum time between two key frames.
+        shots: ``(T,)`` shot number per sample, for the shot pass; None skips it.
+        desc: ``(T, D)`` unit descriptors, for near-duplicate removal; None skips it.
+        quality: ``(T,)`` quality in [0, 1]; shots whose best frame is below `min_quality` are skipped.
+        dup_similarity: cosine similarity at or above which two frames are duplicates.
+    """
+    n = int(scores.shape[0])
+    limit = n if k is None else max(0, int(k))
+    if n == 0 or limit == 0:
+        return Selection([], [])
+    chosen: list[int] = []
+    reasons: list[str] = []
+
+    def acceptable(i: int) -> bool:
+        if threshold is not None and float(scores[i]) < threshold:
+            return False
+        if any(abs(float(times_s[i] - times_s[j])) < min_gap_s for j in chosen):
+            return False
+        if desc is not None and chosen:
+            sims = desc[chosen] @ desc[i]
+            if float(sims.max()) >= dup_similarity:
+                return False
+        return True
+
+    if shots is not None and limit > 1:
+        candidates = []
+        for shot in torch.unique(shots).tolist():
+            members = torch.nonzero(shots == shot).flatten()
+            order = members[torch.argsort(scores[members], descending=True)]
+            if quality is not None:  # a shot's black or flat frames never stand in for it
+                order = order[quality[order] >= min_quality]
+            if order.numel() == 0:
+                continue
+            best = int(order[0])
+            duration = float(times_s[members[-1]] - times_s[members[0]]) + _sample_period(times_s)
+            priority = float(scores[best]) * (1 - math.exp(-duration / 2.0))
+            candidates.append((priority, order.tolist()))
+        candidates.sort(key=lambda c: -c[0])
+        for _, order in candidates:
+            if len(chosen) >= limit:
+                break
+            for i in order:
+                if acceptable(i):
+                    chosen.append(i)
+                    reasons.append("shot")
+                    break
+
+    for i in torch.argsort(scores, descending=True).tolist():
+        if len(chosen) >= limit:
+            break
+        if i not in chosen and acceptable(i):
+            chosen.append(i)
+            reasons.append("score")
+
+    order = sorted(range(len(chosen)), key=lambda j: (-float(scores[chosen[j]]), chosen[j]))
+    return Selection([chosen[j] for j in order], [reasons[j] for j in order])
+
+
+def _sample_period(times_s: torch.Tensor) -> float:
+    if times_s.shape[0] < 2:
+        return 1.0
+    return float((times_s[1:] - times_s[:-1]).median())
