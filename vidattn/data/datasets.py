@@ -289,14 +289,32 @@ def load_annotations(
 # ------------------------------------------------------------------------------------------------
 # Samples
 # ------------------------------------------------------------------------------------------------
+# Readers a forked DataLoader worker inherited from its parent. Their decoder threads did not survive
+# the fork, so using them hangs and even freeing them can crash (decord joins its dead threads): the
+# child keeps them here, untouched, for its lifetime.
+_INHERITED_READERS: list[OrderedDict] = []
+
+
 class ReaderCache:
-    """A small LRU of open readers, one cache per DataLoader worker (each worker has its own copy)."""
+    """A small LRU of open readers, one cache per DataLoader worker (each worker has its own copy).
+
+    A cache used in the main process (say, ``dataset[0]`` to look at a sample) and then forked into
+    workers starts empty in each worker.
+    """
 
     def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
         self._readers: OrderedDict[tuple, VideoReader] = OrderedDict()
+        self._pid = os.getpid()
+
+    def _own_process(self) -> None:
+        if self._pid != os.getpid():
+            _INHERITED_READERS.append(self._readers)
+            self._readers = OrderedDict()
+            self._pid = os.getpid()
 
     def get(self, path: str, **kwargs: Any) -> VideoReader:
+        self._own_process()
         key = (path, tuple(sorted(kwargs.items())))
         reader = self._readers.pop(key, None)
         if reader is None:
@@ -307,17 +325,19 @@ class ReaderCache:
         return reader
 
     def drop(self, path: str) -> None:
+        self._own_process()
         for key in [k for k in self._readers if k[0] == path]:
             self._readers.pop(key).close()
 
     def clear(self) -> None:
+        self._own_process()
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
 
     def __getstate__(self) -> dict:
         # Open readers do not pickle; a worker starts with an empty cache.
-        return {"capacity": self.capacity, "_readers": OrderedDict()}
+        return {"capacity": self.capacity, "_readers": OrderedDict(), "_pid": -1}
 
 
 class VideoDataset(Dataset):
@@ -395,7 +415,8 @@ class VideoDataset(Dataset):
         indices = np.array([c.frame_indices for c in clips], dtype=np.int64) + first
         frames = reader.get_frames(indices.reshape(-1).tolist())  # (V'*T, H, W, C)
         frames = frames.view(len(clips), -1, *frames.shape[1:])  # (V', T, H, W, C)
-        video = spatial_views(frames, self.size, self.crop, rng)  # (V' * views, T, S, S, C)
+        # Views, not copies: collate_videos stacks them into the batch, the one copy they need.
+        video = spatial_views(frames, self.size, self.crop, rng, copy=False)  # (V' * views, T, S, S, C)
         if self.transform is not None:
             video = self.transform(video)
         return {

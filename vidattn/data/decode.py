@@ -19,10 +19,11 @@ returns a neighbouring frame on some HEVC streams; reading in order is exact the
 on `SEEK_UNSAFE_CODECS` the decord reader decodes in order and keeps the requested frames. In
 AVI, MPEG-PS and MPEG-TS files, and for MPEG-1/2/4 part 2 video with B-frames in any container,
 decord returns other frames altogether (even in order, for TS), so only codecs on `DECORD_CODECS`
-in containers on `DECORD_CONTAINERS` (MP4/MOV, MKV/WebM, FLV, GIF) are read with decord; `open_video` reads the rest with PyAV whatever the backend asked for (the reader's
-``backend`` says which one runs). When decord fails part-way through a corrupt file, the reader
-switches to PyAV, whose in-order decode fails at a fixed frame, to return the frames that decode
-and correct the count.
+in containers on `DECORD_CONTAINERS` (MP4/MOV, MKV/WebM, FLV, GIF) are read with decord;
+`open_video` reads the rest with PyAV whatever the backend asked for (the reader's ``backend``
+says which one runs). When decord fails part-way through a corrupt file, the reader switches to
+PyAV, whose in-order decode fails at a fixed frame, to return the frames that decode and correct
+the count.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ def _quiet_ffmpeg() -> None:
         av.logging.set_level(None)
     except Exception:
         pass
+
+
+_quiet_ffmpeg()
+
+
+def _quiet_decord() -> None:
+    """decord logs every FFmpeg warning; called on first use so that importing vidattn does not load decord."""
     try:
         import decord.logging
 
@@ -118,18 +126,12 @@ def _quiet_ffmpeg() -> None:
         pass
 
 
-_quiet_ffmpeg()
-
-
 def available_backends() -> list[str]:
     """Backends importable in this environment, in `auto` preference order."""
-    names = []
-    try:
-        import decord  # noqa: F401
+    import importlib.util
 
-        names.append("decord")
-    except Exception:  # decord2 has no wheel on some platforms; PyAV is always there
-        pass
+    # find_spec, not import: loading decord costs ~400 MB of RSS, paid only when a decord reader opens.
+    names = ["decord"] if importlib.util.find_spec("decord") is not None else []
     names.append("pyav")
     return names
 
@@ -197,6 +199,7 @@ class VideoReader(ABC):
         self.rotation = 0
         self._broken: str | None = None
         self._claimed_frames: int | None = None
+        self._pid = os.getpid()
         self._executor: cf.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -300,6 +303,9 @@ class VideoReader(ABC):
         """Run one decode step, with a time limit; errors become `VideoDecodeError` naming the file."""
         if self._broken:
             raise VideoDecodeError(self.path, self._broken)
+        if self._pid != os.getpid():
+            # Forked: the decoder's threads (and our executor's) stayed in the parent; a call would hang.
+            raise VideoDecodeError(self.path, "reader was opened in another process; open the file again")
         try:
             if self.timeout_s is None:
                 return fn()
@@ -586,6 +592,7 @@ class DecordReader(VideoReader):
     def _open(self) -> None:
         import decord
 
+        _quiet_decord()
         src = self._source
         if isinstance(src, bytes):
             src = io.BytesIO(src)
@@ -630,16 +637,26 @@ class DecordReader(VideoReader):
         self._cursor = 0  # next frame `next()` returns, for in-order reading
 
     def _meta_from_pyav(self) -> None:
-        """decord does not expose codec, container or rotation; read them with PyAV (header + first frame)."""
+        """decord does not expose codec, container or rotation; read them with PyAV (header + first frame).
+
+        A file PyAV cannot open is refused here: decord would fail on it too, after printing its own
+        error line to stderr (its C++ log ignores the log level), and PyAV's reason is the clearer one.
+        """
         import av
 
         src = self._source
+        if isinstance(src, (bytes, bytearray)):
+            src = io.BytesIO(src)
+        elif hasattr(src, "seek"):
+            src.seek(0)
         try:
-            if isinstance(src, (bytes, bytearray)):
-                src = io.BytesIO(src)
-            elif hasattr(src, "seek"):
-                src.seek(0)
-            with av.open(os.fspath(src) if isinstance(src, (str, os.PathLike)) else src) as container:
+            container = av.open(os.fspath(src) if isinstance(src, (str, os.PathLike)) else src)
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
+        try:
+            with container:
+                if not container.streams.video:
+                    raise VideoDecodeError(self.path, "no video stream")
                 stream = container.streams.video[0]
                 self.container = container.format.name.split(",")[0]
                 self.codec = stream.codec_context.name
@@ -648,7 +665,9 @@ class DecordReader(VideoReader):
                 self.rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360 if first is not None else 0
                 if first is not None and first.width > 0 and first.height > 0:
                     self._coded_size = (first.width, first.height)
-        except Exception:  # metadata only; decord may still open the file
+        except VideoDecodeError:
+            raise
+        except Exception:  # a broken first frame: leave it to decord, whose reader handles corrupt files
             self.codec = self.codec or "unknown"
         finally:
             if hasattr(self._source, "seek"):

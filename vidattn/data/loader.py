@@ -89,6 +89,7 @@ def build_loader(
     persistent_workers: bool = True,
     drop_last: bool = False,
     seed: int = 0,
+    multiprocessing_context: str | None = None,
 ) -> DataLoader:
     """A DataLoader for `VideoDataset` with the right defaults.
 
@@ -101,13 +102,19 @@ def build_loader(
         pin_memory: default: on when CUDA is available.
         prefetch_factor: batches each worker prepares ahead.
         persistent_workers: keep workers (and their open readers) between epochs.
+        multiprocessing_context: worker start method ("fork", "forkserver", "spawn"); None keeps the
+            platform default. "forkserver" starts workers from a clean process, immune to decoder
+            threads and locks the parent holds when it forks (the dataset must pickle).
     """
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     generator = torch.Generator().manual_seed(seed)
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs.update(
-            prefetch_factor=prefetch_factor, persistent_workers=persistent_workers, worker_init_fn=_worker_init
+            prefetch_factor=prefetch_factor,
+            persistent_workers=persistent_workers,
+            worker_init_fn=_worker_init,
+            multiprocessing_context=multiprocessing_context,
         )
     return DataLoader(
         dataset,

@@ -1,16 +1,17 @@
 """Synthetic motion videos: the embedded default dataset.
 
 Each video is a short real MP4 on a textured background. A target object (random colour, shape
-and size) sits still, except during one short *event*, which decides the class:
+and size) is on screen only during one short *event*, and what it does there decides the class:
 
-- ``move_left`` / ``move_right`` / ``move_up`` / ``move_down``: the target glides in that direction;
-- ``appear`` / ``disappear``: the target fades in / out.
+- ``move_left`` / ``move_right`` / ``move_up`` / ``move_down``: it glides in that direction;
+- ``appear`` / ``disappear``: it fades in / fades out on the spot.
 
 Every class is the time-reversal of another (left/right, up/down, appear/disappear), so no
-single frame tells the class: only the order of frames does. Distractors (other objects that
-jitter back and forth, sensor noise, brightness flicker) make static cues useless. The event's
-frames are written to ``events.csv`` (``path,label,event_start,event_end``, inclusive frame
-indices), which is the ground truth for key-frame tests.
+single frame tells the class: only the order of the event's frames does. Outside the event
+there is no target, so a model has to find the event (which is what its temporal attention is
+for). Distractors (other objects that jitter back and forth, sensor noise, brightness flicker)
+make static cues useless. The event's frames are written to ``events.csv``
+(``path,label,event_start,event_end``, inclusive frame indices), the ground truth for key frames.
 
 Layout written by `generate_dataset`::
 
@@ -120,12 +121,15 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
             off = d["amp"] * np.sin(2 * np.pi * t / d["period"] + d["phase"])
             cx, cy = d["x"] + (off if d["axis"] == 0 else 0), d["y"] + (off if d["axis"] == 1 else 0)
             _stamp(frame, cx, cy, d["r"], d["color"], 1.0, disc=False)
-        progress = min(max((t - start + 1) / spec.event_len, 0.0), 1.0)  # 0 before, 1 after the event
+        # The target exists only during the event, so the event frames are the only ones that tell the class
+        # (a model cannot just compare the first and the last frame).
+        inside = start <= t <= end
+        progress = (t - start + 1) / spec.event_len if inside else 0.0
         if label in _DIRECTIONS:
-            cx, cy, alpha = x + dx * travel * progress, y + dy * travel * progress, 1.0
+            cx, cy, alpha = x + dx * travel * progress, y + dy * travel * progress, float(inside)
         else:
             cx, cy = x, y
-            alpha = progress if label == "appear" else 1.0 - progress
+            alpha = progress if label == "appear" else (1.0 - progress + 1.0 / spec.event_len) * inside
         _stamp(frame, cx, cy, radius, color, alpha, disc)
         frame += rng.normal(0, 4, size=frame.shape)
         frames[t] = np.clip(frame, 0, 255).astype(np.uint8)

@@ -1,0 +1,295 @@
+#!/usr/bin/env python
+"""Clips per second: the vidattn dataset + loader against raw decord and naive PyAV.
+
+Every method decodes the same clips (the same files, the same frame indices): ``--clip-len``
+frames every ``--stride`` frames at random starts drawn from ``--seed`` with vidattn's own
+`RandomClipSampler` and `make_rng(seed, epoch=0, index)`, exactly what `VideoDataset` draws.
+
+Methods:
+
+- ``vidattn w=N``: `VideoDataset` + `build_loader(num_workers=N)`, decoding at full size
+  (``size`` = the video's short side, so no resize happens) with a centre crop to a square
+  (a slice + copy; vidattn's only extra work). The timed epoch follows a warm-up epoch with
+  persistent workers, so each worker's reader cache already holds the file, as in training.
+  Workers start with ``--start-method`` (forkserver: forked workers of this long-lived process,
+  which has run many decoders by then, segfaulted intermittently).
+- ``decord (reader reused)``: one ``decord.VideoReader`` per file, opened once and reused, then
+  ``get_batch(indices)`` per clip: the limit, and the fair comparison for vidattn's per-worker
+  reader cache.
+- ``decord (open per clip)``: a new ``decord.VideoReader`` for every clip.
+- ``naive PyAV``: open the file, decode every frame and convert it to RGB, then index (what a
+  naive dataset does; to spare this machine's memory only the clip's frames are kept, which
+  changes nothing in the time). It is slow, so it runs on the first ``--naive-clips`` clips only;
+  the rate is comparable.
+
+Each figure is the median over ``--repeats`` rounds; a round times every method once, one after
+the other, so that load from other processes falls on all of them alike. The generated video (720p, 60 s, H.264,
+x264 "veryfast") is written once into ``--cache-dir``.
+
+Example:
+    python scripts/bench_decode.py --json bench_decode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vidattn.data import RandomClipSampler, VideoDataset, VideoDecodeError, VideoRecord, build_loader, make_rng
+from vidattn.data.decode import open_video
+from vidattn.testing import shared_dir
+
+VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".gif", ".webm"}
+
+
+def make_bench_video(cache_dir: Path, seconds: int = 60, fps: int = 30, width: int = 1280, height: int = 720) -> Path:
+    """A 720p H.264 clip with real motion (moving gradients + an index band), written once."""
+    import av
+
+    path = cache_dir / f"h264_{height}p_{seconds}s.mp4"
+    if path.exists() and path.stat().st_size > 0:
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = 2 * fps  # a key frame every 2 s, typical of camera/web video
+        for i in range(seconds * fps):
+            frame = np.empty((height, width, 3), dtype=np.uint8)
+            frame[..., 0] = (xx + 4 * i) % 256
+            frame[..., 1] = (yy + 2 * i) % 256
+            frame[..., 2] = ((xx + yy) // 4 + i) % 256
+            frame[: height // 8, :, :] = 255 * ((xx[: height // 8] // (width // 12)) % 2 == (i // 30) % 2)[..., None]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    tmp.rename(path)
+    return path
+
+
+def clip_indices(num_frames: int, num_clips: int, clip_len: int, stride: int, seed: int) -> list[list[int]]:
+    """The clips `VideoDataset` draws for records 0..num_clips-1 of this file in epoch 0."""
+    sampler = RandomClipSampler(clip_len, stride)
+    return [list(sampler(num_frames, make_rng(seed, 0, k))[0].frame_indices) for k in range(num_clips)]
+
+
+def interleaved_rates(passes: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Median clips/s of each pass, timed round-robin so that load from other processes hits all alike."""
+    rates: dict[str, list[float]] = {name: [] for name in passes}
+    for _ in range(repeats):
+        for name, fn in passes.items():
+            t0 = time.perf_counter()
+            n = fn()
+            rates[name].append(n / (time.perf_counter() - t0))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def bench_vidattn(path: Path, clips: list[list[int]], args: argparse.Namespace, workers: int) -> Callable[[], int]:
+    with open_video(path, backend="decord") as reader:
+        short = min(reader.width, reader.height)
+    records = [VideoRecord(str(path), 0)] * len(clips)
+    sampler = RandomClipSampler(args.clip_len, args.stride)
+    ds = VideoDataset(records, ["x"], sampler, size=short, crop="center", seed=args.seed, backend="decord")
+    loader = build_loader(
+        ds,
+        args.batch_size,
+        num_workers=workers,
+        persistent_workers=True,
+        pin_memory=False,
+        multiprocessing_context=args.start_method if workers else None,
+    )
+    expected = np.array(clips)
+
+    def epoch() -> int:
+        n = 0
+        for batch in loader:
+            if batch["errors"]:
+                raise RuntimeError(f"vidattn failed on {batch['errors']}")
+            got = batch["frame_indices"][:, 0].numpy()
+            if not (got == expected[batch["index"].numpy()]).all():
+                raise RuntimeError("vidattn decoded different frame indices than the other methods")
+            n += batch["video"].shape[0]
+        return n
+
+    epoch()  # warm-up: start workers, fill their reader caches
+    return epoch
+
+
+def bench_decord_reused(path: Path, clips: list[list[int]], args: argparse.Namespace) -> Callable[[], int]:
+    import decord
+
+    vr = decord.VideoReader(str(path))
+    vr.get_batch(clips[0]).asnumpy()  # warm-up, as for vidattn
+
+    def run() -> int:
+        for idx in clips:
+            vr.get_batch(idx).asnumpy()
+        return len(clips)
+
+    return run
+
+
+def bench_decord_per_clip(path: Path, clips: list[list[int]], args: argparse.Namespace) -> Callable[[], int]:
+    import decord
+
+    def run() -> int:
+        for idx in clips:
+            decord.VideoReader(str(path)).get_batch(idx).asnumpy()
+        return len(clips)
+
+    return run
+
+
+def bench_naive_pyav(path: Path, clips: list[list[int]], args: argparse.Namespace) -> Callable[[], int]:
+    import av
+
+    def run() -> int:
+        for idx in clips:
+            wanted, kept = set(idx), {}
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for i, frame in enumerate(container.decode(stream)):
+                    array = frame.to_ndarray(format="rgb24")  # every frame decoded and converted...
+                    if i in wanted:  # ...but only the clip's kept: a 720p minute is 5 GB of RGB
+                        kept[i] = array
+            np.stack([kept[i] for i in idx])
+        return len(clips)
+
+    return run
+
+
+def bench_file(path: Path, num_clips: int, args: argparse.Namespace) -> dict:
+    with open_video(path, backend="decord") as reader:
+        num_frames, w, h = reader.num_frames, reader.width, reader.height
+        span = (args.clip_len - 1) * args.stride + 1
+        if num_frames < span:
+            raise VideoDecodeError(path, f"{num_frames} frames, shorter than one clip ({span})")
+        clips = clip_indices(num_frames, num_clips, args.clip_len, args.stride, args.seed)
+        reader.get_frames(sorted({i for c in clips for i in c}))  # every file must decode these frames
+    row = {"file": str(path), "size": f"{w}x{h}", "frames": num_frames, "clips": len(clips)}
+    passes = {f"vidattn_w{workers}": bench_vidattn(path, clips, args, workers) for workers in args.workers}
+    passes["decord_reused"] = bench_decord_reused(path, clips, args)
+    passes["decord_per_clip"] = bench_decord_per_clip(path, clips, args)
+    passes["naive_pyav"] = bench_naive_pyav(path, clips[: args.naive_clips], args)
+    row.update(interleaved_rates(passes, args.repeats))
+    return row
+
+
+def summarise(rows: list[dict], workers: list[int]) -> dict:
+    """Ratios per file and, over files, total clips / total time (a clip-weighted rate)."""
+    keys = [f"vidattn_w{w}" for w in workers] + ["decord_reused", "decord_per_clip", "naive_pyav"]
+    for row in rows:
+        row["w0_vs_decord"] = row["vidattn_w0"] / row["decord_reused"] if "vidattn_w0" in row else None
+        row["w0_vs_naive"] = row["vidattn_w0"] / row["naive_pyav"] if "vidattn_w0" in row else None
+    out = {}
+    if rows:
+        # Time to decode one clip of each file, summed: the rate over a set with one clip per file.
+        total = {k: sum(1 / r[k] for r in rows) for k in keys}
+        out = {k: len(rows) / total[k] for k in keys}
+        if "vidattn_w0" in out:
+            out["w0_vs_decord"] = out["vidattn_w0"] / out["decord_reused"]
+            out["w0_vs_naive"] = out["vidattn_w0"] / out["naive_pyav"]
+    return out
+
+
+def markdown(rows: list[dict], summary: dict | None, workers: list[int]) -> str:
+    cols = [f"vidattn w={w}" for w in workers] + ["decord reused", "decord per clip", "naive PyAV"]
+    keys = [f"vidattn_w{w}" for w in workers] + ["decord_reused", "decord_per_clip", "naive_pyav"]
+    lines = [
+        "| file | size | clips | " + " | ".join(cols) + " | w=0 / decord | w=0 / naive |",
+        "|---|---|---|" + "---|" * len(cols) + "---|---|",
+    ]
+
+    def fmt(row: dict, name: str, size: str, clips: str) -> str:
+        vals = " | ".join(f"{row[k]:.1f}" for k in keys)
+        ratio = f"{row['w0_vs_decord']:.2f}x | {row['w0_vs_naive']:.1f}x" if row.get("w0_vs_decord") else "- | -"
+        return f"| {name} | {size} | {clips} | {vals} | {ratio} |"
+
+    for row in rows:
+        lines.append(fmt(row, Path(row["file"]).name, row["size"], str(row["clips"])))
+    if summary:
+        lines.append(fmt(summary, "**realvids (one clip per file)**", "mixed", "-"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/vidattn-bench"), help="generated video cache")
+    parser.add_argument("--realvids", type=Path, default=None, help="default: <shared>/realvids when present")
+    parser.add_argument("--no-realvids", action="store_true", help="only the generated 720p clip")
+    parser.add_argument("--no-generated", action="store_true", help="only the realvids files")
+    parser.add_argument("--clips", type=int, default=24, help="clips from the generated video")
+    parser.add_argument("--clips-real", type=int, default=8, help="clips from each realvids file")
+    parser.add_argument("--naive-clips", type=int, default=2, help="clips naive PyAV decodes per file")
+    parser.add_argument("--clip-len", type=int, default=16)
+    parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--start-method",
+        default="forkserver",
+        choices=["fork", "forkserver", "spawn"],
+        help="loader worker start method; this long-lived process forks after many decoders ran",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args(argv)
+    if 0 not in args.workers:
+        args.workers = [0, *args.workers]
+
+    result: dict = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": _cpus()},
+        "generated": [],
+        "realvids": [],
+        "skipped": [],
+    }
+    if not args.no_generated:
+        t0 = time.perf_counter()
+        video = make_bench_video(args.cache_dir)
+        print(f"generated video: {video} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        result["generated"].append(bench_file(video, args.clips, args))
+        summarise(result["generated"], args.workers)
+    real_root = args.realvids or ((shared_dir() or Path("/nonexistent")) / "realvids")
+    if not args.no_realvids and real_root.is_dir():
+        for path in sorted(p for p in real_root.rglob("*") if p.suffix.lower() in VIDEO_EXTS):
+            try:
+                row = bench_file(path, args.clips_real, args)
+            except (VideoDecodeError, RuntimeError) as exc:
+                result["skipped"].append({"file": str(path), "reason": str(exc)})
+                print(f"skip {path}: {exc}", file=sys.stderr)
+                continue
+            result["realvids"].append(row)
+            print(f"done {path.name}", file=sys.stderr)
+        result["realvids_summary"] = summarise(result["realvids"], args.workers)
+
+    table = markdown(result["generated"] + result["realvids"], result.get("realvids_summary"), args.workers)
+    print(f"clips/s ({args.clip_len} frames, stride {args.stride}, seed {args.seed}; median of {args.repeats})\n")
+    print(table)
+    result["markdown"] = table
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

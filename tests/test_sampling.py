@@ -1,0 +1,175 @@
+"""Clip samplers: determinism, ranges, short-video policies, sliding-window coverage, TSN centres, uniform spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidattn.data import (
+    ClipTooShortError,
+    RandomClipSampler,
+    SegmentSampler,
+    SlidingWindowSampler,
+    UniformClipSampler,
+    create_sampler,
+    make_rng,
+)
+from vidattn.errors import VidattnError
+
+SAMPLERS = {
+    "segment": lambda short="loop": SegmentSampler(8, random=True, short=short),
+    "segment-test": lambda short="loop": SegmentSampler(8, random=False, num_clips=3, short=short),
+    "random": lambda short="loop": RandomClipSampler(8, stride=4, short=short),
+    "uniform": lambda short="loop": UniformClipSampler(8, stride=2, num_clips=4, short=short),
+    "sliding": lambda short="loop": SlidingWindowSampler(8, stride=2, hop=6, short=short),
+}
+
+
+def flat(clips) -> list[tuple[int, ...]]:
+    return [c.frame_indices for c in clips]
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+def test_deterministic_given_seed(kind):
+    sampler = SAMPLERS[kind]()
+    for n in (40, 300):
+        a = flat(sampler(n, make_rng(7, 3, 11)))
+        b = flat(sampler(n, make_rng(7, 3, 11)))
+        assert a == b
+    # Different sample / epoch keys give different random draws.
+    if kind in ("segment", "random"):
+        draws = {tuple(flat(sampler(300, make_rng(7, epoch, 11)))) for epoch in range(10)}
+        assert len(draws) > 5
+
+
+@pytest.mark.parametrize("kind", SAMPLERS)
+@pytest.mark.parametrize("num_frames", [1, 5, 29, 30, 31, 64, 1000])
+def test_indices_in_range_and_sizes(kind, num_frames):
+    sampler = SAMPLERS[kind]()
+    clips = sampler(num_frames, make_rng(0, num_frames))
+    assert clips
+    for k, clip in enumerate(clips):
+        assert len(clip.frame_indices) == sampler.frames_per_clip
+        assert all(0 <= i < num_frames for i in clip.frame_indices)
+        assert clip.clip_index == k and clip.num_clips == len(clips)
+        if num_frames >= sampler.span:
+            assert list(clip.frame_indices) == sorted(clip.frame_indices)
+
+
+def test_make_rng_keys():
+    assert make_rng(1, 2, 3).integers(1 << 30) == make_rng(1, 2, 3).integers(1 << 30)
+    assert make_rng(1, 2, 3).integers(1 << 30) != make_rng(1, 3, 2).integers(1 << 30)
+    assert make_rng(-1, 2**40).random() == make_rng(-1, 2**40).random()  # any int keys
+
+
+def test_segment_random_one_frame_per_segment():
+    sampler = SegmentSampler(4, random=True)
+    for seed in range(50):
+        (clip,) = sampler(100, make_rng(seed))
+        for s, i in enumerate(clip.frame_indices):
+            assert 25 * s <= i < 25 * (s + 1)
+
+
+def test_segment_centre_is_tsn_test_sampling():
+    (clip,) = SegmentSampler(4, random=False)(100)
+    assert clip.frame_indices == (12, 37, 62, 87)  # centre of each 25-frame segment
+    clips = SegmentSampler(4, random=False, num_clips=2)(100)
+    assert [c.frame_indices for c in clips] == [(6, 31, 56, 81), (18, 43, 68, 93)]
+    # Deterministic: no randomness involved at test time.
+    assert SegmentSampler(4, random=False)(100, make_rng(1)) == SegmentSampler(4, random=False)(100, make_rng(2))
+
+
+def test_random_clip_is_dense_with_stride_and_covers_all_starts():
+    sampler = RandomClipSampler(4, stride=3)
+    starts = set()
+    for seed in range(400):
+        (clip,) = sampler(20, make_rng(seed))
+        s = clip.frame_indices[0]
+        assert clip.frame_indices == (s, s + 3, s + 6, s + 9)
+        starts.add(s)
+    assert starts == set(range(20 - 10 + 1))  # every valid start, and only those
+
+
+def test_uniform_clips_evenly_spread():
+    clips = UniformClipSampler(4, stride=2, num_clips=5)(107)
+    starts = [c.frame_indices[0] for c in clips]
+    assert starts[0] == 0 and clips[-1].frame_indices[-1] == 106  # first at the start, last at the end
+    gaps = np.diff(starts)
+    assert gaps.max() - gaps.min() <= 1
+    (single,) = UniformClipSampler(4, stride=2, num_clips=1)(107)
+    assert single.frame_indices == (50, 52, 54, 56)  # centred
+
+
+@pytest.mark.parametrize("num_frames", [8, 9, 15, 16, 17, 50, 101])
+@pytest.mark.parametrize(("clip_len", "stride", "hop"), [(8, 1, 4), (4, 2, 3), (5, 1, 5), (3, 3, 1)])
+def test_sliding_windows_cover_every_frame_and_end_aligned(num_frames, clip_len, stride, hop):
+    sampler = SlidingWindowSampler(clip_len, stride=stride, hop=hop)
+    clips = sampler(num_frames)
+    assert len(clips) == sampler.num_windows(num_frames)
+    if num_frames < sampler.span:
+        return
+    starts = [c.frame_indices[0] for c in clips]
+    assert starts[0] == 0
+    assert clips[-1].frame_indices[-1] == num_frames - 1  # last window aligned to the end
+    assert all(b - a <= hop for a, b in zip(starts, starts[1:], strict=False))
+    covered = {i for c in clips for s in [c.frame_indices[0]] for i in range(s, s + sampler.span)}
+    assert covered == set(range(num_frames))  # every frame lies in some window's span
+    if stride == 1:
+        assert {i for c in clips for i in c.frame_indices} == set(range(num_frames))
+
+
+def test_sliding_default_hop_is_half_a_window():
+    clips = SlidingWindowSampler(8)(24)
+    assert [c.frame_indices[0] for c in clips] == [0, 4, 8, 12, 16]
+
+
+@pytest.mark.parametrize("kind", ["random", "uniform", "sliding", "segment"])
+def test_short_video_policies(kind):
+    n = 5
+    loop = SAMPLERS[kind]("loop")
+    pad = SAMPLERS[kind]("pad")
+    skip = SAMPLERS[kind]("skip")
+    assert loop.span > n
+    looped, padded = flat(loop(n, make_rng(0))), flat(pad(n, make_rng(0)))
+    drawn = flat(loop._sample(loop.span, make_rng(0)))  # the clip drawn as if the video were long enough
+    assert looped == [tuple(i % n for i in c) for c in drawn]
+    assert padded == [tuple(min(i, n - 1) for i in c) for c in drawn]
+    with pytest.raises(ClipTooShortError, match="5 frames"):
+        skip(n, make_rng(0))
+
+
+def test_pad_policy_repeats_last_frame_and_loop_wraps():
+    (clip,) = RandomClipSampler(6, stride=1, short="pad")(4)
+    assert clip.frame_indices == (0, 1, 2, 3, 3, 3)
+    (clip,) = RandomClipSampler(6, stride=1, short="loop")(4)
+    assert clip.frame_indices == (0, 1, 2, 3, 0, 1)
+
+
+def test_empty_video_always_raises():
+    for kind in SAMPLERS:
+        with pytest.raises(ClipTooShortError):
+            SAMPLERS[kind]("loop")(0)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        RandomClipSampler(0)
+    with pytest.raises(ValueError):
+        RandomClipSampler(4, stride=0)
+    with pytest.raises(ValueError):
+        SegmentSampler(0)
+    with pytest.raises(ValueError):
+        UniformClipSampler(4, num_clips=0)
+    with pytest.raises(ValueError):
+        SlidingWindowSampler(4, hop=0)
+    with pytest.raises(ValueError, match="short"):
+        RandomClipSampler(4, short="wrap")
+
+
+def test_create_sampler_by_name():
+    assert isinstance(create_sampler("segment", num_segments=3), SegmentSampler)
+    assert isinstance(create_sampler("random", clip_len=3), RandomClipSampler)
+    assert isinstance(create_sampler("uniform", clip_len=3, num_clips=2), UniformClipSampler)
+    assert isinstance(create_sampler("sliding", clip_len=3), SlidingWindowSampler)
+    with pytest.raises(VidattnError, match="unknown sampler"):
+        create_sampler("tsn")
