@@ -71,7 +71,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 8  # clips per process
     eval_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda

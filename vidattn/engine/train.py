@@ -138,7 +138,7 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train (and validate) as configured; returns the last epoch's metrics."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     info = init_distributed(cfg.train.device)
     threads = cfg.train.threads
     if threads is None and info.device.type == "cpu":
@@ -381,7 +381,7 @@ def _train_epoch(
     loss_sum, correct, seen, data_s, compute_s = 0.0, 0, 0, 0.0, 0.0
     errors: list[dict] = []
     bar = None
-    if info.is_main and cfg.train.progress:
+    if info.is_main and cfg.train.progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(
