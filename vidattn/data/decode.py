@@ -34,7 +34,6 @@ import io
 import math
 import os
 import re
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -201,7 +200,6 @@ class VideoReader(ABC):
         self._claimed_frames: int | None = None
         self._pid = os.getpid()
         self._executor: cf.ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
 
     # -- public API -------------------------------------------------------------------------------
     @property
