@@ -30,7 +30,7 @@ from vidattn.data import (
 )
 from vidattn.data.transforms import KINETICS_MEAN, KINETICS_STD
 from vidattn.errors import ConfigError, VideoDecodeError
-from vidattn.testing import read_index
+from vidattn.testing import make_faststart_index_video, read_index
 
 CLASSES = ["brush_hair", "cartwheel", "jump"]
 
@@ -269,6 +269,54 @@ def test_same_samples_with_and_without_workers(dataset_dir):
     assert by_workers[0] == by_workers[2]  # randomness depends on (seed, epoch, index) only
     ds.set_epoch(1)
     assert {r["path"]: r["frame_indices"].tolist() for r in (ds[i] for i in range(5))} != by_workers[0]
+
+
+def test_decoded_video_cache_gives_the_same_samples(dataset_dir):
+    records, classes = load_annotations(dataset_dir)
+    sampler = RandomClipSampler(5, stride=2)
+    plain = VideoDataset(records, classes, sampler, size=96, crop="random", seed=4)
+    cached = VideoDataset(records, classes, sampler, size=96, crop="random", seed=4, cache_mb=64)
+    for epoch in (0, 1, 2):  # epoch 0 fills the cache, later epochs read from it
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(records)):
+            a, b = plain[i], cached[i]
+            assert ("error" in a) == ("error" in b)
+            if "error" in a:
+                assert a["error"] == b["error"]
+                continue
+            assert torch.equal(a["frame_indices"], b["frame_indices"])
+            assert torch.equal(a["video"], b["video"])
+            check_exact({"video": [b["video"]], "frame_indices": [b["frame_indices"]]})
+    good = {r.path for r in records if not r.path.endswith("broken.mp4")}
+    assert set(cached._decoded) == good  # whole videos held; the broken file is not
+    assert not cached._cache._readers  # readers of cached videos are closed
+
+
+def test_decoded_video_cache_stops_at_its_budget(dataset_dir):
+    records, classes = load_annotations(dataset_dir)
+    one_video_mb = 48 * 96 * 96 * 3 / 2**20  # square.mp4: 48 frames of 96x96
+    ds = VideoDataset(records, classes, RandomClipSampler(4), size=96, crop="center", cache_mb=2.5 * one_video_mb)
+    samples = [ds[i] for i in range(len(records))]
+    assert len(ds._decoded) == 2
+    for s in samples:
+        if "error" not in s:
+            check_exact({"video": [s["video"]], "frame_indices": [s["frame_indices"]]})
+
+
+@pytest.mark.parametrize("backend", ["pyav", "auto"])
+def test_decoded_video_cache_keeps_what_a_truncated_file_decodes(tmp_path, backend):
+    data = make_faststart_index_video(tmp_path / "full.mp4", 60, height=96, width=96).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    ds = VideoDataset(
+        [VideoRecord(str(cut), 0)], ["x"], RandomClipSampler(8), size=96, crop="center", cache_mb=64, backend=backend
+    )
+    sample = ds[0]
+    n = len(ds._decoded[str(cut)].frames)
+    assert 0 < n < 60
+    idx = sample["frame_indices"][0].tolist()
+    assert max(idx) < n and [read_index(f) for f in sample["video"][0]] == idx
 
 
 @pytest.mark.timeout(120)

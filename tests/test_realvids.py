@@ -16,9 +16,9 @@ from vidattn.testing import shared_dir
 
 BACKENDS = available_backends()
 _ROOT = (shared_dir() or Path("/nonexistent")) / "realvids"
-FILES = sorted(
-    str(p.relative_to(_ROOT)) for p in _ROOT.rglob("*") if p.is_file() and p.suffix.lower() != ".md"
-) or ["<realvids absent>"]
+FILES = sorted(str(p.relative_to(_ROOT)) for p in _ROOT.rglob("*") if p.is_file() and p.suffix.lower() != ".md") or [
+    "<realvids absent>"
+]
 # Frame counts from the folder's README (decoded by PyAV); corrupted.mp4 claims 50.
 EXPECTED_FRAMES = {"decord/corrupted.mp4": 28, "decord/flipping_a_pancake.mkv": 310, "mmaction2/test.avi": 164}
 

@@ -44,8 +44,12 @@ class ShardParam(click.ParamType):
 @click.argument("inputs", nargs=-1, required=True, type=str)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Results database (SQLite).")
 # Model and key frames
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Classify with this checkpoint; without it the archive is catalogued (metadata, integrity).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Classify with this checkpoint; without it the archive is catalogued (metadata, integrity).",
+)
 @click.option("--keyframes", type=click.IntRange(1), default=None, help="Also store K key frames per video.")
 @click.option("--clips", type=click.IntRange(1), default=3, show_default=True, help="Uniform views per video.")
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Labels kept per video.")
@@ -53,15 +57,38 @@ class ShardParam(click.ParamType):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 # Decoding and scale-out
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes.")
-@click.option("--shard", type=ShardParam(), default=None,
-              help="Score shard i of n into OUT's .shard-i-of-n file [default: torchrun RANK/WORLD_SIZE].")
+@click.option(
+    "--shard",
+    type=ShardParam(),
+    default=None,
+    help="Score shard i of n into OUT's .shard-i-of-n file [default: torchrun RANK/WORLD_SIZE].",
+)
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds a decode call may block before the video becomes an error row.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a decode call may block before the video becomes an error row.",
+)
 @click.option("--retry-errors", is_flag=True, help="Score again the rows that are errors.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def score(inputs, out, checkpoint, keyframes, clips, topk, batch_size, device, workers, shard, backend, timeout,
-          retry_errors, quiet) -> int:
+def score(
+    inputs,
+    out,
+    checkpoint,
+    keyframes,
+    clips,
+    topk,
+    batch_size,
+    device,
+    workers,
+    shard,
+    backend,
+    timeout,
+    retry_errors,
+    quiet,
+) -> int:
     """Score every video of an archive into a SQLite database, one row per file; reruns resume.
 
     INPUT: video files, directories (recursive), quoted globs, list files (.txt/.lst or @FILE, one path
@@ -76,17 +103,36 @@ def score(inputs, out, checkpoint, keyframes, clips, topk, batch_size, device, w
     """
     from vidattn.apps.score import run_score
 
-    run_score(inputs, out, checkpoint=checkpoint, workers=workers, keyframes=keyframes, shard=shard,
-              batch_size=batch_size, clips=clips, topk=topk, device=device, backend=backend, timeout_s=timeout,
-              retry_errors=retry_errors, progress=not quiet, log=lambda line: click.echo(line, err=True))
+    run_score(
+        inputs,
+        out,
+        checkpoint=checkpoint,
+        workers=workers,
+        keyframes=keyframes,
+        shard=shard,
+        batch_size=batch_size,
+        clips=clips,
+        topk=topk,
+        device=device,
+        backend=backend,
+        timeout_s=timeout,
+        retry_errors=retry_errors,
+        progress=not quiet,
+        log=lambda line: click.echo(line, err=True),
+    )
     return 0
 
 
 @cli.command()
 @click.argument("databases", nargs=-1, required=True, type=str)
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl"]), default=None,
-              help="Output format [default: from OUT's extension].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv", "jsonl"]),
+    default=None,
+    help="Output format [default: from OUT's extension].",
+)
 def export(databases, out, fmt) -> int:
     """Merge results databases (files or quoted globs) into one Parquet, CSV or JSONL file, atomically.
 
@@ -105,27 +151,51 @@ def export(databases, out, fmt) -> int:
 @cli.command()
 @click.argument("videos", nargs=-1, required=True, type=str)
 # Scoring
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Score with a trained model's temporal attention (default: training-free scorer).")
-@click.option("--sample-fps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Frames per second scored [default: 4, or the model's training stride].")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Score with a trained model's temporal attention (default: training-free scorer).",
+)
+@click.option(
+    "--sample-fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Frames per second scored [default: 4, or the model's training stride].",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 # Selection
 @click.option("-k", "k", type=click.IntRange(1), default=None, help="Number of key frames [default: 8].")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="Keep every frame scoring at least this (scores are in [0, 1]); no -k limit unless given.")
-@click.option("--min-gap", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Minimum seconds between two key frames.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Keep every frame scoring at least this (scores are in [0, 1]); no -k limit unless given.",
+)
+@click.option(
+    "--min-gap",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Minimum seconds between two key frames.",
+)
 # Output
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Write OUT/<video stem>/keyframes.json, JPEGs, contact sheet and score plot.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write OUT/<video stem>/keyframes.json, JPEGs, contact sheet and score plot.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document per video on stdout.")
 @click.option("--csv", "csv_out", is_flag=True, help="Also write OUT/<video stem>/scores.csv (needs --out).")
-@click.option("--image-size", type=click.IntRange(16), default=None,
-              help="Short side of the key-frame JPEGs [default: native].")
-def keyframes(videos, checkpoint, sample_fps, device, backend, k, threshold, min_gap, out_dir, as_json, csv_out,
-              image_size) -> int:
+@click.option(
+    "--image-size", type=click.IntRange(16), default=None, help="Short side of the key-frame JPEGs [default: native]."
+)
+def keyframes(
+    videos, checkpoint, sample_fps, device, backend, k, threshold, min_gap, out_dir, as_json, csv_out, image_size
+) -> int:
     """Score every frame of each video and pick the key frames.
 
     VIDEO may be a quoted glob ("clips/*.mp4"). A bad file gets one error line on stderr, the
@@ -143,10 +213,25 @@ def keyframes(videos, checkpoint, sample_fps, device, backend, k, threshold, min
         raise click.UsageError("--csv needs --out DIR")
     if k is None and threshold is None:
         k = 8
-    opts = KeyframeOptions(k=k, threshold=threshold, sample_fps=sample_fps, min_gap_s=min_gap,
-                           image_size=image_size, device=device, backend=backend)
-    failures = run_keyframes(videos, options=opts, checkpoint=checkpoint, out_dir=out_dir, as_json=as_json,
-                             csv_out=csv_out, out=click.echo, err=lambda line: click.echo(line, err=True))
+    opts = KeyframeOptions(
+        k=k,
+        threshold=threshold,
+        sample_fps=sample_fps,
+        min_gap_s=min_gap,
+        image_size=image_size,
+        device=device,
+        backend=backend,
+    )
+    failures = run_keyframes(
+        videos,
+        options=opts,
+        checkpoint=checkpoint,
+        out_dir=out_dir,
+        as_json=as_json,
+        csv_out=csv_out,
+        out=click.echo,
+        err=lambda line: click.echo(line, err=True),
+    )
     return 1 if failures else 0
 
 
@@ -170,13 +255,28 @@ class BoxParam(click.ParamType):
 @cli.command()
 @click.argument("source", metavar="VIDEO_OR_FRAME_DIR", type=click.Path(exists=True, path_type=str))
 # Initial boxes: one --box per target, or a file
-@click.option("--box", "boxes", type=BoxParam(), multiple=True,
-              help="Initial box of one target in the first frame, pixels, top-left origin (repeatable).")
-@click.option("--init", "init_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Initial boxes from an OTB groundtruth_rect.txt (first line) or a JSON file.")
+@click.option(
+    "--box",
+    "boxes",
+    type=BoxParam(),
+    multiple=True,
+    help="Initial box of one target in the first frame, pixels, top-left origin (repeatable).",
+)
+@click.option(
+    "--init",
+    "init_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Initial boxes from an OTB groundtruth_rect.txt (first line) or a JSON file.",
+)
 # Outputs and device
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output folder for track.json and target_<id>.txt. Default: ./track_<stem>.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder for track.json and target_<id>.txt. Default: ./track_<stem>.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--render", is_flag=True, help="Also write DIR/overlay.mp4 with boxes, ids and confidences.")
 def track(source, boxes, init_file, out_dir, device, render) -> None:
@@ -194,11 +294,20 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
 
     if bool(boxes) == bool(init_file):
         raise click.UsageError("give the initial boxes with --box x,y,w,h (repeatable) or --init FILE, not both")
-    res = run_track(source, boxes=list(boxes) or None, init_file=init_file, out_dir=out_dir, device=device,
-                    render=render, progress=True)
+    res = run_track(
+        source,
+        boxes=list(boxes) or None,
+        init_file=init_file,
+        out_dir=out_dir,
+        device=device,
+        render=render,
+        progress=True,
+    )
     fps = f"{res['tracking_fps']:.0f} fps" if res["tracking_fps"] else "1 frame"
-    click.echo(f"tracked {len(res['targets'])} target(s) over {res['num_frames']} frames ({fps}, {res['device']})"
-               f" -> {res['out_dir']}/track.json")
+    click.echo(
+        f"tracked {len(res['targets'])} target(s) over {res['num_frames']} frames ({fps}, {res['device']})"
+        f" -> {res['out_dir']}/track.json"
+    )
     for t in res["targets"]:
         low = sum(s < LOW_CONFIDENCE for s in t["scores"])
         if low:
@@ -226,14 +335,31 @@ def synth(out_dir: str, per_class: int, val_per_class: int, seed: int) -> None:
 
 @cli.command()
 # What to train
-@click.option("-c", "--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML experiment config (see configs/). Default: the embedded synthetic demo.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML experiment config (see configs/). Default: the embedded synthetic demo.",
+)
 @click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None, help="Dataset root.")
-@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. -o optim.lr=0.01 (repeatable).")
+@click.option(
+    "-o",
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. -o optim.lr=0.01 (repeatable).",
+)
 # Where and how
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Run directory. Default: runs/train-<timestamp>.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run directory. Default: runs/train-<timestamp>.",
+)
 @click.option("--epochs", type=click.IntRange(1), default=None)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
@@ -267,12 +393,21 @@ def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dr
 
 @cli.command(name="eval")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Dataset root (default: the one recorded in the checkpoint).")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Dataset root (default: the one recorded in the checkpoint).",
+)
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where metrics.json, confusion.png and errors.jsonl go (default: RUN_DIR/eval-SPLIT).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where metrics.json, confusion.png and errors.jsonl go (default: RUN_DIR/eval-SPLIT).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print {top1, top5, num_videos, per_class} as JSON.")
 def eval_cmd(checkpoint, data_root, split, device, out_dir, as_json) -> None:
     """Evaluate a checkpoint with multi-view testing: top-1/top-5, per-class accuracy, confusion matrix."""
@@ -280,14 +415,17 @@ def eval_cmd(checkpoint, data_root, split, device, out_dir, as_json) -> None:
 
     from vidattn.engine.evaluate import run_eval
 
-    metrics = run_eval(checkpoint, data_root=data_root, split=split, device=device, out_dir=out_dir,
-                       progress=not as_json)
+    metrics = run_eval(
+        checkpoint, data_root=data_root, split=split, device=device, out_dir=out_dir, progress=not as_json
+    )
     if as_json:
         keys = ("top1", "top5", "num_videos", "per_class", "errors")
         click.echo(json.dumps({k: metrics[k] for k in keys}))
     else:
-        click.echo(f"top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  videos {metrics['num_videos']}  "
-                   f"unreadable {metrics['errors']}  -> {metrics['out_dir']}")
+        click.echo(
+            f"top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  videos {metrics['num_videos']}  "
+            f"unreadable {metrics['errors']}  -> {metrics['out_dir']}"
+        )
 
 
 # --- probe --------------------------------------------------------------------------------------
@@ -307,8 +445,9 @@ def probe(paths: tuple[str, ...], as_json: bool, backend: str) -> int:
     """
     from vidattn.apps.probe import run_probe
 
-    failures = run_probe(paths, as_json=as_json, backend=backend, out=click.echo,
-                         err=lambda line: click.echo(line, err=True))
+    failures = run_probe(
+        paths, as_json=as_json, backend=backend, out=click.echo, err=lambda line: click.echo(line, err=True)
+    )
     return 1 if failures else 0
 
 

@@ -38,7 +38,8 @@ class DataConfig:
     test_clips: int = 1  # temporal views per video at evaluation
     test_crops: int = 1  # spatial views at evaluation: 1 (centre) or 3 (three-crop)
     backend: str = "auto"  # decoder: auto | decord | pyav
-    num_workers: int = 1  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes (0 = decode in the training process)
+    cache_mb: float = 512.0  # decoded videos kept in memory per process (small datasets decode once); 0 = off
     synth_per_class: int = 80  # synthetic default: training videos per class
     synth_val_per_class: int = 20  # synthetic default: validation videos per class
 
@@ -71,8 +72,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 8  # clips per process
+    epochs: int = 60
+    batch_size: int = 16  # clips per process
     eval_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16

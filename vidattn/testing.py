@@ -15,7 +15,7 @@ import torch
 
 from vidattn.data.encode import write_video
 
-__all__ = ["index_frame", "read_index", "make_index_video", "shared_dir"]
+__all__ = ["index_frame", "read_index", "make_index_video", "make_faststart_index_video", "shared_dir"]
 
 _BITS = 12  # up to 4096 frames
 
@@ -64,6 +64,22 @@ def make_index_video(
     """Write a video of `num_frames` index-encoded frames and return its path."""
     frames = (index_frame(i, height, width) for i in range(num_frames))
     write_video(path, frames, fps=fps, codec=codec, gop=gop, bframes=bframes, container=container)
+    return Path(path)
+
+
+def make_faststart_index_video(path: str | os.PathLike, num_frames: int, *, height: int = 64, width: int = 96) -> Path:
+    """An index-encoded H.264 MP4 with its index (moov) first: a truncated copy still opens and claims every frame."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = 12
+        for i in range(num_frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(index_frame(i, height, width), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
     return Path(path)
 
 

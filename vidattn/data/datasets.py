@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from vidattn.data.decode import DEFAULT_TIMEOUT_S, VideoReader, open_video
 from vidattn.data.sampling import ClipSampler, ClipTooShortError, make_rng
 from vidattn.data.transforms import spatial_views
-from vidattn.errors import ConfigError, VidattnError
+from vidattn.errors import ConfigError, VidattnError, VideoDecodeError
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -340,6 +340,14 @@ class ReaderCache:
         return {"capacity": self.capacity, "_readers": OrderedDict(), "_pid": -1}
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """A whole video held in memory by `VideoDataset`'s decoded-video cache."""
+
+    frames: torch.Tensor  # uint8 (N, H, W, C) at decode size
+    fps: float
+
+
 class VideoDataset(Dataset):
     """Clips from annotated videos, as uint8 tensors ready for batched device transforms.
 
@@ -358,6 +366,9 @@ class VideoDataset(Dataset):
         timeout_s: per-call decode time limit.
         cache_size: open readers kept per worker.
         transform: optional per-sample function on the uint8 video (batched device transforms are preferred).
+        cache_mb: decoded videos (at decode size, all frames) kept in memory per process, first come first
+            served until the budget is spent; 0 turns it off. For small datasets, where opening a file and
+            converting its frames costs more than the model's step, every epoch after the first decodes nothing.
     """
 
     def __init__(
@@ -373,6 +384,7 @@ class VideoDataset(Dataset):
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         cache_size: int = 8,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        cache_mb: float = 0.0,
     ) -> None:
         if crop not in ("random", "center", "three"):
             raise ValueError(f"crop must be random, center or three, got {crop!r}")
@@ -383,6 +395,8 @@ class VideoDataset(Dataset):
         self.transform = transform
         self.epoch = 0
         self._cache = ReaderCache(cache_size)
+        self._decoded: dict[str, _Decoded] = {}
+        self._decoded_budget = int(cache_mb * 2**20)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -406,14 +420,23 @@ class VideoDataset(Dataset):
             return {"error": reason or type(exc).__name__, "path": record.path, "label": record.label, "index": index}
 
     def _load(self, index: int, record: VideoRecord, rng: np.random.Generator) -> dict[str, Any]:
-        reader = self._cache.get(record.path, backend=self.backend, size=self.size, timeout_s=self.timeout_s)
-        first, last = self._trim(reader, record)
+        decoded = self._decoded.get(record.path)
+        reader = None
+        if decoded is None:
+            reader = self._cache.get(record.path, backend=self.backend, size=self.size, timeout_s=self.timeout_s)
+            decoded = self._decode_whole(record.path, reader)
+        num_frames, fps = (reader.num_frames, reader.fps) if decoded is None else (len(decoded.frames), decoded.fps)
+        first, last = self._trim(num_frames, fps, record)
         try:
             clips = self.sampler(last - first, rng)
         except ClipTooShortError as exc:
             raise VidattnError(str(exc)) from None
         indices = np.array([c.frame_indices for c in clips], dtype=np.int64) + first
-        frames = reader.get_frames(indices.reshape(-1).tolist())  # (V'*T, H, W, C)
+        flat = indices.reshape(-1)
+        if decoded is not None:
+            frames = decoded.frames[torch.from_numpy(flat)]  # (V'*T, H, W, C)
+        else:
+            frames = reader.get_frames(flat.tolist())
         frames = frames.view(len(clips), -1, *frames.shape[1:])  # (V', T, H, W, C)
         # Views, not copies: collate_videos stacks them into the batch, the one copy they need.
         video = spatial_views(frames, self.size, self.crop, rng, copy=False)  # (V' * views, T, S, S, C)
@@ -427,11 +450,28 @@ class VideoDataset(Dataset):
             "index": index,
         }
 
+    def _decode_whole(self, path: str, reader: VideoReader) -> _Decoded | None:
+        """Decode all of `path` into the in-memory cache if it fits the budget; None when it does not."""
+        nbytes = reader.num_frames * reader.height * reader.width * 3
+        if nbytes > self._decoded_budget:
+            return None
+        claimed = reader.num_frames
+        try:
+            frames = reader.get_frames(range(claimed))
+        except VideoDecodeError:
+            if not 0 < reader.num_frames < claimed:
+                raise
+            frames = reader.get_frames(range(reader.num_frames))  # a truncated file: count corrected, retry once
+        self._decoded[path] = decoded = _Decoded(frames, reader.fps)
+        self._decoded_budget -= frames.numel()
+        self._cache.drop(path)  # the reader is not needed any more
+        return decoded
+
     @staticmethod
-    def _trim(reader: VideoReader, record: VideoRecord) -> tuple[int, int]:
-        first, last = 0, reader.num_frames
-        if record.start_s is not None and reader.fps > 0:
-            first = min(int(record.start_s * reader.fps), reader.num_frames - 1)
-        if record.end_s is not None and reader.fps > 0:
-            last = max(first + 1, min(int(np.ceil(record.end_s * reader.fps)), reader.num_frames))
+    def _trim(num_frames: int, fps: float, record: VideoRecord) -> tuple[int, int]:
+        first, last = 0, num_frames
+        if record.start_s is not None and fps > 0:
+            first = min(int(record.start_s * fps), num_frames - 1)
+        if record.end_s is not None and fps > 0:
+            last = max(first + 1, min(int(np.ceil(record.end_s * fps)), num_frames))
         return first, last

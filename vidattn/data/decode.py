@@ -17,13 +17,15 @@
 Where decord is used: decord's random access seeks to a key frame and counts forward, which
 returns a neighbouring frame on some HEVC streams; reading in order is exact there, so for codecs
 on `SEEK_UNSAFE_CODECS` the decord reader decodes in order and keeps the requested frames. In
-AVI, MPEG-PS and MPEG-TS files, and for MPEG-1/2/4 part 2 video with B-frames in any container,
-decord returns other frames altogether (even in order, for TS), so only codecs on `DECORD_CODECS`
-in containers on `DECORD_CONTAINERS` (MP4/MOV, MKV/WebM, FLV, GIF) are read with decord;
-`open_video` reads the rest with PyAV whatever the backend asked for (the reader's ``backend``
-says which one runs). When decord fails part-way through a corrupt file, the reader switches to
-PyAV, whose in-order decode fails at a fixed frame, to return the frames that decode and correct
-the count.
+AVI, MPEG-PS and MPEG-TS files, and for MPEG-1/2/4 part 2 video, decord is exact on some files and
+returns other frames altogether on others (B-frames, odd indexes; even in order, for some TS), and
+nothing in the headers tells them apart. Codecs on `DECORD_CODECS` in containers on
+`DECORD_CONTAINERS` (MP4/MOV, MKV/WebM, FLV, GIF) are read with decord directly; for any other file,
+decord's random access is checked once per file against PyAV's exact decode at frames spread over
+it, and decord reads the file only if they match. `open_video` reads the rest with PyAV whatever the
+backend asked for (the reader's ``backend`` says which one runs). When decord fails part-way through
+a corrupt file, the reader switches to PyAV, whose in-order decode fails at a fixed frame, to return
+the frames that decode and correct the count.
 """
 
 from __future__ import annotations
@@ -66,11 +68,11 @@ DEFAULT_TIMEOUT_S = 120.0
 #: Codecs whose random access in decord is not frame-exact; read them in order from a key frame.
 SEEK_UNSAFE_CODECS = frozenset({"hevc", "h265"})
 #: Containers (PyAV's first format name) where decord's frame indexing is exact. Elsewhere decord returns
-#: the wrong frames even for some in-order reads (MPEG-TS with B-frames starts a GOP late; AVI and
-#: MPEG-PS random access lands on other frames), so those files are read with PyAV whatever the backend.
+#: the wrong frames on some files, even for in-order reads (MPEG-TS with B-frames starts a GOP late; AVI
+#: and MPEG-PS random access lands on other frames), so other files are checked one by one.
 DECORD_CONTAINERS = frozenset({"mov", "matroska", "webm", "flv", "gif", "ivf"})
 #: Codecs decord indexes exactly in those containers. MPEG-1/2/4 part 2 with B-frames land on other
-#: frames in any container, so they go to PyAV too.
+#: frames in any container, so they are checked per file too.
 DECORD_CODECS = frozenset(
     {"h264", "hevc", "h265", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "gif", "flv1", "mjpeg", "png", "rawvideo"}
 )
@@ -78,6 +80,12 @@ DECORD_CODECS = frozenset(
 PYAV_SEEK_UNSAFE_CONTAINERS = frozenset({"mpeg", "mpegvideo"})
 # Above this many frames between requested indices, re-seek rather than decode through the gap.
 _FORWARD_DECODE_LIMIT = 64
+# Where in a file (fractions of its length) decord's random access is checked against PyAV, and the
+# longest file checked when PyAV has to decode it from the start to do so.
+_VERIFY_AT = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
+_VERIFY_MAX_SERIAL_FRAMES = 3000
+# File (path, size, mtime) -> whether decord's random access is exact there.
+_DECORD_VERDICTS: dict[tuple, bool] = {}
 
 
 @dataclass
@@ -379,6 +387,7 @@ class PyAVReader(VideoReader):
         self._key_positions: list[int] = []
         self._pos = -1  # index of the last decoded frame, -1 = nothing decoded since (re)open
         self._frames: Iterator[Any] | None = None
+        self._reformatter: Any = None  # one swscale context per reader: building it per frame dominates small frames
         self._call(self._open)
 
     def _av_source(self) -> Any:
@@ -487,6 +496,12 @@ class PyAVReader(VideoReader):
         pos_of = {p: i for i, p in enumerate(order)}
         self._key_positions = sorted(pos_of[k] for k in keys)
 
+    def can_seek(self) -> bool:
+        """Whether this file's timestamps allow exact key-frame seeks (else reads decode from the start)."""
+        if self._keyframe_pts is None:
+            self._build_seek_index()
+        return bool(self._keyframe_pts)
+
     def _seek_before(self, index: int) -> None:
         """Position the decoder so the next decoded frame is at or before `index`."""
         if self._keyframe_pts is None:
@@ -529,11 +544,13 @@ class PyAVReader(VideoReader):
         return frame
 
     def _to_array(self, frame: Any) -> np.ndarray:
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
         w, h = self._scale_to
-        if (w, h) != (frame.width, frame.height):
-            array = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
-        else:
-            array = frame.to_ndarray(format="rgb24")
+        rgb = self._reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation="BILINEAR")
+        array = rgb.to_ndarray()
         if self.rotation:
             array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
         return np.ascontiguousarray(array)
@@ -585,6 +602,7 @@ class DecordReader(VideoReader):
         self._vr = None
         self._fallback: PyAVReader | None = None  # takes over after decord fails on a corrupt file
         self._coded_size: tuple[int, int] | None = None  # (W, H) before rotation, from PyAV
+        self._reorders = False  # the stream has B-frames (frames decode out of presentation order)
         self._call(self._open)
 
     def _open(self) -> None:
@@ -597,7 +615,9 @@ class DecordReader(VideoReader):
         elif isinstance(src, os.PathLike):
             src = os.fspath(src)
         self._meta_from_pyav()
-        if self.container and (self.container not in DECORD_CONTAINERS or self.codec not in DECORD_CODECS):
+        # Outside the containers and codecs decord is known to index exactly, check this file (below).
+        unproven = bool(self.container) and (self.container not in DECORD_CONTAINERS or self.codec not in DECORD_CODECS)
+        if unproven and self.codec in SEEK_UNSAFE_CODECS:
             raise _DecordInexact(self.path, f"decord does not index {self.codec} in {self.container} exactly")
         if hasattr(src, "seek"):
             src.seek(0)
@@ -633,6 +653,62 @@ class DecordReader(VideoReader):
         self._vr = vr
         self._seek_exact = self.codec not in SEEK_UNSAFE_CODECS
         self._cursor = 0  # next frame `next()` returns, for in-order reading
+        if unproven and not self._random_access_verified(src):
+            self._vr = None
+            raise _DecordInexact(self.path, f"decord's random access is not exact on this {self.container} file")
+
+    def _random_access_verified(self, src: Any) -> bool:
+        """Whether decord's random access returns the right frames in this file (checked once per process).
+
+        In AVI, MPEG-TS/PS and MPEG-4 part 2 files, decord is exact on some files and lands on other
+        frames in others (B-frames, bad indexes). Streams with B-frames are never trusted; for the rest
+        nothing in the headers tells the good from the bad (an H.264 AVI without B-frames fails). So
+        frames spread over the file are read both ways at full size, decord's random access against
+        PyAV's exact decode, and must be identical (both convert with FFmpeg's swscale; a neighbouring
+        frame of a still scene differs by a few levels, and counts as wrong). A file PyAV cannot seek in
+        exactly and that is long to decode from the start is not checked: it stays with PyAV.
+        """
+        import decord
+
+        key = None
+        if isinstance(self._source, (str, os.PathLike)):
+            st = os.stat(self._source)
+            key = (os.path.abspath(self._source), st.st_size, st.st_mtime_ns)
+            if key in _DECORD_VERDICTS:
+                return _DECORD_VERDICTS[key]
+        if self._coded_size is None or self._reorders:
+            # PyAV could not decode the first frame (nothing to compare against), or the stream has
+            # B-frames: there decord's random access can even vary from run to run (a 1080p H.264 AVI in
+            # realvids returned its last frame right in one process and wrong in the next).
+            return False
+        n = self.num_frames
+        probes = sorted({min(n - 1, max(1, round(f * (n - 1)))) for f in _VERIFY_AT})
+        truth_reader = PyAVReader(self._source, timeout_s=None)
+        try:
+            if n > _VERIFY_MAX_SERIAL_FRAMES and not truth_reader.can_seek():
+                exact = False
+            else:
+                truth = truth_reader._read_sorted(probes)
+                native = self._vr
+                if (self.width, self.height) != (truth_reader.width, truth_reader.height):
+                    if hasattr(src, "seek"):
+                        src.seek(0)
+                    native = decord.VideoReader(src, num_threads=self._num_threads)
+                # Twice, in opposite orders: a reader that depends on where it was before is not exact.
+                exact = np.array_equal(native.get_batch(probes).asnumpy(), truth) and np.array_equal(
+                    native.get_batch(probes[::-1]).asnumpy(), truth[::-1]
+                )
+        except Exception:  # either decoder failing part-way: a corrupt file, not one to trust decord on
+            exact = False
+        finally:
+            truth_reader.close()
+            if hasattr(self._source, "seek"):
+                self._source.seek(0)
+        if key is not None:
+            if len(_DECORD_VERDICTS) >= 100_000:
+                _DECORD_VERDICTS.clear()
+            _DECORD_VERDICTS[key] = exact
+        return exact
 
     def _meta_from_pyav(self) -> None:
         """decord does not expose codec, container or rotation; read them with PyAV (header + first frame).
@@ -658,6 +734,7 @@ class DecordReader(VideoReader):
                 stream = container.streams.video[0]
                 self.container = container.format.name.split(",")[0]
                 self.codec = stream.codec_context.name
+                self._reorders = bool(stream.codec_context.has_b_frames)
                 # The display matrix is on the frames in PyAV >= 13: decode the first one.
                 first = next(container.decode(stream), None)
                 self.rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360 if first is not None else 0

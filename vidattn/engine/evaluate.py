@@ -47,7 +47,9 @@ def eval_dataset(data: DataConfig, root: str, classes: list[str], split: str = "
     if data.test_crops not in (1, 3):
         raise ConfigError(f"data.test_crops must be 1 or 3, got {data.test_crops}")
     crop = "three" if data.test_crops == 3 else "center"
-    return VideoDataset(records, classes, sampler, size=data.size, crop=crop, seed=seed, backend=data.backend)
+    return VideoDataset(
+        records, classes, sampler, size=data.size, crop=crop, seed=seed, backend=data.backend, cache_mb=data.cache_mb
+    )
 
 
 @torch.no_grad()

@@ -174,7 +174,14 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     else:
         raise ConfigError(f"data.sampler must be random or segment, got {d.sampler!r}")
     train_ds = VideoDataset(
-        train_records, classes, sampler, size=d.size, crop="random", seed=cfg.train.seed, backend=d.backend
+        train_records,
+        classes,
+        sampler,
+        size=d.size,
+        crop="random",
+        seed=cfg.train.seed,
+        backend=d.backend,
+        cache_mb=d.cache_mb,
     )
     epoch_sampler = EpochSampler(
         len(train_ds), shuffle=True, seed=cfg.train.seed, rank=info.rank, world_size=info.world_size
