@@ -225,6 +225,40 @@ def test_backends_agree_on_bad_timestamp_avi(realvids):
         assert torch.equal(a.get_frames(idx), b.get_frames(idx))
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_iter_frames_nearest_skips_non_reference_frames(tmp_path, backend_name):
+    path = make_index_video(tmp_path / "bf.mp4", 90, codec="libx264", gop=30, bframes=3)
+    with open_video(path, backend=backend_name) as reader:
+        wanted = reader.stream_indices(fps=5)  # every 5th frame at 25 fps
+        got = [(i, read_index(f)) for i, f in reader.iter_frames(fps=5, nearest=True)]
+        idx = [i for i, _ in got]
+        assert all(i == shown for i, shown in got)  # a yielded index is always the frame's own
+        assert idx == sorted(set(idx))
+        assert len(idx) >= 0.9 * len(wanted)
+        assert all(min(abs(i - w) for i in idx) <= 2 for w in wanted)
+        if reader.backend == "decord":
+            assert idx == wanted  # decord cannot skip: exact frames
+        # Exact reads afterwards are unaffected (the decoder skips nothing any more).
+        assert indices_of(reader.get_frames([89, 1, 2, 45])) == [89, 1, 2, 45]
+        assert [i for i, _ in reader.iter_frames(fps=5)] == wanted
+
+
+def test_iter_frames_nearest_is_exact_without_reliable_timestamps(container_videos):
+    with open_video(container_videos["mpeg2.mpg"], backend="pyav") as reader:  # MPEG-PS: no exact seeks
+        got = [(i, read_index(f)) for i, f in reader.iter_frames(step=4, nearest=True)]
+        assert [i for i, _ in got] == list(range(0, 48, 4))
+        assert all(i == shown for i, shown in got)
+
+
+def test_iter_frames_stopped_early_then_closed(tmp_path):
+    path = make_index_video(tmp_path / "bf.mp4", 60, codec="libx264", gop=12, bframes=2)
+    reader = open_video(path, backend="pyav")
+    stream = reader.iter_frames(fps=5, nearest=True)
+    next(stream)
+    reader.close()  # the half-read stream must not touch the closed decoder when it is collected
+    del stream
+
+
 # ------------------------------------------------------------------------------------------------
 # Rotation and resize
 # ------------------------------------------------------------------------------------------------

@@ -288,3 +288,9 @@ def test_collect_attention_nested_modules_and_cleanup():
     with pytest.raises(RuntimeError), collect_attention(net):
         raise RuntimeError("boom")
     assert all(getattr(m, "_attn_sink", None) is None for m in net.modules())
+    with collect_attention(net) as outer:  # nested blocks both record
+        with collect_attention(net[2]) as inner:
+            net(x)
+        assert set(inner) == {"channel", "spatial", "temporal"}
+        assert set(outer) == set(w)
+    assert all(getattr(m, "_attn_sink", None) is None for m in net.modules())

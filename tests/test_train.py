@@ -228,3 +228,18 @@ def test_ucf101_config_parses_fake_tree(tmp_path):
     )
     val, _ = load_annotations(cfg.data.root, "val", fmt=cfg.data.format, split_id=1, classes=found)
     assert len(val) == 3 and {r.label for r in val} == {0, 1, 2}
+
+
+def test_resume_reconciles_metrics_lines(tmp_path):
+    """A kill between the checkpoint and its metrics line, or in the middle of a line, loses nothing."""
+    from vidattn.engine.train import _reconcile_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "loss": 1.0}\n{"epoch": 3, "loss": 0.5}\n{"epoch": 2, "lo')
+    _reconcile_metrics(path, {"epoch": 2, "loss": 0.7}, epochs_done=2)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"epoch": 1, "loss": 1.0},
+        {"epoch": 2, "loss": 0.7},
+    ]
+    _reconcile_metrics(path, {"epoch": 2, "loss": 0.7}, epochs_done=2)  # nothing doubled
+    assert len(path.read_text().splitlines()) == 2

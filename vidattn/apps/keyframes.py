@@ -277,12 +277,12 @@ def score_video(
     decode_size = model.size if model is not None else opts.decode_size
     with open_video(path, backend=_backend(opts.backend), size=decode_size, timeout_s=opts.timeout_s) as reader:
         native_fps = reader.fps if reader.fps > 0 else 25.0
-        if opts.sample_fps is not None:
-            stream = reader.iter_frames(fps=opts.sample_fps)
-        elif model is not None:
-            stream = reader.iter_frames(step=model.stride)
+        if model is not None:
+            # Windows must be sampled like training: exact frames at the model's stride (or --sample-fps).
+            stream = reader.iter_frames(step=model.stride, fps=opts.sample_fps)
         else:
-            stream = reader.iter_frames(fps=DEFAULT_SAMPLE_FPS)
+            # Sparse samples: let the decoder skip non-reference frames and take the nearest that decodes.
+            stream = reader.iter_frames(fps=opts.sample_fps or DEFAULT_SAMPLE_FPS, nearest=True)
         windows = _WindowScorer(model, opts.batch_size) if model is not None else None
         indices: list[int] = []
         parts: list[FrameStats] = []

@@ -246,7 +246,13 @@ class VideoReader(ABC):
         return torch.from_numpy(np.ascontiguousarray(array))
 
     def iter_frames(
-        self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None
+        self,
+        step: int = 1,
+        fps: float | None = None,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        nearest: bool = False,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Stream ``(frame_index, frame)`` pairs in order, one uint8 ``(H, W, C)`` frame at a time.
 
@@ -254,16 +260,27 @@ class VideoReader(ABC):
             step: keep every `step`-th frame.
             fps: keep frames at about this rate instead (by frame index, so bad timestamps don't matter).
             start, end: frame range, end exclusive.
+            nearest: allow the decoder to skip frames no other frame refers to (non-reference B-frames,
+                often half of an H.264 stream) and yield, for each wanted index, the nearest frame that
+                decodes (usually within a frame or two; never the same frame twice). The yielded index
+                is always that frame's true index. For sparse sampling (key frames at a few fps) this
+                decodes markedly less than the whole stream. Only the PyAV backend on files with
+                reliable timestamps can skip (it then decodes from the first frame, whatever `start`);
+                elsewhere the wanted frames come back exactly.
         """
         wanted = self.stream_indices(step=step, fps=fps, start=start, end=end)
         if not wanted:
             return
-        gen = self._iter_sorted(wanted)
-        while True:
-            item = self._call(lambda: next(gen, None))
-            if item is None:
-                return
-            yield item[0], torch.from_numpy(item[1])
+        gen = self._iter_nearest(wanted) if nearest else self._iter_sorted(wanted)
+        try:
+            while True:
+                item = self._call(lambda: next(gen, None))
+                if item is None:
+                    return
+                yield item[0], torch.from_numpy(item[1])
+        finally:
+            if not self._broken:  # a consumer that stops early: clean up now, while the decoder is open
+                gen.close()
 
     def stream_indices(
         self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None
@@ -349,6 +366,10 @@ class VideoReader(ABC):
     @abstractmethod
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Decode in order, yielding the frames at sorted `indices`."""
+
+    def _iter_nearest(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Like `_iter_sorted`, but may return a nearby frame for each index (see `iter_frames`)."""
+        return self._iter_sorted(indices)
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -576,6 +597,53 @@ class PyAVReader(VideoReader):
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         for i in indices:
             yield i, self._to_array(self._goto(i))
+
+    def _iter_nearest(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        if not self.can_seek():  # no reliable pts -> index map to place the frames that do decode
+            yield from self._iter_sorted(indices)
+            return
+        import av
+
+        index_of = {pts: i for i, pts in enumerate(self._keyframe_pts)}
+        # From the start, without seeking: skip_frame combined with seeks hung FFmpeg's frame threads.
+        self._restart()
+        self._stream.codec_context.skip_frame = "NONREF"
+        try:
+            k, last = 0, -1  # next wanted position; index of the last frame yielded
+            prev: tuple[int, Any] | None = None
+            frame, idx = None, -1
+            while k < len(indices):
+                try:
+                    frame = next(self._frames, None)
+                except av.error.FFmpegError as exc:
+                    raise VideoDecodeError(self.path, _short(exc)) from None
+                if frame is not None:
+                    idx = index_of.get(frame.pts, -1)
+                    if idx < 0:
+                        raise VideoDecodeError(self.path, f"decoded a frame with unknown timestamp {frame.pts}")
+                while k < len(indices) and (frame is None or idx >= indices[k]):
+                    target = indices[k]
+                    k += 1
+                    # The wanted index lies between the previous decoded frame and this one: take the nearer.
+                    use_prev = (
+                        prev is not None
+                        and prev[0] >= indices[0]
+                        and (frame is None or target - prev[0] <= idx - target)
+                    )
+                    pick = prev if use_prev else (idx, frame) if frame is not None else None
+                    if pick is not None and pick[0] > last:
+                        last = pick[0]
+                        yield pick[0], self._to_array(pick[1])
+                if frame is None:
+                    break
+                prev = (idx, frame)
+        finally:
+            # Frames hold decoder buffers: release them before the decoder can go away.
+            prev = frame = None
+            if self._container is not None:
+                self._stream.codec_context.skip_frame = "DEFAULT"
+                self._pos = 0  # forces `_restart` (seek to 0, decoder flushed) before the next exact read
+                self._restart()
 
     def _close(self) -> None:
         if self._container is not None:

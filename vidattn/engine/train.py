@@ -235,6 +235,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             ema.state = ckpt["ema"]
         start_epoch, best_top1 = ckpt["epoch"] + 1, ckpt.get("best_top1", -1.0)
         _set_rng_state(ckpt["rng"][info.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+        if info.is_main:
+            _reconcile_metrics(run_dir / "metrics.jsonl", ckpt.get("metrics") or {}, start_epoch)
         _log(info, f"resumed from {last_path} at epoch {start_epoch}")
     train_model: nn.Module = model
     if cfg.train.compile:
@@ -305,9 +307,11 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             state = _checkpoint_state(
                 cfg, model, optimizer, scheduler, scaler, ema, epoch, best_top1, classes, metrics, rng, root
             )
-            atomic_save(state, last_path)
+            # best.pt before last.pt: a run killed in between redoes this epoch (deterministically) on resume.
+            # metrics.jsonl after both; `_reconcile_metrics` restores a line lost to a kill in between.
             if improved:
                 atomic_save(state, ckpt_dir / "best.pt")
+            atomic_save(state, last_path)
             with (run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
             if writer is not None:
@@ -354,6 +358,29 @@ def _checkpoint_state(cfg, model, optimizer, scheduler, scaler, ema, epoch, best
         "metrics": metrics,
         "rng": rng,
     }
+
+
+def _reconcile_metrics(path: Path, last: dict[str, Any], epochs_done: int) -> None:
+    """Make ``metrics.jsonl`` hold exactly one line per finished epoch (1..epochs_done) before resuming.
+
+    A kill can land after the checkpoint of an epoch is saved and before its metrics line is written
+    (the line is then restored from the checkpoint), and a torn last line is dropped. Rewritten
+    atomically.
+    """
+    rows: dict[int, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the kill
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and 1 <= row["epoch"] <= epochs_done:
+                rows[row["epoch"]] = line
+    if last.get("epoch") == epochs_done and epochs_done not in rows:
+        rows[epochs_done] = json.dumps(last)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(rows[e] + "\n" for e in sorted(rows)))
+    os.replace(tmp, path)
 
 
 def _tensorboard(run_dir: Path) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -28,7 +29,8 @@ class RecordsAttention:
     (one attribute check) when no :func:`collect_attention` block is active.
     """
 
-    _attn_sink: tuple[dict[str, Tensor], str] | None = None
+    # (store, name) of every active collect_attention block covering this module (they can nest).
+    _attn_sink: tuple[tuple[dict[str, Tensor], str], ...] | None = None
 
     @property
     def is_recording(self) -> bool:
@@ -36,10 +38,11 @@ class RecordsAttention:
         return self._attn_sink is not None
 
     def _record(self, weights: Tensor, suffix: str = "") -> None:
-        sink = self._attn_sink
-        if sink is not None:
-            store, name = sink
-            store[name + suffix] = weights.detach()
+        sinks = self._attn_sink
+        if sinks is not None:
+            weights = weights.detach()
+            for store, name in sinks:
+                store[name + suffix] = weights
 
 
 @contextmanager
@@ -60,13 +63,14 @@ def collect_attention(model: nn.Module) -> Iterator[dict[str, Tensor]]:
         The dict of recorded weights (it stays valid after the block ends).
     """
     store: dict[str, Tensor] = {}
-    hooked: list[RecordsAttention] = []
+    hooked: list[tuple[RecordsAttention, Any]] = []
     try:
         for name, module in model.named_modules():
             if isinstance(module, RecordsAttention):
-                module._attn_sink = (store, name)
-                hooked.append(module)
+                outer = module.__dict__.get("_attn_sink")
+                hooked.append((module, outer))
+                module._attn_sink = (outer or ()) + ((store, name),)
         yield store
     finally:
-        for module in hooked:
-            module._attn_sink = None
+        for module, outer in hooked:  # an enclosing block keeps recording
+            module._attn_sink = outer

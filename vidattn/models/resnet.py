@@ -218,6 +218,11 @@ class VideoResNet(nn.Module):
             pooling over time; gives per-frame weights).
         drop_rate: dropout before the classifier.
         zero_init_residual: zero the last BN of each block (torchvision's option).
+        temporal_padding: ``"zeros"`` (torchvision's) or ``"replicate"``: how the purely temporal
+            convolutions (the ``(t, 1, 1)`` halves of R(2+1)D and the temporal gates' 1-D scorers)
+            pad the ends of a clip. Zero padding makes the first and last frames look different
+            from the rest, and an attention head can latch onto that instead of the content;
+            replicate padding shows them their own content. The weights are the same either way.
 
     Attributes:
         num_classes: classifier outputs.
@@ -246,6 +251,7 @@ class VideoResNet(nn.Module):
         head: str = "avg",
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
+        temporal_padding: str = "zeros",
     ) -> None:
         super().__init__()
         n = len(layers)
@@ -308,6 +314,14 @@ class VideoResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.conv2[1].weight)
+        if temporal_padding not in ("zeros", "replicate"):
+            raise ValueError(f"temporal_padding must be zeros or replicate, got {temporal_padding!r}")
+        for m in self.modules():
+            pure_temporal = (isinstance(m, nn.Conv3d) and m.padding[0] > 0 and not any(m.padding[1:])) or (
+                isinstance(m, nn.Conv1d) and m.padding[0] > 0
+            )
+            if pure_temporal:
+                m.padding_mode = temporal_padding
 
     # --- forward ---------------------------------------------------------------------------
 
@@ -403,7 +417,7 @@ def _video_resnet(name: str, *, pretrained: bool | str | None = None, **kwargs: 
 def _register(fn: Callable[..., VideoResNet]) -> Callable[..., VideoResNet]:
     fn.accepted_kwargs = [  # type: ignore[attr-defined]
         "num_classes", "in_chans", "attn", "attn_kwargs", "nonlocal_stages", "nonlocal_kwargs", "head",
-        "drop_rate", "zero_init_residual", "pretrained", "widths", "strides",
+        "drop_rate", "zero_init_residual", "pretrained", "widths", "strides", "temporal_padding",
     ]  # fmt: skip
     return register_model(fn)
 
@@ -449,7 +463,9 @@ def r2plus1d_34(**kwargs: Any) -> VideoResNet:
 def _tiny(kwargs: dict[str, Any]) -> dict[str, Any]:
     # Tiny CPU variants: one block per stage, narrow, spatial stride 32, no temporal stride
     # (T' = T, so the attention head gives one weight per input frame), attention-pooling head.
-    return {"widths": _TINY_WIDTHS, "strides": _TINY_STRIDES, "head": "attn", **kwargs}
+    # Replicate temporal padding: their attention head gives key-frame scores, which zero padding skews
+    # towards the first and last frames.
+    return {"widths": _TINY_WIDTHS, "strides": _TINY_STRIDES, "head": "attn", "temporal_padding": "replicate", **kwargs}
 
 
 @_register
