@@ -207,7 +207,9 @@ def keyframes(
       vidattn keyframes "clips/*.mp4" --json > keyframes.jsonl
       vidattn keyframes match.mp4 --checkpoint runs/x/checkpoints/best.pt --out kf/ --csv
     """
-    from vidattn.apps.keyframes import KeyframeOptions, run_keyframes
+    import os
+
+    from vidattn.keyframes.stream import KeyframeOptions, open_frames
 
     if csv_out and out_dir is None:
         raise click.UsageError("--csv needs --out DIR")
@@ -222,6 +224,12 @@ def keyframes(
         device=device,
         backend=backend,
     )
+    started = None
+    if checkpoint is None and os.path.isfile(videos[0]):
+        # Start decoding the first video now: it overlaps with importing torch and the scorers (~2 s).
+        started = (videos[0], open_frames(videos[0], opts))
+    from vidattn.apps.keyframes import run_keyframes
+
     failures = run_keyframes(
         videos,
         options=opts,
@@ -231,6 +239,7 @@ def keyframes(
         csv_out=csv_out,
         out=click.echo,
         err=lambda line: click.echo(line, err=True),
+        started=started,
     )
     return 1 if failures else 0
 

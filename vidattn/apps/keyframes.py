@@ -3,9 +3,12 @@
 Pipeline, one sequential pass per video with bounded memory:
 
 1. **Stream.** Decode in order at ``sample_fps`` (default 4) with the short side resized at decode
-   time (``decode_size``, default 160 px); each batch of frames becomes descriptors and quality
-   statistics (`vidattn.keyframes.descriptors`) and is dropped. Memory is O(samples x 200 floats),
-   so a two-hour video costs a few tens of MB.
+   time (``decode_size``, default 160 px), in a background thread a bounded queue ahead
+   (`vidattn.keyframes.stream.open_frames`); without a model the decoder skips non-reference frames
+   and each sample is the nearest frame that decodes. Each batch of frames becomes descriptors and
+   quality statistics (`vidattn.keyframes.descriptors`) and is dropped. Memory is O(samples x 200
+   floats), so a two-hour video costs a few tens of MB. The CLI starts decoding the first video
+   before it imports torch.
 2. **Cuts.** Hard cuts from spikes of the consecutive descriptor distance (`vidattn.keyframes.shots`).
 3. **Score.** Without a model, the training-free scorer (`vidattn.keyframes.scorer`)::
 
@@ -49,12 +52,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidattn.data.decode import DEFAULT_TIMEOUT_S, open_video
+from vidattn.data.decode import open_video
+from vidattn.data.prefetch import PrefetchedFrames
 from vidattn.errors import VidattnError, VideoDecodeError
 from vidattn.keyframes.descriptors import FrameStats, describe_frames
 from vidattn.keyframes.scorer import free_scores
 from vidattn.keyframes.select import select_keyframes
 from vidattn.keyframes.shots import detect_cuts, shot_ids
+from vidattn.keyframes.stream import DEFAULT_SAMPLE_FPS, KeyframeOptions, decoder_backend, open_frames
 
 __all__ = [
     "KeyframeOptions",
@@ -69,37 +74,6 @@ __all__ = [
 
 SCORER_FREE = "selfattn-free/1"
 SCORER_MODEL = "model-temporal-attention/1"
-
-
-@dataclass
-class KeyframeOptions:
-    """Settings of one `vidattn keyframes` run (defaults are the CLI's)."""
-
-    k: int | None = 8  # most key frames; None = no limit (with threshold)
-    threshold: float | None = None  # smallest normalised score of a key frame
-    sample_fps: float | None = None  # frames per second scored; None = 4 (training-free) or the model's stride
-    min_gap_s: float = 1.0  # minimum time between two key frames
-    dup_similarity: float = 0.97  # descriptor cosine similarity that makes two frames duplicates
-    decode_size: int = 160  # short side at decode time for descriptors (training-free)
-    window_s: float = 8.0  # self-attention neighbourhood half-width in seconds
-    image_size: int | None = None  # short side of the key-frame JPEGs; None = native
-    batch_size: int = 32  # frames per descriptor batch / windows per model batch
-    backend: str = "auto"  # decoder: auto (= pyav here, see _backend) | pyav | decord
-    device: str = "auto"  # auto | cpu | cuda
-    timeout_s: float | None = DEFAULT_TIMEOUT_S
-
-
-DEFAULT_SAMPLE_FPS = 4.0
-
-
-def _backend(name: str) -> str:
-    """The decoder for key frames: "auto" means PyAV.
-
-    Key frames read each file once, in order, and touch only a few frames at random afterwards, which
-    is PyAV's strength; decord's advantage is random access. Importing decord2 also costs about
-    450 MB of resident memory (measured), which alone would break the 1 GiB budget of a long video.
-    """
-    return "pyav" if name == "auto" else name
 
 
 def _fix_mmap_threshold() -> None:
@@ -236,9 +210,9 @@ class _WindowScorer:
 # ------------------------------------------------------------------------------------------------
 # Scoring one video
 # ------------------------------------------------------------------------------------------------
-def _batches(it: Iterable[tuple[int, torch.Tensor]], size: int) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+def _batches(it: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
     idx: list[int] = []
-    frames: list[torch.Tensor] = []
+    frames: list[np.ndarray] = []
     for i, frame in it:
         idx.append(i)
         frames.append(frame)
@@ -262,6 +236,7 @@ def score_video(
     path: str | os.PathLike,
     options: KeyframeOptions | None = None,
     model: KeyframeModel | None = None,
+    frames: PrefetchedFrames | None = None,
 ) -> dict[str, Any]:
     """Score and select the key frames of one video; returns the ``keyframes.json`` document.
 
@@ -269,28 +244,34 @@ def score_video(
     keyframes, scores``) plus ``cuts``, ``shots``, ``sample_fps`` and, with a model, ``windows``
     and ``prediction``. ``image`` fields are None until `write_outputs` writes the JPEGs.
 
+    Args:
+        path: the video.
+        options: settings (the CLI's defaults when None).
+        model: a trained model to score with; None = the training-free scorer.
+        frames: the stream from `open_frames(path, options)` if the caller already started it
+            (it is consumed and closed); by default the video is opened here.
+
     Raises:
         VideoDecodeError: the file cannot be opened or decoded.
     """
     opts = options or KeyframeOptions()
     device = model.device if model is not None else resolve_device(opts.device)
-    decode_size = model.size if model is not None else opts.decode_size
-    with open_video(path, backend=_backend(opts.backend), size=decode_size, timeout_s=opts.timeout_s) as reader:
+    if frames is None:
+        frames = (
+            open_frames(path, opts) if model is None else open_frames(path, opts, size=model.size, step=model.stride)
+        )
+    with frames:
+        reader = frames.reader()
         native_fps = reader.fps if reader.fps > 0 else 25.0
-        if model is not None:
-            # Windows must be sampled like training: exact frames at the model's stride (or --sample-fps).
-            stream = reader.iter_frames(step=model.stride, fps=opts.sample_fps)
-        else:
-            # Sparse samples: let the decoder skip non-reference frames and take the nearest that decodes.
-            stream = reader.iter_frames(fps=opts.sample_fps or DEFAULT_SAMPLE_FPS, nearest=True)
         windows = _WindowScorer(model, opts.batch_size) if model is not None else None
         indices: list[int] = []
         parts: list[FrameStats] = []
-        for idx, frames in _batches(stream, opts.batch_size):
+        for idx, arrays in _batches(frames, opts.batch_size):
             indices.extend(idx)
-            parts.append(describe_frames(torch.stack(frames), device))
+            batch = torch.from_numpy(np.stack(arrays))
+            parts.append(describe_frames(batch, device))
             if windows is not None:
-                for frame in frames:
+                for frame in batch:
                     windows.push(frame)
         if windows is not None:
             windows.finish()
@@ -460,7 +441,7 @@ def write_outputs(
     images: dict[int, np.ndarray] = {}
     if keys:
         wanted = sorted({k["frame_index"] for k in keys})
-        backend = _backend(opts.backend)
+        backend = decoder_backend(opts.backend)
         with open_video(doc["video"], backend=backend, size=opts.image_size, timeout_s=opts.timeout_s) as r:
             frames = r.get_frames(wanted).numpy()
         images = dict(zip(wanted, frames, strict=True))
@@ -549,41 +530,52 @@ def run_keyframes(
     csv_out: bool = False,
     out: Callable[[str], None] = print,
     err: Callable[[str], None] = print,
+    started: tuple[str, PrefetchedFrames] | None = None,
 ) -> int:
     """Key frames for every input; one error line per bad file, the others go on.
+
+    `started` is ``(path, open_frames(path, options))`` when the caller already started decoding the
+    first input (the CLI does, before importing torch); it is used for that path, or closed.
 
     Returns:
         The number of inputs that failed (the CLI exits non-zero when it is positive).
     """
-    opts = options or KeyframeOptions()
-    _fix_mmap_threshold()
-    if csv_out and out_dir is None:
-        raise VidattnError("--csv needs --out DIR")
-    model = KeyframeModel.load(checkpoint, resolve_device(opts.device)) if checkpoint else None
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise VidattnError(f"--out {out_dir} exists and is not a directory")
-    failures = 0
-    used: set[str] = set()
-    for path in expand_inputs(inputs):
-        try:
-            doc = score_video(path, opts, model)
-            folder = write_outputs(doc, out_dir, options=opts, csv_out=csv_out, used=used) if out_dir else None
-        except VidattnError as exc:
-            failures += 1
+    try:
+        opts = options or KeyframeOptions()
+        _fix_mmap_threshold()
+        if csv_out and out_dir is None:
+            raise VidattnError("--csv needs --out DIR")
+        model = KeyframeModel.load(checkpoint, resolve_device(opts.device)) if checkpoint else None
+        if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise VidattnError(f"--out {out_dir} exists and is not a directory")
+        failures = 0
+        used: set[str] = set()
+        for path in expand_inputs(inputs):
+            frames = None
+            if started is not None and started[0] == path and model is None:
+                frames, started = started[1], None
+            try:
+                doc = score_video(path, opts, model, frames)
+                folder = write_outputs(doc, out_dir, options=opts, csv_out=csv_out, used=used) if out_dir else None
+            except VidattnError as exc:
+                failures += 1
+                if as_json:
+                    out(json.dumps({"video": str(path), "error": str(getattr(exc, "reason", exc))}, ensure_ascii=False))
+                err(f"Error: {exc}" if isinstance(exc, VideoDecodeError) else f"Error: {path}: {exc}")
+                continue
+            except OSError as exc:  # disk full, permission denied on the output side
+                failures += 1
+                err(f"Error: {path}: {exc.strerror or exc}")
+                continue
             if as_json:
-                out(json.dumps({"video": str(path), "error": str(getattr(exc, "reason", exc))}, ensure_ascii=False))
-            err(f"Error: {exc}" if isinstance(exc, VideoDecodeError) else f"Error: {path}: {exc}")
-            continue
-        except OSError as exc:  # disk full, permission denied on the output side
-            failures += 1
-            err(f"Error: {path}: {exc.strerror or exc}")
-            continue
-        if as_json:
-            out(json.dumps(doc, ensure_ascii=False, allow_nan=False))
-        else:
-            where = f" -> {folder}" if folder is not None else ""
-            out(f"{path}: {len(doc['keyframes'])} key frames, {doc['num_shots']} shots{where}")
-            for key in doc["keyframes"]:
-                clock = _clock(key["time_s"])
-                out(f"  #{key['rank']:<3d} frame {key['frame_index']:>7d}  {clock:>10s}  {key['score']:.3f}")
-    return failures
+                out(json.dumps(doc, ensure_ascii=False, allow_nan=False))
+            else:
+                where = f" -> {folder}" if folder is not None else ""
+                out(f"{path}: {len(doc['keyframes'])} key frames, {doc['num_shots']} shots{where}")
+                for key in doc["keyframes"]:
+                    clock = _clock(key["time_s"])
+                    out(f"  #{key['rank']:<3d} frame {key['frame_index']:>7d}  {clock:>10s}  {key['score']:.3f}")
+        return failures
+    finally:
+        if started is not None:  # not consumed (an early error, or the path was not among the inputs)
+            started[1].close()

@@ -1,61 +1,63 @@
-"""Decode -> sample -> batch: the data pipeline shared by training, key frames, tracking and scoring."""
+"""Decode -> sample -> batch: the data pipeline shared by training, key frames, tracking and scoring.
 
-from vidattn.data.datasets import (
-    VIDEO_EXTENSIONS,
-    ReaderCache,
-    VideoDataset,
-    VideoRecord,
-    load_annotations,
-    load_classes,
-    save_classes,
-    scan_videos,
-)
-from vidattn.data.decode import VideoInfo, VideoReader, available_backends, open_video, probe
-from vidattn.data.loader import EpochSampler, ErrorsManifest, build_loader, collate_videos
-from vidattn.data.sampling import (
-    ClipInfo,
-    ClipSampler,
-    ClipTooShortError,
-    RandomClipSampler,
-    SegmentSampler,
-    SlidingWindowSampler,
-    UniformClipSampler,
-    create_sampler,
-    make_rng,
-)
-from vidattn.data.transforms import VideoTransform, center_crop, spatial_views, three_crop
-from vidattn.errors import VideoDecodeError
+Names load on first use (PEP 562), so ``from vidattn.data import open_video`` does not import torch
+until frames are converted: commands that start by decoding (key frames) overlap that import with
+the decode.
+"""
 
-__all__ = [
-    "VIDEO_EXTENSIONS",
-    "ClipInfo",
-    "ClipSampler",
-    "ClipTooShortError",
-    "EpochSampler",
-    "ErrorsManifest",
-    "RandomClipSampler",
-    "ReaderCache",
-    "SegmentSampler",
-    "SlidingWindowSampler",
-    "UniformClipSampler",
-    "VideoDataset",
-    "VideoDecodeError",
-    "VideoInfo",
-    "VideoReader",
-    "VideoRecord",
-    "VideoTransform",
-    "available_backends",
-    "build_loader",
-    "center_crop",
-    "collate_videos",
-    "create_sampler",
-    "load_annotations",
-    "load_classes",
-    "make_rng",
-    "open_video",
-    "probe",
-    "save_classes",
-    "scan_videos",
-    "spatial_views",
-    "three_crop",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from vidattn.errors import VideoDecodeError  # noqa: F401 (re-exported)
+
+# name -> submodule of vidattn.data that defines it
+_EXPORTS = {
+    "VIDEO_EXTENSIONS": "datasets",
+    "ReaderCache": "datasets",
+    "VideoDataset": "datasets",
+    "VideoRecord": "datasets",
+    "load_annotations": "datasets",
+    "load_classes": "datasets",
+    "save_classes": "datasets",
+    "scan_videos": "datasets",
+    "VideoInfo": "decode",
+    "VideoReader": "decode",
+    "available_backends": "decode",
+    "open_video": "decode",
+    "probe": "decode",
+    "EpochSampler": "loader",
+    "ErrorsManifest": "loader",
+    "build_loader": "loader",
+    "collate_videos": "loader",
+    "PrefetchedFrames": "prefetch",
+    "ClipInfo": "sampling",
+    "ClipSampler": "sampling",
+    "ClipTooShortError": "sampling",
+    "RandomClipSampler": "sampling",
+    "SegmentSampler": "sampling",
+    "SlidingWindowSampler": "sampling",
+    "UniformClipSampler": "sampling",
+    "create_sampler": "sampling",
+    "make_rng": "sampling",
+    "VideoTransform": "transforms",
+    "center_crop": "transforms",
+    "spatial_views": "transforms",
+    "three_crop": "transforms",
+}
+
+__all__ = sorted([*_EXPORTS, "VideoDecodeError"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vidattn.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"vidattn.data.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
