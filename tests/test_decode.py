@@ -626,3 +626,51 @@ def test_unreadable_file(tmp_path, index_videos):
     path.chmod(0)
     with pytest.raises(VideoDecodeError, match="permission"):
         open_video(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Prefetching (a thread, or a forked process)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("process", [False, True])
+def test_prefetched_frames_match_the_reader(index_videos, process):
+    from vidattn.data import PrefetchedFrames
+
+    path = index_videos["h264.mp4"]
+    with open_video(path, backend="pyav") as reader:
+        expected = [i for i, _ in reader.iter_frames(step=3)]
+    with PrefetchedFrames(path, backend="pyav", depth=4, process=process, step=3) as frames:
+        info = frames.info()
+        got = [(i, read_index(f)) for i, f in frames]
+    assert [i for i, _ in got] == expected and all(i == shown for i, shown in got)
+    assert info.num_frames == frames.info().num_frames > 0 and info.backend == "pyav"
+
+
+@pytest.mark.parametrize("process", [False, True])
+def test_prefetched_frames_errors_and_early_stop(tmp_path, index_videos, process):
+    from vidattn.data import PrefetchedFrames
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    with PrefetchedFrames(bad, process=process) as frames, pytest.raises(VideoDecodeError, match="bad.mp4"):
+        frames.info()
+    # The consumer stops after two frames; closing does not wait for the rest of the video.
+    with PrefetchedFrames(index_videos["h264.mp4"], backend="pyav", depth=2, process=process) as frames:
+        it = iter(frames)
+        next(it), next(it)
+    start = time.perf_counter()
+    frames.close()
+    assert time.perf_counter() - start < 5
+
+
+def test_prefetched_frames_truncated_file_raises_in_stream(tmp_path):
+    from vidattn.data import PrefetchedFrames
+
+    data = make_faststart_index_video(tmp_path / "full.mp4", 60).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    seen = []
+    with PrefetchedFrames(cut, backend="pyav", process=True) as frames, pytest.raises(VideoDecodeError, match="cut"):
+        for i, f in frames:
+            assert read_index(f) == i
+            seen.append(i)
+    assert seen == list(range(len(seen))) and 0 < len(seen) < 60

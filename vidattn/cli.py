@@ -226,8 +226,9 @@ def keyframes(
     )
     started = None
     if checkpoint is None and os.path.isfile(videos[0]):
-        # Start decoding the first video now: it overlaps with importing torch and the scorers (~2 s).
-        started = (videos[0], open_frames(videos[0], opts))
+        # Start decoding the first video now, in a forked process (no threads run yet): it overlaps with
+        # importing torch and the scorers (~2 s), which a thread would not (PyAV holds the GIL).
+        started = (videos[0], open_frames(videos[0], opts, process=True))
     from vidattn.apps.keyframes import run_keyframes
 
     failures = run_keyframes(

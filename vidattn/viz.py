@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "PALETTE",
+    "preload",
     "VideoWriter",
     "color_for",
     "contact_sheet",
@@ -223,6 +224,18 @@ def contact_sheet(
         if labels is not None and i < len(labels):
             draw.text((x + 2, y + thumb.height + 2), labels[i], fill=(235, 235, 235), font=font)
     return np.asarray(sheet)
+
+
+def preload() -> None:
+    """Import matplotlib (Agg) and Pillow now: about half a second a command can overlap with its decoding,
+    by calling this in a background thread before it needs the plots.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends import backend_agg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+    from PIL import Image  # noqa: F401
 
 
 def plot_keyframe_scores(

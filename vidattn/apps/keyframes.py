@@ -33,6 +33,7 @@ Pipeline, one sequential pass per video with bounded memory:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import csv
 import ctypes
@@ -43,6 +44,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -261,8 +263,8 @@ def score_video(
             open_frames(path, opts) if model is None else open_frames(path, opts, size=model.size, step=model.stride)
         )
     with frames:
-        reader = frames.reader()
-        native_fps = reader.fps if reader.fps > 0 else 25.0
+        info = frames.info()
+        native_fps = info.fps if info.fps > 0 else 25.0
         windows = _WindowScorer(model, opts.batch_size) if model is not None else None
         indices: list[int] = []
         parts: list[FrameStats] = []
@@ -275,8 +277,8 @@ def score_video(
                     windows.push(frame)
         if windows is not None:
             windows.finish()
-        num_frames = reader.num_frames
-        width, height, backend = reader.width, reader.height, reader.backend
+        info = frames.info()  # final now: num_frames is corrected if the file ended early
+        num_frames, width, height, backend = info.num_frames, info.width, info.height, info.backend
     if not indices:
         raise VideoDecodeError(path, "no frames decode")
 
@@ -418,6 +420,13 @@ def _jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def _read_frames(video: str, indices: list[int], opts: KeyframeOptions) -> dict[int, np.ndarray]:
+    """The key frames at ``image_size`` (exact frames), by index."""
+    backend = decoder_backend(opts.backend)
+    with open_video(video, backend=backend, size=opts.image_size, timeout_s=opts.timeout_s) as reader:
+        return dict(zip(indices, reader.get_frames(indices).numpy(), strict=True))
+
+
 def write_outputs(
     doc: dict[str, Any],
     out_dir: str | os.PathLike,
@@ -438,13 +447,19 @@ def write_outputs(
     root.mkdir(parents=True, exist_ok=True)
     folder = _video_dir(root, safe_stem(doc["video"]), used if used is not None else set())
     keys = doc["keyframes"]
-    images: dict[int, np.ndarray] = {}
-    if keys:
-        wanted = sorted({k["frame_index"] for k in keys})
-        backend = decoder_backend(opts.backend)
-        with open_video(doc["video"], backend=backend, size=opts.image_size, timeout_s=opts.timeout_s) as r:
-            frames = r.get_frames(wanted).numpy()
-        images = dict(zip(wanted, frames, strict=True))
+    wanted = sorted({k["frame_index"] for k in keys})
+    # Re-decode the key frames in a thread (FFmpeg releases the GIL) while the score plot renders here.
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-keyframe-images") as pool:
+        pending = pool.submit(_read_frames, doc["video"], wanted, opts) if wanted else None
+        plot = plot_keyframe_scores(
+            [s["time_s"] for s in doc["scores"]],
+            [s["score"] for s in doc["scores"]],
+            keyframes=[(k["time_s"], k["score"], k["rank"]) for k in keys],
+            cuts=[c["time_s"] for c in doc.get("cuts", [])],
+            title=f"{Path(doc['video']).name}  ({doc['scorer']})",
+            threshold=opts.threshold,
+        )
+        images = pending.result() if pending is not None else {}
     written = set()
     for key in keys:
         name = f"keyframe_{key['rank']:02d}_f{key['frame_index']:07d}.jpg"
@@ -462,14 +477,6 @@ def write_outputs(
     )
     _atomic_write(folder / "contact_sheet.png", _png(sheet))
     doc["contact_sheet"] = "contact_sheet.png"
-    plot = plot_keyframe_scores(
-        [s["time_s"] for s in doc["scores"]],
-        [s["score"] for s in doc["scores"]],
-        keyframes=[(k["time_s"], k["score"], k["rank"]) for k in keys],
-        cuts=[c["time_s"] for c in doc.get("cuts", [])],
-        title=f"{Path(doc['video']).name}  ({doc['scorer']})",
-        threshold=opts.threshold,
-    )
     _atomic_write(folder / "scores.png", plot)
     doc["plot"] = "scores.png"
     if csv_out:
@@ -543,6 +550,10 @@ def run_keyframes(
     try:
         opts = options or KeyframeOptions()
         _fix_mmap_threshold()
+        if out_dir is not None:
+            from vidattn.viz import preload
+
+            threading.Thread(target=preload, name="vidattn-preload", daemon=True).start()
         if csv_out and out_dir is None:
             raise VidattnError("--csv needs --out DIR")
         model = KeyframeModel.load(checkpoint, resolve_device(opts.device)) if checkpoint else None

@@ -1,44 +1,90 @@
-"""Decode a video in a background thread, a bounded queue ahead of its consumer.
+"""Decode a video ahead of its consumer, in a background thread or a forked process.
 
 `PrefetchedFrames` opens the video and streams ``(frame_index, uint8 (H, W, C) array)`` pairs from
-`VideoReader.iter_frames` in a thread, so decoding (which releases the GIL inside FFmpeg) overlaps
-with whatever the consumer does per frame, and with the consumer's own start-up: this module does
-not import torch, so a command can start decoding before it pays for that import.
+`VideoReader.iter_frames` through a bounded queue, so decoding runs while the consumer works. This
+module does not import torch.
+
+PyAV holds the GIL for much of its decoding (measured: a decode pass took 1.6 s longer while another
+thread ran 2 s of Python), so a thread overlaps decoding only with work that releases the GIL
+(torch ops do). ``process=True`` decodes in a forked child instead, which overlaps with anything,
+an ``import torch`` included; fork only from a process that runs no other threads yet (a command's
+start, before torch is imported): a child forked mid-import, or while decoder threads run, can hang.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from vidattn.data.decode import DEFAULT_TIMEOUT_S, Size, Source, VideoReader, open_video
+from vidattn.data.decode import DEFAULT_TIMEOUT_S, Size, Source, VideoInfo, _source_name, open_video
+from vidattn.errors import VideoDecodeError
 
 __all__ = ["PrefetchedFrames"]
 
-_DONE = object()
+
+def _produce(put: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict) -> None:
+    """Open, then stream frames into `put`: ("open", info), ("frame", index, array)..., ("done", info).
+
+    Failures become ("error", path, reason). The reader has no per-call timeout thread (every hand-over
+    to it costs GIL switches per frame); the consumer applies the time limit while it waits.
+    """
+    name = _source_name(source)
+    try:
+        reader = open_video(source, backend=backend, size=size, timeout_s=None)
+    except VideoDecodeError as exc:
+        put(("error", exc.path, exc.reason))
+        return
+    except Exception as exc:
+        put(("error", name, f"{type(exc).__name__}: {exc}"))
+        return
+    with reader:
+        try:
+            if not put(("open", reader.info())):
+                return
+            for index, frame in reader.iter_frames(numpy=True, **kwargs):
+                if stop.is_set() or not put(("frame", index, frame)):
+                    return
+            put(("done", reader.info()))
+        except VideoDecodeError as exc:
+            put(("error", exc.path, exc.reason))
+        except Exception as exc:
+            put(("error", name, f"{type(exc).__name__}: {exc}"))
 
 
-class _Failed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+def _process_main(q: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict) -> None:
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    _produce(put, stop, source, backend, size, kwargs)
 
 
 class PrefetchedFrames:
-    """Frames of one video decoded ahead in a background thread.
+    """Frames of one video decoded ahead of the consumer.
 
     Args:
-        source: path, bytes or binary file object (as `open_video`).
-        backend, size, timeout_s: as `open_video`.
+        source: a path (any `open_video` source in thread mode).
+        backend, size, timeout_s: as `open_video`; `timeout_s` limits how long the consumer waits for
+            the next frame (a stuck decoder raises `VideoDecodeError` instead of hanging).
         depth: frames held in the queue at most (the memory bound).
+        process: decode in a forked child process (see the module docstring) instead of a thread.
         **iter_kwargs: passed to `VideoReader.iter_frames` (``step``, ``fps``, ``start``, ``end``, ``nearest``).
 
-    Use as a context manager; `reader()` waits until the file is open and returns the reader (for its
-    metadata; its ``num_frames`` is final once iteration has finished), raising `VideoDecodeError` if
-    it does not open. Iterating raises a decoding error where it happened in the stream.
+    Use as a context manager. `info()` waits until the file is open and returns its metadata (final
+    once iteration has finished: ``num_frames`` is corrected on a truncated file); it raises
+    `VideoDecodeError` if the file does not open. Iterating raises a decoding error where it happened.
     """
 
     def __init__(
@@ -49,39 +95,28 @@ class PrefetchedFrames:
         size: Size = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         depth: int = 64,
+        process: bool = False,
         **iter_kwargs: Any,
     ) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._opened = threading.Event()
-        self._reader: VideoReader | None = None
-        self._open_error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(source, backend, size, timeout_s, iter_kwargs),
-            name="vidattn-prefetch",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def _run(self, source: Source, backend: str, size: Size, timeout_s: float | None, kwargs: dict) -> None:
-        try:
-            reader = open_video(source, backend=backend, size=size, timeout_s=timeout_s)
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._open_error = exc
-            self._opened.set()
-            return
-        self._reader = reader
-        self._opened.set()
-        try:
-            for item in reader.iter_frames(numpy=True, **kwargs):
-                if not self._put(item):
-                    return
-            self._put(_DONE)
-        except BaseException as exc:
-            self._put(_Failed(exc))
-        finally:
-            reader.close()
+        self._timeout_s = timeout_s
+        self._name = _source_name(source)
+        self._info: VideoInfo | None = None
+        self._done = False
+        args = (source, backend, size, iter_kwargs)
+        if process:
+            ctx = mp.get_context("fork")
+            self._queue: Any = ctx.Queue(maxsize=max(1, depth))
+            self._stop: Any = ctx.Event()
+            self._worker: Any = ctx.Process(
+                target=_process_main, args=(self._queue, self._stop, *args), name="vidattn-prefetch", daemon=True
+            )
+        else:
+            self._queue = queue.Queue(maxsize=max(1, depth))
+            self._stop = threading.Event()
+            self._worker = threading.Thread(
+                target=_produce, args=(self._put, self._stop, *args), name="vidattn-prefetch", daemon=True
+            )
+        self._worker.start()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -92,28 +127,50 @@ class PrefetchedFrames:
                 continue
         return False
 
-    def reader(self) -> VideoReader:
-        """The open reader (waits for the file to open); raises the open error if it failed."""
-        self._opened.wait()
-        if self._open_error is not None:
-            raise self._open_error
-        assert self._reader is not None
-        return self._reader
+    def _next(self) -> tuple:
+        try:
+            item = self._queue.get(timeout=self._timeout_s)
+        except queue.Empty:
+            self._stop.set()  # a stuck decoder cannot be interrupted: it is abandoned
+            raise VideoDecodeError(
+                self._name, f"decoder blocked for more than {self._timeout_s:g} s; abandoned"
+            ) from None
+        if item[0] == "error":
+            self._done = True
+            raise VideoDecodeError(item[1], item[2])
+        return item
+
+    def info(self) -> VideoInfo:
+        """The video's metadata (waits for the file to open); raises `VideoDecodeError` if it does not."""
+        if self._info is None:
+            self._info = self._next()[1]
+        return self._info
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        self.reader()
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
+        self.info()
+        while not self._done:
+            item = self._next()
+            if item[0] == "done":
+                self._info, self._done = item[1], True
                 return
-            if isinstance(item, _Failed):
-                raise item.exc
-            yield item
+            yield item[1], item[2]
 
     def close(self) -> None:
         """Stop decoding and release the file (safe to call twice)."""
         self._stop.set()
-        self._thread.join()
+        if isinstance(self._worker, threading.Thread):
+            self._worker.join(self._timeout_s)
+            return
+        deadline = time.monotonic() + 5.0
+        while self._worker.is_alive():  # drain, so the child is not stuck putting into a full pipe
+            if time.monotonic() > deadline:  # stuck inside the decoder: it cannot see the stop flag
+                self._worker.terminate()
+                self._worker.join(1.0)
+                break
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+            self._worker.join(0.05)
+        self._queue.close()
 
     def __enter__(self) -> PrefetchedFrames:
         return self

@@ -1,6 +1,6 @@
 """Options of `vidattn keyframes` and the frame stream it scores; imports neither torch nor the scorers.
 
-`vidattn keyframes` starts decoding its first video from here (`open_frames`, a background thread)
+`vidattn keyframes` starts decoding its first video from here (`open_frames`, in a forked process)
 before it imports torch, so the two overlap.
 """
 
@@ -47,7 +47,12 @@ def decoder_backend(name: str) -> str:
 
 
 def open_frames(
-    path: str | os.PathLike, options: KeyframeOptions, *, size: int | None = None, step: int | None = None
+    path: str | os.PathLike,
+    options: KeyframeOptions,
+    *,
+    size: int | None = None,
+    step: int | None = None,
+    process: bool = False,
 ) -> PrefetchedFrames:
     """Start decoding the frames `score_video` scores, in a background thread.
 
@@ -55,13 +60,26 @@ def open_frames(
     ``decode_size``, letting the decoder skip non-reference frames (each sample is then the nearest
     frame that decodes, with its true index). With ``step`` and ``size`` (a model): exact frames every
     ``step`` frames (or at ``sample_fps``) at the model's size, sampled like its training clips.
+    ``process`` decodes in a forked child (`PrefetchedFrames`): only before torch is imported.
     """
     backend = decoder_backend(options.backend)
     if step is None:
         fps = options.sample_fps or DEFAULT_SAMPLE_FPS
         return PrefetchedFrames(
-            path, backend=backend, size=options.decode_size, timeout_s=options.timeout_s, fps=fps, nearest=True
+            path,
+            backend=backend,
+            size=options.decode_size,
+            timeout_s=options.timeout_s,
+            process=process,
+            fps=fps,
+            nearest=True,
         )
     return PrefetchedFrames(
-        path, backend=backend, size=size, timeout_s=options.timeout_s, step=step, fps=options.sample_fps
+        path,
+        backend=backend,
+        size=size,
+        timeout_s=options.timeout_s,
+        process=process,
+        step=step,
+        fps=options.sample_fps,
     )
