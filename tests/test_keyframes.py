@@ -189,6 +189,17 @@ def test_cli_out_json_csv_and_corrupt_file(clips, tmp_path, capsys):
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_cli_first_video_decoded_ahead_matches_in_process_scoring(clips, capsys):
+    """The CLI decodes its first video in a forked child while it imports torch: same result, same errors."""
+    code, stdout, stderr = _run_cli(["keyframes", str(clips["corrupt"]), str(clips["shots"]), "--json"], capsys)
+    assert code == 1 and "corrupt.mp4" in stderr
+    code, stdout, _ = _run_cli(["keyframes", str(clips["shots"]), "-k", "3", "--json"], capsys)
+    assert code == 0
+    ahead = json.loads(stdout)
+    direct = score_video(clips["shots"], KeyframeOptions(k=3))
+    assert ahead["keyframes"] == direct["keyframes"] and ahead["scores"] == direct["scores"]
+
+
 def test_cli_odd_stems_never_escape_out(clips, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
