@@ -629,7 +629,7 @@ def test_unreadable_file(tmp_path, index_videos):
 
 
 # ------------------------------------------------------------------------------------------------
-# Prefetching (a thread, or a forked process)
+# Prefetching (a thread, or a child process)
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("process", [False, True])
 def test_prefetched_frames_match_the_reader(index_videos, process):

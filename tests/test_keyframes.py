@@ -190,7 +190,7 @@ def test_cli_out_json_csv_and_corrupt_file(clips, tmp_path, capsys):
 
 
 def test_cli_first_video_decoded_ahead_matches_in_process_scoring(clips, capsys):
-    """The CLI decodes its first video in a forked child while it imports torch: same result, same errors."""
+    """The CLI decodes its first video in a child process while it imports torch: same result, same errors."""
     code, stdout, stderr = _run_cli(["keyframes", str(clips["corrupt"]), str(clips["shots"]), "--json"], capsys)
     assert code == 1 and "corrupt.mp4" in stderr
     code, stdout, _ = _run_cli(["keyframes", str(clips["shots"]), "-k", "3", "--json"], capsys)

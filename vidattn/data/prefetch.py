@@ -6,9 +6,10 @@ module does not import torch.
 
 PyAV holds the GIL for much of its decoding (measured: a decode pass took 1.6 s longer while another
 thread ran 2 s of Python), so a thread overlaps decoding only with work that releases the GIL
-(torch ops do). ``process=True`` decodes in a forked child instead, which overlaps with anything,
-an ``import torch`` included; fork only from a process that runs no other threads yet (a command's
-start, before torch is imported): a child forked mid-import, or while decoder threads run, can hang.
+(torch ops do). ``process=True`` decodes in a child process instead, which overlaps with anything,
+an ``import torch`` included. The child is spawned (a fresh interpreter that imports only PyAV,
+decord and numpy, ~0.3 s), not forked: a child forked from a process with running threads hung in
+the test suite.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class PrefetchedFrames:
         backend, size, timeout_s: as `open_video`; `timeout_s` limits how long the consumer waits for
             the next frame (a stuck decoder raises `VideoDecodeError` instead of hanging).
         depth: frames held in the queue at most (the memory bound).
-        process: decode in a forked child process (see the module docstring) instead of a thread.
+        process: decode in a child process (see the module docstring) instead of a thread.
         **iter_kwargs: passed to `VideoReader.iter_frames` (``step``, ``fps``, ``start``, ``end``, ``nearest``).
 
     Use as a context manager. `info()` waits until the file is open and returns its metadata (final
@@ -104,7 +105,7 @@ class PrefetchedFrames:
         self._done = False
         args = (source, backend, size, iter_kwargs)
         if process:
-            ctx = mp.get_context("fork")
+            ctx = mp.get_context("spawn")
             self._queue: Any = ctx.Queue(maxsize=max(1, depth))
             self._stop: Any = ctx.Event()
             self._worker: Any = ctx.Process(
@@ -128,13 +129,22 @@ class PrefetchedFrames:
         return False
 
     def _next(self) -> tuple:
-        try:
-            item = self._queue.get(timeout=self._timeout_s)
-        except queue.Empty:
-            self._stop.set()  # a stuck decoder cannot be interrupted: it is abandoned
-            raise VideoDecodeError(
-                self._name, f"decoder blocked for more than {self._timeout_s:g} s; abandoned"
-            ) from None
+        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._worker.is_alive() and self._queue.empty():
+                    code = getattr(self._worker, "exitcode", None)
+                    raise VideoDecodeError(
+                        self._name, f"decoder process ended unexpectedly (exit code {code})"
+                    ) from None
+                if deadline is not None and time.monotonic() > deadline:
+                    self._stop.set()  # a stuck decoder cannot be interrupted: it is abandoned
+                    raise VideoDecodeError(
+                        self._name, f"decoder blocked for more than {self._timeout_s:g} s; abandoned"
+                    ) from None
         if item[0] == "error":
             self._done = True
             raise VideoDecodeError(item[1], item[2])

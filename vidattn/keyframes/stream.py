@@ -1,6 +1,6 @@
 """Options of `vidattn keyframes` and the frame stream it scores; imports neither torch nor the scorers.
 
-`vidattn keyframes` starts decoding its first video from here (`open_frames`, in a forked process)
+`vidattn keyframes` starts decoding its first video from here (`open_frames`, in a child process)
 before it imports torch, so the two overlap.
 """
 
@@ -60,7 +60,7 @@ def open_frames(
     ``decode_size``, letting the decoder skip non-reference frames (each sample is then the nearest
     frame that decodes, with its true index). With ``step`` and ``size`` (a model): exact frames every
     ``step`` frames (or at ``sample_fps``) at the model's size, sampled like its training clips.
-    ``process`` decodes in a forked child (`PrefetchedFrames`): only before torch is imported.
+    ``process`` decodes in a child process (`PrefetchedFrames`).
     """
     backend = decoder_backend(options.backend)
     if step is None:
