@@ -1,4 +1,4 @@
-"""Decode a video ahead of its consumer, in a background thread or a forked process.
+"""Decode a video ahead of its consumer, in a background thread or a child process.
 
 `PrefetchedFrames` opens the video and streams ``(frame_index, uint8 (H, W, C) array)`` pairs from
 `VideoReader.iter_frames` through a bounded queue, so decoding runs while the consumer works. This
@@ -59,7 +59,9 @@ def _produce(put: Any, stop: Any, source: Source, backend: str, size: Size, kwar
             put(("error", name, f"{type(exc).__name__}: {exc}"))
 
 
-def _process_main(q: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict) -> None:
+def _putter(q: Any, stop: Any) -> Any:
+    """``put(item) -> bool``: into the bounded queue, giving up (False) once `stop` is set."""
+
     def put(item: Any) -> bool:
         while not stop.is_set():
             try:
@@ -69,7 +71,11 @@ def _process_main(q: Any, stop: Any, source: Source, backend: str, size: Size, k
                 continue
         return False
 
-    _produce(put, stop, source, backend, size, kwargs)
+    return put
+
+
+def _process_main(q: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict) -> None:
+    _produce(_putter(q, stop), stop, source, backend, size, kwargs)
 
 
 class PrefetchedFrames:
@@ -115,18 +121,12 @@ class PrefetchedFrames:
             self._queue = queue.Queue(maxsize=max(1, depth))
             self._stop = threading.Event()
             self._worker = threading.Thread(
-                target=_produce, args=(self._put, self._stop, *args), name="vidattn-prefetch", daemon=True
+                target=_produce,
+                args=(_putter(self._queue, self._stop), self._stop, *args),
+                name="vidattn-prefetch",
+                daemon=True,
             )
         self._worker.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def _next(self) -> tuple:
         deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
