@@ -84,3 +84,25 @@ class AttentionLayer(RecordsAttention, nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, identity_init={self.identity_init}"
+
+
+def build_frame_scorer(
+    layer: nn.Module, channels: int, reduction: int, min_hidden: int, kernel_size: int, identity_init: bool
+) -> None:
+    """Give `layer` the 1-D per-frame scorer ``conv2(relu(conv1(mean_hw(x))))`` over T (see `frame_scores`).
+
+    The modules are set as ``layer.conv1``, ``layer.act`` and ``layer.conv2`` (the state-dict keys of the
+    temporal gate and of hard temporal attention); with `identity_init` the scores start at zero.
+    """
+    hidden = make_divisible_hidden(channels, reduction, min_hidden)
+    layer.conv1 = nn.Conv1d(channels, hidden, kernel_size, padding=kernel_size // 2)
+    layer.act = nn.ReLU(inplace=True)
+    layer.conv2 = nn.Conv1d(hidden, 1, kernel_size, padding=kernel_size // 2)
+    if identity_init:
+        nn.init.zeros_(layer.conv2.weight)
+        nn.init.zeros_(layer.conv2.bias)
+
+
+def frame_scores(layer: nn.Module, x: Tensor) -> Tensor:
+    """Per-frame logits ``(B, T)`` of a video ``(B, C, T, H, W)`` from `build_frame_scorer`'s modules."""
+    return layer.conv2(layer.act(layer.conv1(x.mean((3, 4))))).squeeze(1)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 from einops import rearrange, repeat
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._base import AttentionLayer, make_divisible_hidden
+from ._base import AttentionLayer, build_frame_scorer, frame_scores
 
 __all__ = ["HardTemporalAttention"]
 
@@ -74,13 +74,7 @@ class HardTemporalAttention(AttentionLayer):
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"HardTemporalAttention: keep_ratio must be in (0, 1], got {keep_ratio}")
         self.k, self.keep_ratio, self.estimator, self.tau, self.output = k, keep_ratio, estimator, tau, output
-        hidden = make_divisible_hidden(channels, reduction, min_hidden)
-        self.conv1 = nn.Conv1d(channels, hidden, kernel_size, padding=kernel_size // 2)
-        self.act = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv1d(hidden, 1, kernel_size, padding=kernel_size // 2)
-        if identity_init:
-            nn.init.zeros_(self.conv2.weight)
-            nn.init.zeros_(self.conv2.bias)
+        build_frame_scorer(self, channels, reduction, min_hidden, kernel_size, identity_init)
 
     def num_selected(self, t: int) -> int:
         """How many of ``t`` frames are kept."""
@@ -94,7 +88,7 @@ class HardTemporalAttention(AttentionLayer):
             ``(mask, index)``: the straight-through mask ``(B, T)`` (exactly 0/1 forward,
             softmax gradient backward) and the sorted selected frame indices ``(B, k)``.
         """
-        scores = rearrange(self.conv2(self.act(self.conv1(x.mean((3, 4))))), "b 1 t -> b t")
+        scores = frame_scores(self, x)
         if self.estimator == "gumbel" and self.training:
             u = torch.rand_like(scores).clamp_(1e-6, 1.0 - 1e-6)
             scores = scores - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise

@@ -8,9 +8,9 @@ Module for Video Recognition", ICCV 2021. The weights double as key-frame scores
 from __future__ import annotations
 
 from einops import rearrange
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._base import AttentionLayer, make_divisible_hidden
+from ._base import AttentionLayer, build_frame_scorer, frame_scores
 
 __all__ = ["TemporalAttention"]
 
@@ -40,17 +40,11 @@ class TemporalAttention(AttentionLayer):
         super().__init__(channels, identity_init=identity_init)
         if kernel_size % 2 == 0:
             raise ValueError(f"TemporalAttention: kernel_size must be odd, got {kernel_size}")
-        hidden = make_divisible_hidden(channels, reduction, min_hidden)
-        self.conv1 = nn.Conv1d(channels, hidden, kernel_size, padding=kernel_size // 2)
-        self.act = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv1d(hidden, 1, kernel_size, padding=kernel_size // 2)
-        if identity_init:
-            nn.init.zeros_(self.conv2.weight)
-            nn.init.zeros_(self.conv2.bias)
+        build_frame_scorer(self, channels, reduction, min_hidden, kernel_size, identity_init)
 
     def frame_logits(self, x: Tensor) -> Tensor:
         """Per-frame logits ``(B, T)`` before the sigmoid."""
-        return rearrange(self.conv2(self.act(self.conv1(x.mean((3, 4))))), "b 1 t -> b t")
+        return frame_scores(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
