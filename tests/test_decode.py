@@ -243,6 +243,23 @@ def test_iter_frames_nearest_skips_non_reference_frames(tmp_path, backend_name):
         assert [i for i, _ in reader.iter_frames(fps=5)] == wanted
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_get_frames_skip_nonref_is_exact(tmp_path, backend_name, container_videos):
+    """The hint only changes speed: reference frames (as `nearest` yields) and non-reference ones
+    (read again) both come back exact, in any order, also where timestamps do not allow seeking."""
+    path = make_index_video(tmp_path / "bf.mp4", 120, codec="libx264", gop=30, bframes=3)
+    with open_video(path, backend=backend_name) as reader:
+        refs = [i for i, _ in reader.iter_frames(fps=5, nearest=True)]
+        assert indices_of(reader.get_frames(refs[::-1], skip_nonref=True)) == refs[::-1]
+        every = list(range(0, 120, 1))
+        assert indices_of(reader.get_frames(every, skip_nonref=True)) == every  # half of them non-reference
+        mixed = [119, 3, 60, 61, 62, 0, 29, 30, 31, 90, 3]
+        got = reader.get_frames(mixed, skip_nonref=True, numpy=True)
+        assert isinstance(got, np.ndarray) and indices_of(got) == mixed
+    with open_video(container_videos["mpeg2.mpg"], backend="pyav") as reader:  # MPEG-PS: no exact seeks
+        assert indices_of(reader.get_frames([40, 4, 17], skip_nonref=True)) == [40, 4, 17]
+
+
 def test_iter_frames_nearest_is_exact_without_reliable_timestamps(container_videos):
     with open_video(container_videos["mpeg2.mpg"], backend="pyav") as reader:  # MPEG-PS: no exact seeks
         got = [(i, read_index(f)) for i, f in reader.iter_frames(step=4, nearest=True)]

@@ -234,21 +234,31 @@ class VideoReader(ABC):
             size_bytes=size,
         )
 
-    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
-        """Decode the frames at `indices` (any order, repeats allowed) as uint8 ``(T, H, W, C)`` RGB."""
-        import torch
+    def get_frames(
+        self, indices: Sequence[int], *, numpy: bool = False, skip_nonref: bool = False
+    ) -> torch.Tensor | np.ndarray:
+        """Decode the frames at `indices` (any order, repeats allowed) as uint8 ``(T, H, W, C)`` RGB.
 
+        Args:
+            indices: frame indices.
+            numpy: return a numpy array instead of a tensor (this path never imports torch).
+            skip_nonref: a speed hint for frames that are likely reference frames, such as those
+                `iter_frames(nearest=True)` yields: the PyAV backend then decodes only reference frames
+                on its way to each one (about half the work on H.264 with B-frames). The result is
+                exact either way: a requested frame that turns out to be non-reference is read again.
+        """
         idx = [int(i) for i in indices]
         if not idx:
-            return torch.empty((0, self.height, self.width, 3), dtype=torch.uint8)
+            empty = np.empty((0, self.height, self.width, 3), dtype=np.uint8)
+            return empty if numpy else _to_tensor(empty)
         bad = [i for i in idx if i < 0 or i >= self.num_frames]
         if bad:
             raise VideoDecodeError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
         uniq = sorted(set(idx))
-        frames = self._call(lambda: self._read_sorted(uniq))
+        frames = self._call(lambda: self._read_sorted_ref(uniq) if skip_nonref else self._read_sorted(uniq))
         pos = {i: k for k, i in enumerate(uniq)}
         array = frames if len(uniq) == len(idx) and uniq == idx else frames[[pos[i] for i in idx]]
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return array if numpy else _to_tensor(array)
 
     def iter_frames(
         self,
@@ -279,14 +289,12 @@ class VideoReader(ABC):
         if not wanted:
             return
         gen = self._iter_nearest(wanted) if nearest else self._iter_sorted(wanted)
-        if not numpy:
-            import torch
         try:
             while True:
                 item = self._call(lambda: next(gen, None))
                 if item is None:
                     return
-                yield (item[0], item[1]) if numpy else (item[0], torch.from_numpy(item[1]))
+                yield (item[0], item[1]) if numpy else (item[0], _to_tensor(item[1]))
         finally:
             if not self._broken:  # a consumer that stops early: clean up now, while the decoder is open
                 gen.close()
@@ -379,6 +387,10 @@ class VideoReader(ABC):
     def _iter_nearest(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Like `_iter_sorted`, but may return a nearby frame for each index (see `iter_frames`)."""
         return self._iter_sorted(indices)
+
+    def _read_sorted_ref(self, indices: list[int]) -> np.ndarray:
+        """`_read_sorted` for frames that are likely reference frames (see `get_frames`); exact."""
+        return self._read_sorted(indices)
 
     @abstractmethod
     def _close(self) -> None: ...
@@ -608,6 +620,51 @@ class PyAVReader(VideoReader):
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         for i in indices:
             yield i, self._to_array(self._goto(i))
+
+    def _read_sorted_ref(self, indices: list[int]) -> np.ndarray:
+        # A second decoder that skips non-reference frames. It has no frame threads: skip_frame combined
+        # with seeks hung FFmpeg's frame threads. A file object cannot be shared between two decoders.
+        if not self.can_seek() or not isinstance(self._source, (str, os.PathLike)):
+            return self._read_sorted(indices)
+        import av
+
+        out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        missed: list[int] = []  # positions in `indices` of frames that turned out to be non-reference
+        index_of = {pts: i for i, pts in enumerate(self._keyframe_pts)}
+        with av.open(os.fspath(self._source)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"
+            if self._num_threads:
+                stream.thread_count = self._num_threads
+            stream.codec_context.skip_frame = "NONREF"
+            frames: Iterator[Any] = iter(())
+            last: tuple[int, Any] | None = None  # (index, frame) this decoder returned last
+            for k, target in enumerate(indices):
+                if last is None or last[0] < target:
+                    key_pos = self._key_positions[max(bisect.bisect_right(self._key_positions, target) - 1, 0)]
+                    if last is None or key_pos > last[0]:  # seek when a key frame is nearer than where we are
+                        container.seek(self._keyframe_pts[key_pos], stream=stream, backward=True, any_frame=False)
+                        frames = container.decode(stream)
+                    last = None
+                    while last is None:
+                        try:
+                            frame = next(frames, None)
+                        except av.error.FFmpegError as exc:
+                            raise VideoDecodeError(self.path, _short(exc)) from None
+                        if frame is None:
+                            break
+                        idx = index_of.get(frame.pts, -1)
+                        if idx >= target:
+                            last = (idx, frame)
+                # Frames arrive in presentation order: one past the target means the target was skipped.
+                if last is not None and last[0] == target:
+                    out[k] = self._to_array(last[1])
+                else:
+                    missed.append(k)
+            last = frame = None  # frames hold decoder buffers: release them before the decoder closes
+        if missed:
+            out[missed] = self._read_sorted([indices[k] for k in missed])
+        return out
 
     def _iter_nearest(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         if not self.can_seek():  # no reliable pts -> index map to place the frames that do decode
@@ -905,6 +962,13 @@ class DecordReader(VideoReader):
         if self._fallback is not None:
             self._fallback.close()
             self._fallback = None
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A uint8 tensor sharing `array`'s memory (made contiguous first); imports torch on first use."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def _ndarray_to_numpy(batch: Any) -> np.ndarray:
