@@ -36,7 +36,6 @@ __all__ = [
     "open_frames",
     "parse_box",
     "read_boxes_file",
-    "resolve_device",
     "run_track",
     "validate_boxes",
 ]
@@ -237,17 +236,6 @@ def open_frames(source: str | os.PathLike) -> FrameSource:
     return FrameSource(path, "video", reader.num_frames, float(reader.fps), reader.width, reader.height, gen_video())
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; an unavailable ``cuda`` is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VidattnError("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise VidattnError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    return device
-
-
 def _default_out(path: Path) -> Path:
     return Path(f"track_{path.stem or path.name}")
 
@@ -287,6 +275,8 @@ def run_track(
     if (boxes is None or len(boxes) == 0) == (init_file is None):
         raise BoxError("give the initial boxes with --box x,y,w,h (repeatable) or --init FILE, not both")
     init_boxes = list(boxes) if boxes else read_boxes_file(init_file)  # type: ignore[arg-type]
+    from vidattn.engine.distributed import resolve_device
+
     dev = resolve_device(device)
     src = open_frames(source)
     out = Path(out_dir) if out_dir is not None else _default_out(src.path)
@@ -371,7 +361,7 @@ def run_track(
         "elapsed_s": elapsed,
         "tracking_fps": (num_frames - 1) / track_time if num_frames > 1 and track_time > 0 else None,
         "overlay": str(overlay) if render else None,
-        "device": dev,
+        "device": str(dev),
     }
 
 
