@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageFilter
 
 from vidattn.apps.keyframes import KeyframeOptions, expand_inputs, safe_stem, score_video
 from vidattn.cli import main
@@ -64,36 +65,35 @@ def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 # --- building blocks -----------------------------------------------------------------------------
 def test_descriptors_unit_and_quality_stats():
-    frames = torch.stack([torch.from_numpy(f) for f in _scene(0, 4)] + [torch.zeros(72, 96, 3, dtype=torch.uint8)])
+    frames = np.stack(_scene(0, 4) + [np.zeros((72, 96, 3), dtype=np.uint8)])
     stats = describe_frames(frames)
     assert stats.desc.shape == (5, DESCRIPTOR_DIM)
-    assert torch.allclose(stats.desc.norm(dim=1), torch.ones(5), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(stats.desc, axis=1), 1.0, atol=1e-4)
     assert stats.luma_std[-1] < 1e-3 and stats.sharpness[-1] < 1e-6  # black frame: flat, no edges
     assert (stats.sharpness[:4] > 1e-4).all()
     with pytest.raises(ValueError):
-        describe_frames(torch.zeros(2, 8, 8, dtype=torch.uint8))
+        describe_frames(np.zeros((2, 8, 8), dtype=np.uint8))
 
 
 def test_cuts_found_between_scenes_not_within():
-    frames = [torch.from_numpy(f) for f in _scene(1, 12) + _scene(2, 12) + _scene(3, 12)]
-    stats = describe_frames(torch.stack(frames))
+    stats = describe_frames(np.stack(_scene(1, 12) + _scene(2, 12) + _scene(3, 12)))
     assert detect_cuts(stats.desc) == [12, 24]
     assert shot_ids(36, [12, 24]).tolist() == [0] * 12 + [1] * 12 + [2] * 12
 
 
 def test_selection_gap_duplicates_shots_threshold():
-    times = torch.arange(20, dtype=torch.float32) * 0.5
-    scores = torch.linspace(0, 1, 20)
+    times = np.arange(20, dtype=np.float32) * 0.5
+    scores = np.linspace(0, 1, 20)
     sel = select_keyframes(scores, times, k=3, min_gap_s=2.0)
     chosen = sorted(float(times[p]) for p in sel.positions)
     assert len(chosen) == 3 and all(b - a >= 2.0 for a, b in zip(chosen, chosen[1:], strict=False))
     assert sel.positions[0] == 19  # ranked by score
     # Shot pass: the low-scoring first shot still gets a frame when k allows.
-    shots = torch.tensor([0] * 5 + [1] * 15)
+    shots = np.array([0] * 5 + [1] * 15)
     sel = select_keyframes(scores, times, k=2, min_gap_s=0.0, shots=shots)
     assert {int(shots[p]) for p in sel.positions} == {0, 1}
     # Near-duplicates: identical descriptors give a single key frame.
-    desc = torch.nn.functional.normalize(torch.ones(20, 4), dim=1)
+    desc = np.full((20, 4), 0.5, dtype=np.float32)  # unit rows, all equal
     assert len(select_keyframes(scores, times, k=5, min_gap_s=0.0, desc=desc).positions) == 1
     # Threshold without k: everything above it (subject to the gap).
     sel = select_keyframes(scores, times, k=None, threshold=0.5, min_gap_s=0.0)
@@ -101,15 +101,12 @@ def test_selection_gap_duplicates_shots_threshold():
 
 
 def test_free_scores_prefer_sharp_and_exposed_frames():
-    scene = [torch.from_numpy(f) for f in _scene(5, 12)]
-    blurred = [
-        torch.nn.functional.avg_pool2d(f.permute(2, 0, 1).float(), 5, 1, 2).permute(1, 2, 0).to(torch.uint8)
-        for f in scene[:6]
-    ]
-    dark = [torch.zeros_like(scene[0])] * 3
-    frames = torch.stack(dark + blurred + scene[6:])
+    scene = _scene(5, 12)
+    blurred = [np.asarray(Image.fromarray(f).filter(ImageFilter.BoxBlur(2))) for f in scene[:6]]
+    dark = [np.zeros_like(scene[0])] * 3
+    frames = np.stack(dark + blurred + scene[6:])
     stats = describe_frames(frames)
-    terms = free_scores(stats, torch.zeros(len(frames), dtype=torch.long), sample_fps=4)
+    terms = free_scores(stats, np.zeros(len(frames), dtype=np.int64), sample_fps=4)
     assert terms["score"].shape == (len(frames),) and float(terms["score"].max()) == pytest.approx(1.0)
     assert int(terms["score"].argmax()) >= 9  # a sharp frame wins
     assert float(terms["q"][:3].max()) < 0.05  # black frames are worthless
@@ -198,6 +195,27 @@ def test_cli_first_video_decoded_ahead_matches_in_process_scoring(clips, capsys)
     ahead = json.loads(stdout)
     direct = score_video(clips["shots"], KeyframeOptions(k=3))
     assert ahead["keyframes"] == direct["keyframes"] and ahead["scores"] == direct["scores"]
+
+
+def test_training_free_cli_never_imports_torch(clips, tmp_path):
+    """Importing torch costs ~2 s of CPU, a third of the decode limit of a minute of 1080p: the
+    training-free path (decode, descriptors, scores, JPEGs, plot) is numpy only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vidattn.cli import main\n"
+        "try:\n"
+        f"    main(['keyframes', {str(clips['shots'])!r}, '-k', '3', '--out', {str(tmp_path / 'out')!r}, '--csv'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert len(list((tmp_path / "out" / "three_shots").glob("keyframe_*.jpg"))) == 3
 
 
 def test_cli_odd_stems_never_escape_out(clips, tmp_path, capsys):

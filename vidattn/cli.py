@@ -163,7 +163,13 @@ def export(databases, out, fmt) -> int:
     default=None,
     help="Frames per second scored [default: 4, or the model's training stride].",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the --checkpoint model runs (the training-free scorer runs on the CPU).",
+)
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 # Selection
 @click.option("-k", "k", type=click.IntRange(1), default=None, help="Number of key frames [default: 8].")

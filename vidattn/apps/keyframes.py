@@ -7,8 +7,8 @@ Pipeline, one sequential pass per video with bounded memory:
    (`vidattn.keyframes.stream.open_frames`); without a model the decoder skips non-reference frames
    and each sample is the nearest frame that decodes. Each batch of frames becomes descriptors and
    quality statistics (`vidattn.keyframes.descriptors`) and is dropped. Memory is O(samples x 200
-   floats), so a two-hour video costs a few tens of MB. The CLI starts decoding the first video
-   before it imports torch.
+   floats), so a two-hour video costs a few tens of MB. The training-free path is numpy only (no
+   torch import, ~2 s of CPU); the CLI decodes the first video in a child process while it starts.
 2. **Cuts.** Hard cuts from spikes of the consecutive descriptor distance (`vidattn.keyframes.shots`).
 3. **Score.** Without a model, the training-free scorer (`vidattn.keyframes.scorer`)::
 
@@ -27,8 +27,9 @@ Pipeline, one sequential pass per video with bounded memory:
 4. **Select** (`vidattn.keyframes.select`): one key frame per shot while ``k`` allows, then greedy
    top-k with a minimum time gap and near-duplicate removal; or every frame above a threshold.
 5. **Write** (atomic: temp file + rename, only under ``out_dir``): ``<stem>/keyframes.json``, one JPEG
-   per key frame (re-decoded at ``image_size``), ``contact_sheet.png``, ``scores.png``, and
-   optionally ``scores.csv``.
+   per key frame (re-decoded exactly at ``image_size``; after the training-free pass the chosen frames
+   are reference frames, so the decoder skips non-reference frames on its way to them),
+   ``contact_sheet.png``, ``scores.png``, and optionally ``scores.csv``.
 """
 
 from __future__ import annotations
@@ -45,14 +46,11 @@ import re
 import sys
 import tempfile
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from vidattn.data.decode import open_video
 from vidattn.data.prefetch import PrefetchedFrames
@@ -63,15 +61,16 @@ from vidattn.keyframes.select import select_keyframes
 from vidattn.keyframes.shots import detect_cuts, shot_ids
 from vidattn.keyframes.stream import DEFAULT_SAMPLE_FPS, KeyframeOptions, decoder_backend, open_frames
 
+if TYPE_CHECKING:
+    from vidattn.keyframes.model import KeyframeModel
+
 __all__ = [
     "KeyframeOptions",
-    "KeyframeModel",
     "score_video",
     "write_outputs",
     "run_keyframes",
     "expand_inputs",
     "safe_stem",
-    "resolve_device",
 ]
 
 SCORER_FREE = "selfattn-free/1"
@@ -91,124 +90,6 @@ def _fix_mmap_threshold() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise VidattnError("--device cuda requested but no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise VidattnError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    return torch.device(device)
-
-
-# ------------------------------------------------------------------------------------------------
-# Model scorer
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class KeyframeModel:
-    """A trained model ready for window scoring (see `load`)."""
-
-    model: torch.nn.Module
-    classes: list[str]
-    clip_len: int
-    stride: int
-    size: int
-    crop_size: int
-    device: torch.device
-    name: str = ""
-    checkpoint: str = ""
-    transform: Any = field(default=None, repr=False)
-
-    @classmethod
-    def load(cls, checkpoint: str | os.PathLike, device: torch.device) -> KeyframeModel:
-        """Rebuild the model of a `vidattn train` checkpoint with its data settings."""
-        from vidattn.data.transforms import VideoTransform
-        from vidattn.engine.checkpoint import load_model
-
-        model, classes, config = load_model(checkpoint, device)
-        if not hasattr(model, "frame_weights"):
-            raise VidattnError(f"{checkpoint}: model has no frame_weights(); it cannot score key frames")
-        data = config.get("data") or {}
-        clip_len, stride = int(data.get("clip_len", 16)), int(data.get("stride", 1))
-        size = int(data.get("size", 112))
-        crop = int(data.get("crop_size", size))
-        name = str((config.get("model") or {}).get("name", ""))
-        transform = VideoTransform(crop, train=False).to(device)
-        return cls(model, classes, clip_len, stride, size, crop, device, name, os.fspath(checkpoint), transform)
-
-    @torch.no_grad()
-    def score_windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 ``(B, T, S, S, C)`` square clips -> frame weights ``(B, T)`` (uniform = 1) and class probs."""
-        x = self.transform(clips.to(self.device, non_blocking=True))
-        logits, weights = self.model.frame_weights(x, return_logits=True)
-        return (weights * weights.shape[1]).float().cpu(), torch.softmax(logits.float(), -1).cpu()
-
-
-def _square(frame: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre square crop of side `size` (edge-padded when the frame is smaller), as in evaluation."""
-    from vidattn.data.transforms import spatial_views
-
-    return spatial_views(frame[None, None], size, "center", np.random.default_rng(0))[0, 0]
-
-
-class _WindowScorer:
-    """Sliding windows of `clip_len` samples, hop clip_len // 2, batched; keeps only the last window."""
-
-    def __init__(self, km: KeyframeModel, batch_size: int) -> None:
-        self.km = km
-        self.batch_size = max(1, batch_size)
-        self.hop = max(1, km.clip_len // 2)
-        self.buffer: deque[torch.Tensor] = deque(maxlen=km.clip_len)
-        self.count = 0  # samples seen
-        self.next_start = 0
-        self.last_end = -1  # end (exclusive) of the last emitted window
-        self.pending: list[tuple[list[int], torch.Tensor]] = []
-        self.weight_sum: list[float] = []
-        self.weight_n: list[int] = []
-        self.windows: list[tuple[int, int, int, float]] = []  # (first pos, last pos, class, prob)
-
-    def push(self, frame: torch.Tensor) -> None:
-        self.buffer.append(_square(frame, self.km.size))
-        self.weight_sum.append(0.0)
-        self.weight_n.append(0)
-        self.count += 1
-        if self.count - self.km.clip_len == self.next_start:
-            self._emit(list(range(self.next_start, self.count)))
-            self.next_start += self.hop
-
-    def _emit(self, positions: list[int]) -> None:
-        frames = list(self.buffer)[-len(positions) :]
-        while len(frames) < self.km.clip_len:  # shorter than a window: repeat the last frame
-            frames.append(frames[-1])
-        self.pending.append((positions, torch.stack(frames)))
-        self.last_end = positions[-1] + 1
-        if len(self.pending) >= self.batch_size:
-            self.flush()
-
-    def finish(self) -> None:
-        if self.count and self.last_end != self.count:
-            n = min(self.count, self.km.clip_len)
-            self._emit(list(range(self.count - n, self.count)))
-        self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        weights, probs = self.km.score_windows(torch.stack([clip for _, clip in self.pending]))
-        for (positions, _), w, p in zip(self.pending, weights, probs, strict=True):
-            for j, pos in enumerate(positions):
-                self.weight_sum[pos] += float(w[j])
-                self.weight_n[pos] += 1
-            cls = int(p.argmax())
-            self.windows.append((positions[0], positions[-1], cls, float(p[cls])))
-        self.pending.clear()
-
-    def frame_scores(self) -> torch.Tensor:
-        s = torch.tensor(self.weight_sum, dtype=torch.float64) / torch.tensor(self.weight_n).clamp_min(1)
-        return s.float()
-
-
 # ------------------------------------------------------------------------------------------------
 # Scoring one video
 # ------------------------------------------------------------------------------------------------
@@ -223,15 +104,6 @@ def _batches(it: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[tuple[
             idx, frames = [], []
     if idx:
         yield idx, frames
-
-
-def _cat_stats(parts: list[FrameStats]) -> FrameStats:
-    if not parts:
-        from vidattn.keyframes.descriptors import DESCRIPTOR_DIM
-
-        return FrameStats(torch.zeros(0, DESCRIPTOR_DIM), torch.zeros(0), torch.zeros(0), torch.zeros(0))
-    fields = ("desc", "luma_mean", "luma_std", "sharpness")
-    return FrameStats(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
 
 
 def score_video(
@@ -257,7 +129,6 @@ def score_video(
         VideoDecodeError: the file cannot be opened or decoded.
     """
     opts = options or KeyframeOptions()
-    device = model.device if model is not None else resolve_device(opts.device)
     if frames is None:
         frames = (
             open_frames(path, opts) if model is None else open_frames(path, opts, size=model.size, step=model.stride)
@@ -265,15 +136,18 @@ def score_video(
     with frames:
         info = frames.info()
         native_fps = info.fps if info.fps > 0 else 25.0
-        windows = _WindowScorer(model, opts.batch_size) if model is not None else None
+        windows = None
+        if model is not None:
+            from vidattn.keyframes.model import WindowScorer
+
+            windows = WindowScorer(model, opts.batch_size)
         indices: list[int] = []
         parts: list[FrameStats] = []
         for idx, arrays in _batches(frames, opts.batch_size):
             indices.extend(idx)
-            batch = torch.from_numpy(np.stack(arrays))
-            parts.append(describe_frames(batch, device))
+            parts.append(describe_frames(np.stack(arrays)))
             if windows is not None:
-                for frame in batch:
+                for frame in arrays:
                     windows.push(frame)
         if windows is not None:
             windows.finish()
@@ -282,15 +156,15 @@ def score_video(
     if not indices:
         raise VideoDecodeError(path, "no frames decode")
 
-    stats = _cat_stats(parts)
-    times = torch.tensor(indices, dtype=torch.float64) / native_fps
+    stats = FrameStats.concat(parts)
+    times = np.asarray(indices, dtype=np.float64) / native_fps
     cuts = detect_cuts(stats.desc)
     shots = shot_ids(len(indices), cuts)
     eff_fps = len(indices) / max(float(times[-1] - times[0]), 1e-9) if len(indices) > 1 else DEFAULT_SAMPLE_FPS
     terms = free_scores(stats, shots, sample_fps=eff_fps, window_s=opts.window_s)
     if windows is not None:
         raw = windows.frame_scores()
-        scores = raw / raw.max().clamp_min(1e-12)
+        scores = raw / max(float(raw.max()), 1e-12)
         quality = None
     else:
         scores, quality = terms["score"], terms["q"]
@@ -298,7 +172,7 @@ def score_video(
     k = opts.k if (opts.k is not None or opts.threshold is None) else None
     selection = select_keyframes(
         scores,
-        times.float(),
+        times,
         k=k,
         threshold=opts.threshold,
         min_gap_s=opts.min_gap_s,
@@ -420,11 +294,15 @@ def _jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def _read_frames(video: str, indices: list[int], opts: KeyframeOptions) -> dict[int, np.ndarray]:
-    """The key frames at ``image_size`` (exact frames), by index."""
+def _read_frames(video: str, indices: list[int], opts: KeyframeOptions, *, reference: bool) -> dict[int, np.ndarray]:
+    """The key frames at ``image_size`` (exact frames), by index.
+
+    ``reference``: the frames came from a pass that skipped non-reference frames (the training-free
+    scorer's), so the decoder may skip them too on its way (exact either way; see `get_frames`).
+    """
     backend = decoder_backend(opts.backend)
     with open_video(video, backend=backend, size=opts.image_size, timeout_s=opts.timeout_s) as reader:
-        return dict(zip(indices, reader.get_frames(indices).numpy(), strict=True))
+        return dict(zip(indices, reader.get_frames(indices, numpy=True, skip_nonref=reference), strict=True))
 
 
 def write_outputs(
@@ -450,7 +328,8 @@ def write_outputs(
     wanted = sorted({k["frame_index"] for k in keys})
     # Re-decode the key frames in a thread (FFmpeg releases the GIL) while the score plot renders here.
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-keyframe-images") as pool:
-        pending = pool.submit(_read_frames, doc["video"], wanted, opts) if wanted else None
+        reference = doc["scorer"] == SCORER_FREE
+        pending = pool.submit(_read_frames, doc["video"], wanted, opts, reference=reference) if wanted else None
         plot = plot_keyframe_scores(
             [s["time_s"] for s in doc["scores"]],
             [s["score"] for s in doc["scores"]],
@@ -556,7 +435,12 @@ def run_keyframes(
             threading.Thread(target=preload, name="vidattn-preload", daemon=True).start()
         if csv_out and out_dir is None:
             raise VidattnError("--csv needs --out DIR")
-        model = KeyframeModel.load(checkpoint, resolve_device(opts.device)) if checkpoint else None
+        model = None
+        if checkpoint:
+            from vidattn.engine.distributed import resolve_device
+            from vidattn.keyframes.model import KeyframeModel
+
+            model = KeyframeModel.load(checkpoint, resolve_device(opts.device))
         if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
             raise VidattnError(f"--out {out_dir} exists and is not a directory")
         failures = 0

@@ -26,7 +26,9 @@ good picture. The quality factors, with luma mean ``m``, luma std ``sigma``, Lap
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+
+import numpy as np
 
 from vidattn.keyframes.descriptors import FrameStats
 from vidattn.keyframes.shots import consecutive_distances
@@ -37,10 +39,10 @@ TAU = 0.07
 LAMBDA = 0.5
 
 
-def _banded(values: torch.Tensor, radius: int, fn) -> torch.Tensor:
+def _banded(values: np.ndarray, radius: int, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """``(T, 2R+1)`` table of fn(values[t], values[t+o]) for offsets o in [-R, R]; NaN out of range."""
     n = values.shape[0]
-    out = torch.full((n, 2 * radius + 1), float("nan"))
+    out = np.full((n, 2 * radius + 1), np.nan, dtype=np.float32)
     for k, o in enumerate(range(-radius, radius + 1)):
         lo, hi = max(0, -o), min(n, n - o)
         if lo < hi:
@@ -48,62 +50,67 @@ def _banded(values: torch.Tensor, radius: int, fn) -> torch.Tensor:
     return out
 
 
-def quality_terms(stats: FrameStats, radius: int) -> dict[str, torch.Tensor]:
+def quality_terms(stats: FrameStats, radius: int) -> dict[str, np.ndarray]:
     """The four quality factors and their product ``q`` (each ``(T,)`` in [0, 1])."""
     m, sigma, lap = stats.luma_mean, stats.luma_std, stats.sharpness
     n = m.shape[0]
     lap_band = _banded(lap, radius, lambda a, b: b)
-    ref = torch.nanquantile(lap_band, 0.9, dim=1).clamp_min(1e-8)
-    q_sharp = (lap / ref).clamp(0, 1).sqrt()
-    q_expo = (m / 0.1).clamp(0, 1) * ((1 - m) / 0.1).clamp(0, 1)
-    q_flat = ((sigma - 0.02) / 0.06).clamp(0, 1)
+    ref = np.maximum(np.nanquantile(lap_band, 0.9, axis=1), 1e-8)
+    q_sharp = np.sqrt(np.clip(lap / ref, 0, 1))
+    q_expo = np.clip(m / 0.1, 0, 1) * np.clip((1 - m) / 0.1, 0, 1)
+    q_flat = np.clip((sigma - 0.02) / 0.06, 0, 1)
     delta = consecutive_distances(stats.desc)
     if n >= 2:
-        nxt = torch.cat([delta[1:], delta[-1:]])
-        prev = delta.clone()
+        nxt = np.concatenate([delta[1:], delta[-1:]])
+        prev = delta.copy()
         prev[0] = nxt[0]
-        nearest = torch.minimum(prev, nxt)
-        typical = max(float(delta[1:].median()), 0.01)
+        nearest = np.minimum(prev, nxt)
+        typical = max(float(np.median(delta[1:])), 0.01)
         q_trans = 1.0 / (1.0 + (nearest / (3 * typical)) ** 2)
     else:
-        q_trans = torch.ones(n)
+        q_trans = np.ones(n, dtype=np.float32)
     q = q_sharp * q_expo * q_flat * q_trans
-    return {"q": q, "q_sharp": q_sharp, "q_expo": q_expo, "q_flat": q_flat, "q_trans": q_trans}
+    terms = {"q": q, "q_sharp": q_sharp, "q_expo": q_expo, "q_flat": q_flat, "q_trans": q_trans}
+    return {key: value.astype(np.float32) for key, value in terms.items()}
 
 
-def attention_terms(desc: torch.Tensor, shots: torch.Tensor, radius: int, tau: float = TAU) -> dict[str, torch.Tensor]:
+def attention_terms(desc: np.ndarray, shots: np.ndarray, radius: int, tau: float = TAU) -> dict[str, np.ndarray]:
     """Representativeness ``rel`` and novelty ``nov`` from local, shot-masked self-attention."""
     n = desc.shape[0]
-    offsets = torch.arange(-radius, radius + 1)
+    offsets = np.arange(-radius, radius + 1)
     sim = _banded(desc, radius, lambda a, b: (a * b).sum(1))  # (T, 2R+1)
-    same = _banded(shots.float(), radius, lambda a, b: (a == b).float())
-    valid = (~sim.isnan()) & (same == 1) & (offsets != 0).view(1, -1)
-    logits = torch.where(valid, sim / tau, torch.full_like(sim, -float("inf")))
+    same = _banded(np.asarray(shots, dtype=np.float32), radius, lambda a, b: (a == b).astype(np.float32))
+    valid = ~np.isnan(sim) & (same == 1) & (offsets != 0)[None, :]
+    logits = np.where(valid, sim / tau, -np.inf)
     has_neigh = valid.any(1)
-    attn = torch.zeros_like(sim)
-    attn[has_neigh] = torch.softmax(logits[has_neigh], dim=1)
+    attn = np.zeros_like(sim)
+    if has_neigh.any():
+        rows = logits[has_neigh]
+        e = np.exp(rows - rows.max(1, keepdims=True))
+        attn[has_neigh] = e / e.sum(1, keepdims=True)
     # Attention received: row t gives A[t, k] to u = t + offsets[k].
-    rep = torch.zeros(n)
+    rep = np.zeros(n, dtype=np.float32)
     for k, o in enumerate(offsets.tolist()):
         lo, hi = max(0, -o), min(n, n - o)
         if lo < hi:
             rep[lo + o : hi + o] += attn[lo:hi, k]
     rep_band = _banded(rep, radius, lambda a, b: b)
-    rep_band = torch.where(valid | (offsets == 0).view(1, -1), rep_band, torch.zeros_like(rep_band))
-    local_max = rep_band.nan_to_num(0).amax(1)
-    rel = torch.where(local_max > 0, rep / local_max.clamp_min(1e-12), torch.ones(n))  # alone in its shot -> 1
-    past = valid & (offsets < 0).view(1, -1)
-    best_past = torch.where(past, sim, torch.full_like(sim, -2.0)).amax(1)
-    nov = torch.where(past.any(1), (1 - best_past).clamp(0, 2), torch.zeros(n))
-    with_past = nov[past.any(1)]
-    typical = max(float(with_past.median()) if with_past.numel() else 0.0, 0.02)
+    rep_band = np.where(valid | (offsets == 0)[None, :], rep_band, 0.0)
+    local_max = np.nan_to_num(rep_band, nan=0.0).max(1)
+    rel = np.where(local_max > 0, rep / np.maximum(local_max, 1e-12), 1.0)  # alone in its shot -> 1
+    past = valid & (offsets < 0)[None, :]
+    has_past = past.any(1)
+    best_past = np.where(past, sim, -2.0).max(1)
+    nov = np.where(has_past, np.clip(1 - best_past, 0, 2), 0.0)
+    with_past = nov[has_past]
+    typical = max(float(np.median(with_past)) if with_past.size else 0.0, 0.02)
     nov_n = nov / (nov + typical)
-    return {"rel": rel, "nov": nov_n, "attention": attn}
+    return {"rel": rel.astype(np.float32), "nov": nov_n.astype(np.float32), "attention": attn}
 
 
 def free_scores(
-    stats: FrameStats, shots: torch.Tensor, sample_fps: float, window_s: float = 8.0
-) -> dict[str, torch.Tensor]:
+    stats: FrameStats, shots: np.ndarray, sample_fps: float, window_s: float = 8.0
+) -> dict[str, np.ndarray]:
     """Training-free score per sampled frame (the module formula), normalised to max 1.
 
     Returns:
@@ -112,7 +119,7 @@ def free_scores(
     """
     n = stats.desc.shape[0]
     if n == 0:
-        return {"score": torch.zeros(0)}
+        return {"score": np.zeros(0, dtype=np.float32)}
     radius = max(1, int(round(window_s * sample_fps)))
     radius = min(radius, max(1, n - 1))
     quality = quality_terms(stats, radius)
@@ -120,7 +127,7 @@ def free_scores(
     raw = quality["q"] * (attn["rel"] + LAMBDA * attn["nov"]) / (1 + LAMBDA)
     # Keep an order among frames that all score 0 (an all-black video): a tiny tie-breaker.
     raw = raw + 1e-6 * (attn["rel"] + quality["q_sharp"])
-    score = raw / raw.max().clamp_min(1e-12)
-    out = {"score": score, "rel": attn["rel"], "nov": attn["nov"]}
+    score = raw / max(float(raw.max()), 1e-12)
+    out = {"score": score.astype(np.float32), "rel": attn["rel"], "nov": attn["nov"]}
     out.update(quality)
     return out

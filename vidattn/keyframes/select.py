@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 __all__ = ["Selection", "select_keyframes"]
 
@@ -30,15 +30,15 @@ class Selection:
 
 
 def select_keyframes(
-    scores: torch.Tensor,
-    times_s: torch.Tensor,
+    scores: np.ndarray,
+    times_s: np.ndarray,
     *,
     k: int | None = 8,
     threshold: float | None = None,
     min_gap_s: float = 1.0,
-    shots: torch.Tensor | None = None,
-    desc: torch.Tensor | None = None,
-    quality: torch.Tensor | None = None,
+    shots: np.ndarray | None = None,
+    desc: np.ndarray | None = None,
+    quality: np.ndarray | None = None,
     dup_similarity: float = 0.97,
     min_quality: float = 0.1,
 ) -> Selection:
@@ -55,6 +55,9 @@ def select_keyframes(
         quality: ``(T,)`` quality in [0, 1]; shots whose best frame is below `min_quality` are skipped.
         dup_similarity: cosine similarity at or above which two frames are duplicates.
     """
+    scores = np.asarray(scores, dtype=np.float64)
+    times_s = np.asarray(times_s, dtype=np.float64)
+    desc = None if desc is None else np.asarray(desc, dtype=np.float32)
     n = int(scores.shape[0])
     limit = n if k is None else max(0, int(k))
     if n == 0 or limit == 0:
@@ -75,12 +78,13 @@ def select_keyframes(
 
     if shots is not None and limit > 1:
         candidates = []
-        for shot in torch.unique(shots).tolist():
-            members = torch.nonzero(shots == shot).flatten()
-            order = members[torch.argsort(scores[members], descending=True)]
+        shots = np.asarray(shots)
+        for shot in np.unique(shots).tolist():
+            members = np.flatnonzero(shots == shot)
+            order = members[_by_score(scores[members])]
             if quality is not None:  # a shot's black or flat frames never stand in for it
-                order = order[quality[order] >= min_quality]
-            if order.numel() == 0:
+                order = order[np.asarray(quality)[order] >= min_quality]
+            if order.size == 0:
                 continue
             best = int(order[0])
             duration = float(times_s[members[-1]] - times_s[members[0]]) + _sample_period(times_s)
@@ -96,7 +100,7 @@ def select_keyframes(
                     reasons.append("shot")
                     break
 
-    for i in torch.argsort(scores, descending=True).tolist():
+    for i in _by_score(scores).tolist():
         if len(chosen) >= limit:
             break
         if i not in chosen and acceptable(i):
@@ -107,7 +111,12 @@ def select_keyframes(
     return Selection([chosen[j] for j in order], [reasons[j] for j in order])
 
 
-def _sample_period(times_s: torch.Tensor) -> float:
+def _by_score(scores: np.ndarray) -> np.ndarray:
+    """Positions by descending score, ties in time order."""
+    return np.argsort(-scores, kind="stable")
+
+
+def _sample_period(times_s: np.ndarray) -> float:
     if times_s.shape[0] < 2:
         return 1.0
-    return float((times_s[1:] - times_s[:-1]).median())
+    return float(np.median(np.diff(times_s)))

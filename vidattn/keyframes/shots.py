@@ -12,21 +12,22 @@ raises one. Cuts are located to the sampling interval (the first sample of the n
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 __all__ = ["consecutive_distances", "detect_cuts", "shot_ids"]
 
 
-def consecutive_distances(desc: torch.Tensor) -> torch.Tensor:
+def consecutive_distances(desc: np.ndarray) -> np.ndarray:
     """``(T,)`` cosine distance of each unit descriptor to the previous one (0 for the first)."""
-    if desc.shape[0] < 2:
-        return torch.zeros(desc.shape[0])
-    d = 1.0 - (desc[1:] * desc[:-1]).sum(1)
-    return torch.cat([torch.zeros(1), d.clamp_min(0)])
+    desc = np.asarray(desc, dtype=np.float32)
+    out = np.zeros(desc.shape[0], dtype=np.float32)
+    if desc.shape[0] >= 2:
+        out[1:] = np.maximum(1.0 - (desc[1:] * desc[:-1]).sum(1), 0.0)
+    return out
 
 
 def detect_cuts(
-    desc: torch.Tensor, *, min_distance: float = 0.2, ratio: float = 3.0, margin: float = 0.02, window: int = 2
+    desc: np.ndarray, *, min_distance: float = 0.2, ratio: float = 3.0, margin: float = 0.02, window: int = 2
 ) -> list[int]:
     """Positions ``t`` (into the sample sequence) where a new shot starts.
 
@@ -44,16 +45,16 @@ def detect_cuts(
         if value < min_distance:
             continue
         lo, hi = max(1, t - window), min(n, t + window + 1)
-        neigh = torch.cat([delta[lo:t], delta[t + 1 : hi]])
-        local = float(neigh.mean()) if neigh.numel() else 0.0
+        neigh = np.concatenate([delta[lo:t], delta[t + 1 : hi]])
+        local = float(neigh.mean()) if neigh.size else 0.0
         if value >= ratio * local + margin:
             cuts.append(t)
     return cuts
 
 
-def shot_ids(num_samples: int, cuts: list[int]) -> torch.Tensor:
+def shot_ids(num_samples: int, cuts: list[int]) -> np.ndarray:
     """``(T,)`` shot number of each sample given the cut positions."""
-    ids = torch.zeros(num_samples, dtype=torch.long)
+    ids = np.zeros(num_samples, dtype=np.int64)
     for c in cuts:
         ids[c:] += 1
     return ids

@@ -1,0 +1,124 @@
+"""The model scorer of `vidattn keyframes`: a `vidattn train` checkpoint's temporal attention over sliding windows.
+
+Imported only when a checkpoint is given (it imports torch); the training-free path stays numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidattn.errors import VidattnError
+
+__all__ = ["KeyframeModel", "WindowScorer"]
+
+
+@dataclass
+class KeyframeModel:
+    """A trained model ready for window scoring (see `load`)."""
+
+    model: torch.nn.Module
+    classes: list[str]
+    clip_len: int
+    stride: int
+    size: int
+    crop_size: int
+    device: torch.device
+    name: str = ""
+    checkpoint: str = ""
+    transform: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike, device: torch.device) -> KeyframeModel:
+        """Rebuild the model of a `vidattn train` checkpoint with its data settings."""
+        from vidattn.data.transforms import VideoTransform
+        from vidattn.engine.checkpoint import load_model
+
+        model, classes, config = load_model(checkpoint, device)
+        if not hasattr(model, "frame_weights"):
+            raise VidattnError(f"{checkpoint}: model has no frame_weights(); it cannot score key frames")
+        data = config.get("data") or {}
+        clip_len, stride = int(data.get("clip_len", 16)), int(data.get("stride", 1))
+        size = int(data.get("size", 112))
+        crop = int(data.get("crop_size", size))
+        name = str((config.get("model") or {}).get("name", ""))
+        transform = VideoTransform(crop, train=False).to(device)
+        return cls(model, classes, clip_len, stride, size, crop, device, name, os.fspath(checkpoint), transform)
+
+    @torch.no_grad()
+    def score_windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(B, T, S, S, C)`` square clips -> frame weights ``(B, T)`` (uniform = 1) and class probs."""
+        x = self.transform(clips.to(self.device, non_blocking=True))
+        logits, weights = self.model.frame_weights(x, return_logits=True)
+        return (weights * weights.shape[1]).float().cpu(), torch.softmax(logits.float(), -1).cpu()
+
+
+def _square(frame: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre square crop of side `size` (edge-padded when the frame is smaller), as in evaluation."""
+    from vidattn.data.transforms import spatial_views
+
+    return spatial_views(frame[None, None], size, "center", np.random.default_rng(0))[0, 0]
+
+
+class WindowScorer:
+    """Sliding windows of `clip_len` samples, hop clip_len // 2, batched; keeps only the last window."""
+
+    def __init__(self, km: KeyframeModel, batch_size: int) -> None:
+        self.km = km
+        self.batch_size = max(1, batch_size)
+        self.hop = max(1, km.clip_len // 2)
+        self.buffer: deque[torch.Tensor] = deque(maxlen=km.clip_len)
+        self.count = 0  # samples seen
+        self.next_start = 0
+        self.last_end = -1  # end (exclusive) of the last emitted window
+        self.pending: list[tuple[list[int], torch.Tensor]] = []
+        self.weight_sum: list[float] = []
+        self.weight_n: list[int] = []
+        self.windows: list[tuple[int, int, int, float]] = []  # (first pos, last pos, class, prob)
+
+    def push(self, frame: np.ndarray) -> None:
+        """Add the next sampled frame (uint8 ``(H, W, C)``); scores every window it completes."""
+        self.buffer.append(_square(torch.from_numpy(frame), self.km.size))
+        self.weight_sum.append(0.0)
+        self.weight_n.append(0)
+        self.count += 1
+        if self.count - self.km.clip_len == self.next_start:
+            self._emit(list(range(self.next_start, self.count)))
+            self.next_start += self.hop
+
+    def _emit(self, positions: list[int]) -> None:
+        frames = list(self.buffer)[-len(positions) :]
+        while len(frames) < self.km.clip_len:  # shorter than a window: repeat the last frame
+            frames.append(frames[-1])
+        self.pending.append((positions, torch.stack(frames)))
+        self.last_end = positions[-1] + 1
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def finish(self) -> None:
+        """Score the last, partial window and whatever is still batched."""
+        if self.count and self.last_end != self.count:
+            n = min(self.count, self.km.clip_len)
+            self._emit(list(range(self.count - n, self.count)))
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        weights, probs = self.km.score_windows(torch.stack([clip for _, clip in self.pending]))
+        for (positions, _), w, p in zip(self.pending, weights, probs, strict=True):
+            for j, pos in enumerate(positions):
+                self.weight_sum[pos] += float(w[j])
+                self.weight_n[pos] += 1
+            cls = int(p.argmax())
+            self.windows.append((positions[0], positions[-1], cls, float(p[cls])))
+        self.pending.clear()
+
+    def frame_scores(self) -> np.ndarray:
+        """``(T,)`` each sample's attention weight averaged over the windows covering it."""
+        return (np.asarray(self.weight_sum) / np.maximum(np.asarray(self.weight_n), 1)).astype(np.float32)
