@@ -115,16 +115,14 @@ def resolve_shard(shard: tuple[int, int] | None, env: dict[str, str] | None = No
 # ------------------------------------------------------------------------------------------------
 # Key frames: the seam to the key-frame app
 # ------------------------------------------------------------------------------------------------
-def resolve_keyframe_fn(timeout_s: float | None = 60.0) -> KeyframeFn | None:
+def resolve_keyframe_fn(timeout_s: float | None = 60.0) -> KeyframeFn:
     """The key-frame scorer for ``--keyframes``: `vidattn.apps.keyframes.score_video` (training-free).
 
     Contract of the seam: ``fn(source, reader, k) -> [{"rank", "frame_index", "time_s", "score", ...}]``,
-    best first. None (the app cannot be imported) means `vidattn.scoring.pipeline.simple_keyframes`.
+    best first.
     """
-    try:
-        from vidattn.apps.keyframes import KeyframeOptions, score_video
-    except Exception:
-        return None
+    from vidattn.apps.keyframes import KeyframeOptions, score_video
+
     options = KeyframeOptions(k=None, device="cpu", timeout_s=timeout_s)
 
     def app_keyframes(source: Any, reader: Any, k: int) -> list[dict[str, Any]]:

@@ -60,7 +60,7 @@ class FrameStats:
         )
 
 
-def unit(x: np.ndarray) -> np.ndarray:
+def _unit(x: np.ndarray) -> np.ndarray:
     """Rows of `x` scaled to unit L2 norm (all-zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
@@ -141,13 +141,13 @@ def describe_frames(frames: np.ndarray) -> FrameStats:
     n_edge = _ORIENT_BINS * _GRID * _GRID
     ecode = ((cell_y * _GRID + cell_x) * _ORIENT_BINS + obin).reshape(b, -1) + (np.arange(b) * n_edge)[:, None]
     edges = np.bincount(ecode.ravel(), weights=mag.ravel(), minlength=b * n_edge).reshape(b, -1)
-    edges = unit(edges.astype(np.float32))
+    edges = _unit(edges.astype(np.float32))
 
     # Layout: coarse grey thumbnail, contrast-normalised.
     thumb = _box_means(grey, _THUMB, _THUMB).reshape(b, -1)
-    layout = unit(thumb - thumb.mean(1, keepdims=True))
+    layout = _unit(thumb - thumb.mean(1, keepdims=True))
 
-    desc = unit(np.concatenate([_W_COLOUR * colour, _W_EDGES * edges, _W_LAYOUT * layout], axis=1))
+    desc = _unit(np.concatenate([_W_COLOUR * colour, _W_EDGES * edges, _W_LAYOUT * layout], axis=1))
 
     # Sharpness: variance of the 4-neighbour Laplacian over the interior (no padding: it fakes edges).
     c = grey[:, 1:-1, 1:-1]

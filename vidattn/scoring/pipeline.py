@@ -39,7 +39,6 @@ __all__ = [
     "score_source",
     "make_units",
     "KeyframeFn",
-    "simple_keyframes",
 ]
 
 _MAX_WORKERS = 256
@@ -180,8 +179,9 @@ def score_source(
         else:
             reader.get_frames(_check_frame_indices(reader.num_frames, spec.check_frames))
         if spec.keyframes_k:
-            fn = keyframe_fn or simple_keyframes
-            row["keyframes_json"] = json.dumps(fn(source, reader, spec.keyframes_k), ensure_ascii=False)
+            if keyframe_fn is None:
+                raise ValueError("keyframes_k is set but no key-frame scorer was given")
+            row["keyframes_json"] = json.dumps(keyframe_fn(source, reader, spec.keyframes_k), ensure_ascii=False)
     except VideoDecodeError as exc:
         row.update(status="error", error=exc.reason, video=None)
     except Exception as exc:  # a decoder or a bug must cost one row, never the archive run
@@ -219,43 +219,6 @@ def _metadata(reader: VideoReader) -> dict[str, Any]:
     }
 
 
-def simple_keyframes(source: Any, reader: VideoReader, k: int, sample_fps: float = 2.0) -> list[dict[str, Any]]:
-    """Training-free fallback key frames: the samples (about `sample_fps`) that differ most from the previous one.
-
-    Used only when `vidattn.apps.keyframes` cannot be imported. Picks are at least one
-    sample apart; returns at most `k` entries, best first.
-    """
-    indices, feats = [], []
-    for index, frame in reader.iter_frames(fps=sample_fps):
-        x = frame.permute(2, 0, 1).float().unsqueeze(0) / 255  # (1, C, H, W)
-        feats.append(torch.nn.functional.adaptive_avg_pool2d(x, (16, 16)).flatten())
-        indices.append(index)
-    if not feats:
-        return []
-    f = torch.stack(feats)
-    diff = torch.zeros(len(f))
-    diff[1:] = (f[1:] - f[:-1]).abs().mean(1)
-    if len(f) > 1:
-        diff[0] = diff[1:].mean()
-    order = torch.argsort(diff, descending=True, stable=True).tolist()
-    picked: list[int] = []
-    for pos in order:
-        if all(abs(pos - p) > 1 for p in picked) or len(f) <= 2 * k:
-            picked.append(pos)
-        if len(picked) == k:
-            break
-    fps = reader.fps if reader.fps > 0 else 0.0
-    return [
-        {
-            "rank": r + 1,
-            "frame_index": indices[p],
-            "time_s": round(indices[p] / fps, 3) if fps else None,
-            "score": round(float(diff[p]), 6),
-        }
-        for r, p in enumerate(picked)
-    ]
-
-
 # ------------------------------------------------------------------------------------------------
 # The dataset
 # ------------------------------------------------------------------------------------------------
@@ -265,10 +228,12 @@ class ScoreDataset(IterableDataset):
     Args:
         units: work units (`make_units`).
         spec: per-video work.
-        keyframe_fn: key-frame scorer (the seam; None uses `simple_keyframes`).
+        keyframe_fn: key-frame scorer (the seam), needed when ``spec.keyframes_k`` is set.
     """
 
     def __init__(self, units: Sequence[WorkUnit], spec: DecodeSpec, keyframe_fn: KeyframeFn | None = None) -> None:
+        if spec.keyframes_k and keyframe_fn is None:
+            raise ValueError("spec.keyframes_k is set but no keyframe_fn was given")
         self.units = list(units)
         self.spec = spec
         self.keyframe_fn = keyframe_fn
