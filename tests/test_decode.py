@@ -260,6 +260,69 @@ def test_get_frames_skip_nonref_is_exact(tmp_path, backend_name, container_video
         assert indices_of(reader.get_frames([40, 4, 17], skip_nonref=True)) == [40, 4, 17]
 
 
+@pytest.mark.parametrize(
+    ("name", "codec", "gop"), [("sparse_keys.mp4", "libx264", 400), ("noseek.mpg", "mpeg2video", 12)]
+)
+def test_pyav_decodes_on_rather_than_seek_back_or_restart(tmp_path, monkeypatch, name, codec, gop):
+    """A frame far ahead is reached by decoding on when no key frame lies between (one key frame in
+    the file), or when the file cannot seek at all (MPEG-PS): a seek would land behind the decoder."""
+    path = make_index_video(tmp_path / name, 200, codec=codec, gop=gop, bframes=2)
+    with open_video(path, backend="pyav") as reader:
+        reader.can_seek()  # builds the seek index (a demux pass that rewinds the decoder) once, up front
+        assert indices_of(reader.get_frames([10])) == [10]
+        calls: list[str] = []  # spies that pass through to the real decoder
+        for name in ("_seek_before", "_restart"):
+            real = getattr(reader, name)
+            monkeypatch.setattr(reader, name, lambda *a, _n=name, _f=real: (calls.append(_n), _f(*a))[1])
+        assert indices_of(reader.get_frames([150, 190])) == [150, 190]
+        assert calls == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("action", ["close", "collect", "use"])
+def test_reader_inherited_by_a_forked_child_is_left_alone(tmp_path, backend_name, action):
+    """A forked DataLoader worker inherits the parent's open readers: closing or garbage-collecting
+    one there used to kill the worker (decord: SIGSEGV); using one is a clear error."""
+    import gc
+
+    path = make_index_video(tmp_path / "v.mp4", 60)
+    reader = open_video(path, backend=backend_name)
+    assert indices_of(reader.get_frames([3, 40])) == [3, 40]
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        code = 0
+        try:
+            if action == "close":
+                reader.close()
+            elif action == "collect":
+                del reader
+                gc.collect()
+            else:
+                try:
+                    reader.get_frames([5])
+                    code = 3
+                except VideoDecodeError as exc:
+                    code = 0 if "another process" in exc.reason else 4
+            fresh = open_video(path, backend=backend_name)  # the child's own reader works
+            code = code or (0 if indices_of(fresh.get_frames([7])) == [7] else 5)
+            fresh.close()
+        except BaseException:
+            code = 6
+        os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    status = done[1]
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert indices_of(reader.get_frames([10])) == [10]  # the parent's reader is untouched
+    reader.close()
+
+
 def test_iter_frames_nearest_is_exact_without_reliable_timestamps(container_videos):
     with open_video(container_videos["mpeg2.mpg"], backend="pyav") as reader:  # MPEG-PS: no exact seeks
         got = [(i, read_index(f)) for i, f in reader.iter_frames(step=4, nearest=True)]

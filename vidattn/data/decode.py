@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import bisect
 import concurrent.futures as cf
+import gc
 import io
 import math
 import os
 import re
 import sys
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -89,6 +91,24 @@ _VERIFY_AT = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 _VERIFY_MAX_SERIAL_FRAMES = 3000
 # File (path, size, mtime) -> whether decord's random access is exact there.
 _DECORD_VERDICTS: dict[tuple, bool] = {}
+
+# A forked child (a DataLoader worker) inherits the parent's decoders but not their threads: freeing
+# one there kills the child (decord: SIGSEGV) or hangs it (PyAV joining frame threads that do not
+# exist), measured both ways. So the child never frees what it inherits: every live reader is pinned
+# for the child's whole life (copy-on-write memory, never touched; close() does nothing there), and
+# the garbage that existed at the fork (a decoder in a reference cycle, say) is frozen out of the
+# child's collector (`gc.freeze`, the pattern Python documents for fork without exec; the parent
+# unfreezes at once).
+_LIVE_READERS: weakref.WeakSet[VideoReader] = weakref.WeakSet()
+_INHERITED_READERS: list[VideoReader] = []
+
+
+def _pin_inherited_readers() -> None:
+    _INHERITED_READERS.extend(_LIVE_READERS)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=gc.freeze, after_in_parent=gc.unfreeze, after_in_child=_pin_inherited_readers)
 
 
 @dataclass
@@ -211,6 +231,7 @@ class VideoReader(ABC):
         self._claimed_frames: int | None = None
         self._pid = os.getpid()
         self._executor: cf.ThreadPoolExecutor | None = None
+        _LIVE_READERS.add(self)
 
     # -- public API -------------------------------------------------------------------------------
     @property
@@ -317,7 +338,9 @@ class VideoReader(ABC):
         return list(range(start, end, step))
 
     def close(self) -> None:
-        """Release the decoder; safe to call twice."""
+        """Release the decoder; safe to call twice. In a forked child, a reader from the parent stays as it is."""
+        if self._pid != os.getpid():
+            return
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -544,15 +567,18 @@ class PyAVReader(VideoReader):
             self._build_seek_index()
         return bool(self._keyframe_pts)
 
+    def _key_before(self, index: int) -> int:
+        """Position of the last key frame at or before `index` that a seek reaches; -1 when seeks are unsafe."""
+        if not self.can_seek():
+            return -1
+        return self._key_positions[max(bisect.bisect_right(self._key_positions, index) - 1, 0)]
+
     def _seek_before(self, index: int) -> None:
         """Position the decoder so the next decoded frame is at or before `index`."""
-        if self._keyframe_pts is None:
-            self._build_seek_index()
-        if not self._keyframe_pts:
+        key_pos = self._key_before(index)
+        if key_pos < 0:
             self._restart()
             return
-        k = bisect.bisect_right(self._key_positions, index) - 1
-        key_pos = self._key_positions[max(k, 0)]
         self._container.seek(self._keyframe_pts[key_pos], stream=self._stream, backward=True, any_frame=False)
         self._frames = self._container.decode(self._stream)
         self._pos = key_pos - 1
@@ -600,7 +626,9 @@ class PyAVReader(VideoReader):
         return np.ascontiguousarray(array)
 
     def _goto(self, index: int) -> Any:
-        if index <= self._pos or index - self._pos > _FORWARD_DECODE_LIMIT:
+        # Seek when the frame is behind us, or far ahead past a key frame (else decoding on is cheaper:
+        # a seek would land at or before where we are, or restart a file that cannot seek).
+        if index <= self._pos or (index - self._pos > _FORWARD_DECODE_LIMIT and self._key_before(index) > self._pos):
             self._seek_before(index)
         while True:
             frame = self._next_frame()
@@ -641,7 +669,7 @@ class PyAVReader(VideoReader):
             last: tuple[int, Any] | None = None  # (index, frame) this decoder returned last
             for k, target in enumerate(indices):
                 if last is None or last[0] < target:
-                    key_pos = self._key_positions[max(bisect.bisect_right(self._key_positions, target) - 1, 0)]
+                    key_pos = self._key_before(target)
                     if last is None or key_pos > last[0]:  # seek when a key frame is nearer than where we are
                         container.seek(self._keyframe_pts[key_pos], stream=stream, backward=True, any_frame=False)
                         frames = container.decode(stream)
