@@ -268,7 +268,7 @@ def plot_keyframe_scores(
     for k, t in enumerate(cuts):
         ax.axvline(t, color="#7f7f7f", linestyle="--", linewidth=0.8, label="cut" if k == 0 else None)
     if keyframes:
-        kt, ks, kr = zip(*keyframes, strict=True)
+        kt, ks, _ = zip(*keyframes, strict=True)
         ax.scatter(kt, ks, color="#d62728", zorder=3, s=24, label="key frame")
         for t, s, r in keyframes:
             ax.annotate(str(r), (t, s), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)

@@ -455,9 +455,6 @@ class PyAVReader(VideoReader):
         self._reformatter: Any = None  # one swscale context per reader: building it per frame dominates small frames
         self._call(self._open)
 
-    def _av_source(self) -> Any:
-        return os.fspath(self._source) if isinstance(self._source, os.PathLike) else self._source
-
     def _open(self) -> None:
         import av
 

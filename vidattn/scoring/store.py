@@ -145,7 +145,6 @@ class ResultStore:
         self._conn: sqlite3.Connection | None = None
         self._pending = 0
         self._last_commit = time.monotonic()
-        self.rows_written = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def open(self) -> ResultStore:
@@ -224,7 +223,6 @@ class ResultStore:
         self._begin()
         self._conn.executemany(sql, values)
         self._pending += len(values)
-        self.rows_written += len(values)
         if self._pending >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval_s:
             self.commit()
         return len(values)

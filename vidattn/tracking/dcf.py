@@ -186,7 +186,6 @@ class DCFTracker:
         self.frame_size = (img.shape[2], img.shape[3])
         self.pos = boxes[:, :2] + boxes[:, 2:] / 2  # (B, 2) centre x, y
         self.size = boxes[:, 2:].clone()  # (B, 2) w, h
-        self.init_size = self.size.clone()
         # Window: target plus `padding * sqrt(wh)` of context; all targets share one cell grid whose
         # aspect ratio is the geometric mean of theirs, so they batch without distorting any target.
         ctx = cfg.padding * torch.sqrt(self.size.prod(1, keepdim=True))
