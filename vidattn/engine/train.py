@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,20 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
     transform_train = VideoTransform(d.crop_size, train=True, scale=d.scale, flip=d.flip).to(device)
+    step_state = _StepState(
+        cfg=cfg,
+        info=info,
+        model=model,
+        train_model=train_model,
+        transform=transform_train,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        ema=ema,
+        amp=amp,
+        num_classes=len(classes),
+        last_path=last_path,
+    )
     transform_eval = VideoTransform(d.crop_size, train=False).to(device)
     manifest = ErrorsManifest(run_dir / "errors.jsonl" if info.is_main else None)
     writer = _tensorboard(run_dir) if info.is_main else None
@@ -259,23 +274,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
 
     for epoch in range(start_epoch, cfg.train.epochs):
         epoch_sampler.set_epoch(epoch)
-        stats = _train_epoch(
-            cfg,
-            info,
-            train_model,
-            train_loader,
-            transform_train,
-            optimizer,
-            scheduler,
-            scaler,
-            ema,
-            model,
-            epoch,
-            steps_per_epoch,
-            amp,
-            len(classes),
-            last_path,
-        )
+        stats = _train_epoch(step_state, train_loader, epoch, steps_per_epoch)
         errors = [e for part in all_gather_objects(stats.pop("errors")) for e in part]
         new_errors = manifest.record(errors, epoch=epoch, stage="train")
         metrics = {"epoch": epoch + 1, **stats, "lr": scheduler.get_last_lr()[0], "train_errors": len(errors)}
@@ -391,23 +390,28 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(run_dir / "tb"))
 
 
-def _train_epoch(
-    cfg,
-    info,
-    train_model,
-    loader,
-    transform,
-    optimizer,
-    scheduler,
-    scaler,
-    ema,
-    model,
-    epoch,
-    steps,
-    amp,
-    num_classes,
-    last_path,
-) -> dict[str, Any]:
+@dataclass
+class _StepState:
+    """What one optimisation step needs, fixed for the whole run."""
+
+    cfg: Config
+    info: DistInfo
+    model: nn.Module  # the bare model (EMA, gradient clipping)
+    train_model: nn.Module  # what the step calls: the model, compiled and/or wrapped in DDP
+    transform: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    ema: ModelEma | None
+    amp: str
+    num_classes: int
+    last_path: Path  # named in the error when the loss diverges
+
+
+def _train_epoch(state: _StepState, loader: Any, epoch: int, steps: int) -> dict[str, Any]:
+    cfg, info, model, train_model, transform = state.cfg, state.info, state.model, state.train_model, state.transform
+    optimizer, scheduler, scaler, ema, amp = state.optimizer, state.scheduler, state.scaler, state.ema, state.amp
+    num_classes, last_path = state.num_classes, state.last_path
     train_model.train()
     device = info.device
     gen = torch.Generator(device="cpu").manual_seed(cfg.train.seed * 1_000_003 + epoch * 7919 + info.rank)
