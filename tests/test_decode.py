@@ -323,6 +323,26 @@ def test_reader_inherited_by_a_forked_child_is_left_alone(tmp_path, backend_name
     reader.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_freezes_garbage_in_the_child_only_and_respects_the_programs_own_freeze():
+    import gc
+
+    def fork_child_frozen() -> bool:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if gc.get_freeze_count() > 0 else 1)
+        return os.WEXITSTATUS(os.waitpid(pid, 0)[1]) == 0
+
+    gc.unfreeze()
+    assert fork_child_frozen() and gc.get_freeze_count() == 0  # the parent is unfrozen again
+    gc.freeze()  # a program that freezes on its own (say, a pre-fork server)
+    try:
+        frozen = gc.get_freeze_count()
+        assert fork_child_frozen() and gc.get_freeze_count() == frozen  # left as it was
+    finally:
+        gc.unfreeze()
+
+
 def test_iter_frames_nearest_is_exact_without_reliable_timestamps(container_videos):
     with open_video(container_videos["mpeg2.mpg"], backend="pyav") as reader:  # MPEG-PS: no exact seeks
         got = [(i, read_index(f)) for i, f in reader.iter_frames(step=4, nearest=True)]

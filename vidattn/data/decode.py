@@ -98,9 +98,22 @@ _DECORD_VERDICTS: dict[tuple, bool] = {}
 # for the child's whole life (copy-on-write memory, never touched; close() does nothing there), and
 # the garbage that existed at the fork (a decoder in a reference cycle, say) is frozen out of the
 # child's collector (`gc.freeze`, the pattern Python documents for fork without exec; the parent
-# unfreezes at once).
+# unfreezes at once, unless the program froze objects itself: then its freezing is left as it was).
 _LIVE_READERS: weakref.WeakSet[VideoReader] = weakref.WeakSet()
 _INHERITED_READERS: list[VideoReader] = []
+_FROZE_FOR_FORK = False
+
+
+def _before_fork() -> None:
+    global _FROZE_FOR_FORK
+    _FROZE_FOR_FORK = gc.get_freeze_count() == 0
+    if _FROZE_FOR_FORK:
+        gc.freeze()
+
+
+def _after_fork_in_parent() -> None:
+    if _FROZE_FOR_FORK:
+        gc.unfreeze()
 
 
 def _pin_inherited_readers() -> None:
@@ -108,7 +121,9 @@ def _pin_inherited_readers() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=gc.freeze, after_in_parent=gc.unfreeze, after_in_child=_pin_inherited_readers)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_pin_inherited_readers
+    )
 
 
 @dataclass
