@@ -232,8 +232,8 @@ def keyframes(
     )
     started = None
     if checkpoint is None and os.path.isfile(videos[0]):
-        # Start decoding the first video now, in a child process: it overlaps with importing torch and
-        # the scorers (~2 s), which a thread would not (PyAV holds the GIL).
+        # Start decoding the first video now, in a child process: it overlaps with importing the app and
+        # with scoring the frames already decoded, which a thread would not (PyAV holds the GIL).
         started = (videos[0], open_frames(videos[0], opts, process=True))
     from vidattn.apps.keyframes import run_keyframes
 

@@ -421,7 +421,7 @@ def run_keyframes(
     """Key frames for every input; one error line per bad file, the others go on.
 
     `started` is ``(path, open_frames(path, options))`` when the caller already started decoding the
-    first input (the CLI does, before importing torch); it is used for that path, or closed.
+    first input (the CLI does, before importing this module); it is used for that path, or closed.
 
     Returns:
         The number of inputs that failed (the CLI exits non-zero when it is positive).

@@ -1,7 +1,7 @@
 """Options of `vidattn keyframes` and the frame stream it scores; imports neither torch nor the scorers.
 
 `vidattn keyframes` starts decoding its first video from here (`open_frames`, in a child process)
-before it imports torch, so the two overlap.
+before it imports the app, so start-up and scoring overlap with decoding.
 """
 
 from __future__ import annotations
