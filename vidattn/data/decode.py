@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
+from vidattn.data import bitstream
 from vidattn.errors import VideoDecodeError
 
 if TYPE_CHECKING:  # torch is imported where frames become tensors, so that decoding can start without it
@@ -279,9 +280,10 @@ class VideoReader(ABC):
             indices: frame indices.
             numpy: return a numpy array instead of a tensor (this path never imports torch).
             skip_nonref: a speed hint for frames that are likely reference frames, such as those
-                `iter_frames(nearest=True)` yields: the PyAV backend then decodes only reference frames
-                on its way to each one (about half the work on H.264 with B-frames). The result is
-                exact either way: a requested frame that turns out to be non-reference is read again.
+                `iter_frames(nearest=True)` yields. The PyAV backend leaves out unreferenced H.264 and
+                HEVC pictures a read does not need in any case; with this hint it also skips
+                non-reference frames of other codecs on its way to each wanted one. The result is exact
+                either way: a requested frame that turns out to be non-reference is read again.
         """
         idx = [int(i) for i in indices]
         if not idx:
@@ -448,12 +450,81 @@ def _short(exc: BaseException, limit: int = 200) -> str:
 # ------------------------------------------------------------------------------------------------
 # PyAV
 # ------------------------------------------------------------------------------------------------
+_SCANNED_CODECS = frozenset({"h264", "hevc"})
+
+
+class _PictureScan:
+    """Reads each packet's NAL unit headers during the seek-index pass (H.264 and HEVC only).
+
+    It finds the pictures that nothing references, and for H.264 whose timestamps are in decode order
+    (AVI stores no presentation times) the presentation order from the picture order counts. Any
+    stream it cannot read (see `vidattn.data.bitstream`) gets no plan: nothing is left out.
+    """
+
+    def __init__(self, codec: str, codec_context: Any) -> None:
+        self._codec: str | None = codec if codec in _SCANNED_CODECS else None
+        self._reorders = bool(codec_context.has_b_frames)
+        self._kinds: list[tuple[bool, int]] = []
+        self._order_keys: list[tuple[int, int]] = []
+        self._poc: bitstream.H264PictureOrder | None = None
+        self._last_pts: int | None = None
+        if self._codec is None:
+            return
+        try:
+            extradata = codec_context.extradata
+            self._length_size = bitstream.nal_length_size(self._codec, extradata)
+            if self._codec == "h264" and self._reorders:
+                self._poc = bitstream.H264PictureOrder(extradata)
+        except bitstream.Unsupported:
+            self._codec = None
+
+    def add(self, packet: Any) -> None:
+        """The next packet in decode order (one with data and a pts)."""
+        if self._codec is None:
+            return
+        try:
+            data = bytes(packet)
+            kind = bitstream.picture_kind(self._codec, data, self._length_size)
+            if kind is None:
+                raise bitstream.Unsupported("a packet without a picture")
+            self._kinds.append(kind)
+            if self._poc is not None:
+                if self._last_pts is not None and packet.pts <= self._last_pts:
+                    self._poc = None  # real presentation timestamps: they give the order
+                else:
+                    self._last_pts = packet.pts
+                    self._order_keys.append(self._poc.key(data))
+        except (bitstream.Unsupported, IndexError, KeyError):
+            self._codec = None
+
+    def result(self, pts: list[int]) -> tuple[list[int] | None, frozenset[int]]:
+        """(pts in presentation order when the timestamps do not give it, else None; unreferenced pts)."""
+        if self._codec is None or len(self._kinds) != len(pts):
+            return None, frozenset()
+        by_index = None
+        if self._reorders and all(a < b for a, b in zip(pts, pts[1:], strict=False)):
+            # Monotonic timestamps in a stream that reorders: decode order. Use the picture order counts.
+            if self._poc is None or len(set(self._order_keys)) != len(pts):
+                return None, frozenset()
+            by_index = [p for _, p in sorted(zip(self._order_keys, pts, strict=True))]
+        top = max(tid for _, tid in self._kinds)
+        nonref = frozenset(p for p, (unref, tid) in zip(pts, self._kinds, strict=True) if unref and tid >= top)
+        return by_index, nonref
+
+
 class PyAVReader(VideoReader):
     """PyAV (FFmpeg) backend: exact frame indices by counting decoded frames in order.
 
     Seeks go to a key frame by timestamp only when the stream's timestamps are monotonic and
     unique (checked once, by demuxing without decoding); otherwise it decodes from the start,
     which is slower but exact on files with broken timestamps (old AVIs).
+
+    In H.264 and HEVC, the same demux pass reads each packet's NAL unit headers, and a read never
+    sends the decoder a picture that nothing references unless it returns that picture: a clip with
+    stride 2, or frames far apart, decodes a fifth to a half fewer pictures on streams with B-frames,
+    and returns the same frames. Where the timestamps are in decode order (H.264 in AVI) the frames
+    are ordered by the picture order counts in the slice headers. The order is checked against
+    every frame that decodes; if it ever disagrees, the reader goes back to counting frames.
     """
 
     backend = "pyav"
@@ -463,8 +534,12 @@ class PyAVReader(VideoReader):
         self._source = io.BytesIO(source) if isinstance(source, bytes) else source
         self._num_threads = num_threads
         self._container = None
-        self._keyframe_pts: list[int] | None = None  # pts of each frame in presentation order, if reliable
+        self._pts_by_index: list[int] | None = None  # pts of each frame in presentation order, if reliable
+        self._index_of: dict[int, int] = {}  # the inverse: pts -> presentation index
         self._key_positions: list[int] = []
+        self._nonref: frozenset[int] = frozenset()  # pts of pictures no other picture references
+        self._want: set[int] | None = None  # indices the current read returns; others' nonref pictures are dropped
+        self._want_end = 0  # ... below this index
         self._pos = -1  # index of the last decoded frame, -1 = nothing decoded since (re)open
         self._frames: Iterator[Any] | None = None
         self._reformatter: Any = None  # one swscale context per reader: building it per frame dominates small frames
@@ -527,15 +602,28 @@ class PyAVReader(VideoReader):
         self._container.seek(0)
         return n
 
-    def _restart(self) -> None:
-        if self._pos != -1 or self._frames is None:
+    def _restart(self, force: bool = False) -> None:
+        if force or self._pos != -1 or self._frames is None:
             try:
                 self._container.seek(0)
             except Exception:  # some streams refuse to seek; reopen them
                 self._container.close()
                 self._open_raw()
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decode()
         self._pos = -1
+
+    def _decode(self) -> Iterator[Any]:
+        """Frames in presentation order. A non-reference picture the current read does not want is never
+        sent to the decoder: no other frame changes, and frame threads and seeks work as usual."""
+        for packet in self._container.demux(self._stream):
+            want = self._want
+            if want is not None and packet.pts in self._nonref:
+                # Only below the read's last frame: the decoder runs ahead of its output, and a picture
+                # past the end may be the first one the next read wants.
+                index = self._index_of[packet.pts]
+                if index < self._want_end and index not in want:
+                    continue
+            yield from packet.decode()
 
     def _open_raw(self) -> None:
         import av
@@ -549,16 +637,19 @@ class PyAVReader(VideoReader):
         self._stream.thread_type = "AUTO"
 
     def _build_seek_index(self) -> None:
-        """Frame pts in presentation order and key-frame positions, if timestamps allow exact seeking."""
+        """Frame pts in presentation order and key-frame positions, if timestamps allow exact seeking;
+        and the pictures no other picture references, which reads may leave out (see `_PictureScan`)."""
         pts, keys = [], []
+        scan = _PictureScan(self.codec, self._stream.codec_context)
         self._container.seek(0)
         for packet in self._container.demux(self._stream):
             if packet.size and packet.pts is not None:
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
+                scan.add(packet)
         self._container.seek(0)
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._decode()
         self._pos = -1
         order = sorted(pts)
         if (
@@ -567,17 +658,23 @@ class PyAVReader(VideoReader):
             or not keys
             or self.container in PYAV_SEEK_UNSAFE_CONTAINERS
         ):
-            self._keyframe_pts = []  # unreliable: decode from the start instead of seeking
+            self._forget_order()  # unreliable: decode from the start instead of seeking
             return
-        self._keyframe_pts = order
-        pos_of = {p: i for i, p in enumerate(order)}
-        self._key_positions = sorted(pos_of[k] for k in keys)
+        by_index, self._nonref = scan.result(pts)
+        self._pts_by_index = by_index or order
+        self._index_of = {p: i for i, p in enumerate(self._pts_by_index)}
+        self._key_positions = sorted(self._index_of[k] for k in keys)
+
+    def _forget_order(self) -> None:
+        """Read this file by counting decoded frames from the start, leaving nothing out."""
+        self._pts_by_index, self._index_of, self._key_positions = [], {}, []
+        self._nonref = frozenset()
 
     def can_seek(self) -> bool:
         """Whether this file's timestamps allow exact key-frame seeks (else reads decode from the start)."""
-        if self._keyframe_pts is None:
+        if self._pts_by_index is None:
             self._build_seek_index()
-        return bool(self._keyframe_pts)
+        return bool(self._pts_by_index)
 
     def _key_before(self, index: int) -> int:
         """Position of the last key frame at or before `index` that a seek reaches; -1 when seeks are unsafe."""
@@ -591,10 +688,10 @@ class PyAVReader(VideoReader):
         if key_pos < 0:
             self._restart()
             return
-        self._container.seek(self._keyframe_pts[key_pos], stream=self._stream, backward=True, any_frame=False)
-        self._frames = self._container.decode(self._stream)
+        self._container.seek(self._pts_by_index[key_pos], stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._decode()
         self._pos = key_pos - 1
-        self._seeked_to = self._keyframe_pts[key_pos]
+        self._seeked_to = self._pts_by_index[key_pos]
 
     def _next_frame(self) -> Any:
         """Decode the next frame in presentation order, or None at the end of the stream."""
@@ -613,13 +710,23 @@ class PyAVReader(VideoReader):
         if seeked is not None:
             # After a seek the decoder starts at a key frame at or before the target; place it by pts.
             self._seeked_to = None
-            if frame.pts is not None and self._keyframe_pts:
-                pos = bisect.bisect_left(self._keyframe_pts, frame.pts)
-                if pos < len(self._keyframe_pts) and self._keyframe_pts[pos] == frame.pts:
-                    self._pos = pos
-                    return frame
+            pos = self._index_of.get(frame.pts, -1)
+            if pos >= 0:
+                self._pos = pos
+                return frame
             self._restart()  # could not place the frame: fall back to counting from the start
             return self._next_frame()
+        if self._nonref:
+            # Pictures may have been left out: place the frame by its timestamp. Only unreferenced
+            # pictures may be missing in between; anything else means the order is not what the
+            # bitstream said, so stop leaving pictures out and count from the start.
+            pos = self._index_of.get(frame.pts, -1)
+            if pos <= self._pos or any(self._pts_by_index[j] not in self._nonref for j in range(self._pos + 1, pos)):
+                self._forget_order()
+                self._restart(force=True)
+                return self._next_frame()
+            self._pos = pos
+            return frame
         self._pos += 1
         return frame
 
@@ -642,35 +749,66 @@ class PyAVReader(VideoReader):
         # a seek would land at or before where we are, or restart a file that cannot seek).
         if index <= self._pos or (index - self._pos > _FORWARD_DECODE_LIMIT and self._key_before(index) > self._pos):
             self._seek_before(index)
+        sought_back = False
         while True:
             frame = self._next_frame()
             if frame is None:
+                if self._nonref:  # frames left out before the end: count exactly what decodes
+                    self._forget_order()
+                    self._restart(force=True)
+                    continue
                 raise self._truncated(self._pos + 1)
             if self._pos == index:
                 return frame
-            if self._pos > index:  # a seek overshot; count from the start instead
-                self._restart()
+            if self._pos > index:
+                if self._nonref and not sought_back:
+                    # An earlier read, wanting other frames, left this one out while the decoder ran ahead.
+                    self._seek_before(index)
+                    sought_back = True
+                else:  # a seek overshot (or a wanted frame never came): count from the start instead
+                    if self._nonref:
+                        self._forget_order()
+                    self._restart()
+
+    def _plan(self, indices: list[int]) -> set[int] | None:
+        """The frames a read wants, when leaving other pictures out can save work; else None."""
+        skips = indices[-1] - max(indices[0], self._pos + 1) + 1 > len(indices) or indices[0] <= self._pos
+        if not skips or self.codec not in _SCANNED_CODECS:
+            return None
+        self._want_end = indices[-1]
+        return set(indices) if self.can_seek() and self._nonref else None
 
     def _read_sorted(self, indices: list[int]) -> np.ndarray:
         out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
-        for k, i in enumerate(indices):
-            out[k] = self._to_array(self._goto(i))
+        self._want = self._plan(indices)
+        try:
+            for k, i in enumerate(indices):
+                out[k] = self._to_array(self._goto(i))
+        finally:
+            self._want = None
         return out
 
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        want = self._plan(indices)
         for i in indices:
-            yield i, self._to_array(self._goto(i))
+            self._want = want  # per step: another read may run between two steps of this one
+            try:
+                frame = self._goto(i)
+            finally:
+                self._want = None
+            yield i, self._to_array(frame)
 
     def _read_sorted_ref(self, indices: list[int]) -> np.ndarray:
-        # A second decoder that skips non-reference frames. It has no frame threads: skip_frame combined
-        # with seeks hung FFmpeg's frame threads. A file object cannot be shared between two decoders.
-        if not self.can_seek() or not isinstance(self._source, (str, os.PathLike)):
+        if not self.can_seek() or self._nonref or not isinstance(self._source, (str, os.PathLike)):
+            # H.264 / HEVC: `_read_sorted` already leaves out what it does not need, exactly and with frame threads.
             return self._read_sorted(indices)
+        # Other codecs: a second decoder that skips non-reference frames. It has no frame threads: skip_frame
+        # combined with seeks hung FFmpeg's frame threads. A file object cannot be shared between two decoders.
         import av
 
         out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
         missed: list[int] = []  # positions in `indices` of frames that turned out to be non-reference
-        index_of = {pts: i for i, pts in enumerate(self._keyframe_pts)}
+        index_of = self._index_of
         with av.open(os.fspath(self._source)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "SLICE"
@@ -683,7 +821,7 @@ class PyAVReader(VideoReader):
                 if last is None or last[0] < target:
                     key_pos = self._key_before(target)
                     if last is None or key_pos > last[0]:  # seek when a key frame is nearer than where we are
-                        container.seek(self._keyframe_pts[key_pos], stream=stream, backward=True, any_frame=False)
+                        container.seek(self._pts_by_index[key_pos], stream=stream, backward=True, any_frame=False)
                         frames = container.decode(stream)
                     last = None
                     while last is None:
@@ -712,7 +850,7 @@ class PyAVReader(VideoReader):
             return
         import av
 
-        index_of = {pts: i for i, pts in enumerate(self._keyframe_pts)}
+        index_of = self._index_of
         # From the start, without seeking: skip_frame combined with seeks hung FFmpeg's frame threads.
         self._restart()
         self._stream.codec_context.skip_frame = "NONREF"
@@ -750,8 +888,7 @@ class PyAVReader(VideoReader):
             prev = frame = None
             if self._container is not None:
                 self._stream.codec_context.skip_frame = "DEFAULT"
-                self._pos = 0  # forces `_restart` (seek to 0, decoder flushed) before the next exact read
-                self._restart()
+                self._restart(force=True)  # seek to 0, decoder flushed, before the next exact read
 
     def _close(self) -> None:
         if self._container is not None:
