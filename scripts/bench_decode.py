@@ -7,7 +7,8 @@ frames every ``--stride`` frames at random starts drawn from ``--seed`` with vid
 
 Methods:
 
-- ``vidattn w=N``: `VideoDataset` + `build_loader(num_workers=N)`, decoding at full size
+- ``vidattn w=N``: `VideoDataset` + `build_loader(num_workers=N)` with ``--backend`` (default
+  "auto": decord, or PyAV for HEVC, H.264 with B-frames and files decord gets wrong), decoding at full size
   (``size`` = the video's short side, so no resize happens) with a centre crop to a square
   (a slice + copy; vidattn's only extra work). The timed epoch follows a warm-up epoch with
   persistent workers, so each worker's reader cache already holds the file, as in training.
@@ -23,7 +24,9 @@ Methods:
   the rate is comparable.
 
 Each figure is the median over ``--repeats`` rounds; a round times every method once, one after
-the other, so that load from other processes falls on all of them alike. The generated video (720p, 60 s, H.264,
+the other, so that load from other processes falls on all of them alike. Each pass starts once this
+process's threads are idle: raw decord decodes on past each read (seconds of both cores on a long
+file), which the next method would otherwise pay for. The generated video (720p, 60 s, H.264,
 x264 "veryfast") is written once into ``--cache-dir``.
 
 Example:
@@ -84,11 +87,26 @@ def clip_indices(num_frames: int, num_clips: int, clip_len: int, stride: int, se
     return [list(sampler(num_frames, make_rng(seed, 0, k))[0].frame_indices) for k in range(num_clips)]
 
 
+def settle(max_s: float = 10.0) -> None:
+    """Wait until this process's own threads are idle before the next timed pass.
+
+    After a read, raw decord's threads go on decoding the rest of the file (seconds of both cores on
+    a long file); timed right after, the next method would pay for it.
+    """
+    deadline = time.perf_counter() + max_s
+    while time.perf_counter() < deadline:
+        t0 = time.process_time()
+        time.sleep(0.05)
+        if time.process_time() - t0 < 0.005:
+            return
+
+
 def interleaved_rates(passes: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
     """Median clips/s of each pass, timed round-robin so that load from other processes hits all alike."""
     rates: dict[str, list[float]] = {name: [] for name in passes}
     for _ in range(repeats):
         for name, fn in passes.items():
+            settle()
             t0 = time.perf_counter()
             n = fn()
             rates[name].append(n / (time.perf_counter() - t0))
@@ -96,11 +114,12 @@ def interleaved_rates(passes: dict[str, Callable[[], int]], repeats: int) -> dic
 
 
 def bench_vidattn(path: Path, clips: list[list[int]], args: argparse.Namespace, workers: int) -> Callable[[], int]:
-    with open_video(path, backend="decord") as reader:
+    backend = args.backend
+    with open_video(path, backend=backend) as reader:
         short = min(reader.width, reader.height)
     records = [VideoRecord(str(path), 0)] * len(clips)
     sampler = RandomClipSampler(args.clip_len, args.stride)
-    ds = VideoDataset(records, ["x"], sampler, size=short, crop="center", seed=args.seed, backend="decord")
+    ds = VideoDataset(records, ["x"], sampler, size=short, crop="center", seed=args.seed, backend=backend)
     loader = build_loader(
         ds,
         args.batch_size,
@@ -178,7 +197,9 @@ def bench_file(path: Path, num_clips: int, args: argparse.Namespace) -> dict:
             raise VideoDecodeError(path, f"{num_frames} frames, shorter than one clip ({span})")
         clips = clip_indices(num_frames, num_clips, args.clip_len, args.stride, args.seed)
         reader.get_frames(sorted({i for c in clips for i in c}))  # every file must decode these frames
-    row = {"file": str(path), "size": f"{w}x{h}", "frames": num_frames, "clips": len(clips)}
+    with open_video(path, backend=args.backend) as reader:
+        decoder = reader.backend  # the one vidattn's loader uses for this file
+    row = {"file": str(path), "size": f"{w}x{h}", "decoder": decoder, "frames": num_frames, "clips": len(clips)}
     passes = {f"vidattn_w{workers}": bench_vidattn(path, clips, args, workers) for workers in args.workers}
     passes["decord_reused"] = bench_decord_reused(path, clips, args)
     passes["decord_per_clip"] = bench_decord_per_clip(path, clips, args)
@@ -187,58 +208,80 @@ def bench_file(path: Path, num_clips: int, args: argparse.Namespace) -> dict:
     return row
 
 
-def summarise(rows: list[dict], workers: list[int]) -> dict:
+def methods(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(result key, column title) of every timed method, in table order."""
+    out = [(f"vidattn_w{w}", f"vidattn w={w}") for w in args.workers]
+    return out + [
+        ("decord_reused", "decord reused"),
+        ("decord_per_clip", "decord per clip"),
+        ("naive_pyav", "naive PyAV"),
+    ]
+
+
+def _ratios(row: dict) -> None:
+    row["w0_vs_decord"] = row["vidattn_w0"] / row["decord_reused"]
+    row["w0_vs_naive"] = row["vidattn_w0"] / row["naive_pyav"]
+
+
+def summarise(rows: list[dict], keys: list[str]) -> dict:
     """Ratios per file and, over files, total clips / total time (a clip-weighted rate)."""
-    keys = [f"vidattn_w{w}" for w in workers] + ["decord_reused", "decord_per_clip", "naive_pyav"]
     for row in rows:
-        row["w0_vs_decord"] = row["vidattn_w0"] / row["decord_reused"] if "vidattn_w0" in row else None
-        row["w0_vs_naive"] = row["vidattn_w0"] / row["naive_pyav"] if "vidattn_w0" in row else None
-    out = {}
-    if rows:
-        # Time to decode one clip of each file, summed: the rate over a set with one clip per file.
-        total = {k: sum(1 / r[k] for r in rows) for k in keys}
-        out = {k: len(rows) / total[k] for k in keys}
-        if "vidattn_w0" in out:
-            out["w0_vs_decord"] = out["vidattn_w0"] / out["decord_reused"]
-            out["w0_vs_naive"] = out["vidattn_w0"] / out["naive_pyav"]
+        _ratios(row)
+    if not rows:
+        return {}
+    # Time to decode one clip of each file, summed: the rate over a set with one clip per file.
+    total = {k: sum(1 / r[k] for r in rows) for k in keys}
+    out = {k: len(rows) / total[k] for k in keys}
+    _ratios(out)
     return out
 
 
-def markdown(rows: list[dict], summary: dict | None, workers: list[int]) -> str:
-    cols = [f"vidattn w={w}" for w in workers] + ["decord reused", "decord per clip", "naive PyAV"]
-    keys = [f"vidattn_w{w}" for w in workers] + ["decord_reused", "decord_per_clip", "naive_pyav"]
+def markdown(rows: list[dict], summary: dict | None, cols: list[tuple[str, str]]) -> str:
+    ratios = [("w0_vs_decord", "w=0 / decord", ".2f"), ("w0_vs_naive", "w=0 / naive", ".1f")]
+    titles = [t for _, t in cols] + [t for _, t, _ in ratios]
     lines = [
-        "| file | size | clips | " + " | ".join(cols) + " | w=0 / decord | w=0 / naive |",
-        "|---|---|---|" + "---|" * len(cols) + "---|---|",
+        "| file | size | vidattn decoder | clips | " + " | ".join(titles) + " |",
+        "|---|---|---|---|" + "---|" * len(titles),
     ]
 
-    def fmt(row: dict, name: str, size: str, clips: str) -> str:
-        vals = " | ".join(f"{row[k]:.1f}" for k in keys)
-        ratio = f"{row['w0_vs_decord']:.2f}x | {row['w0_vs_naive']:.1f}x" if row.get("w0_vs_decord") else "- | -"
-        return f"| {name} | {size} | {clips} | {vals} | {ratio} |"
+    def fmt(row: dict, name: str, size: str, decoder: str, clips: str) -> str:
+        vals = [f"{row[k]:.1f}" for k, _ in cols] + [f"{row[k]:{spec}}x" for k, _, spec in ratios]
+        return f"| {name} | {size} | {decoder} | {clips} | " + " | ".join(vals) + " |"
 
     for row in rows:
-        lines.append(fmt(row, Path(row["file"]).name, row["size"], str(row["clips"])))
+        lines.append(fmt(row, Path(row["file"]).name, row["size"], row["decoder"], str(row["clips"])))
     if summary:
-        lines.append(fmt(summary, "**realvids (one clip per file)**", "mixed", "-"))
+        lines.append(fmt(summary, "**realvids (one clip per file)**", "mixed", "-", "-"))
     return "\n".join(lines)
+
+
+def add_input_args(parser: argparse.ArgumentParser) -> None:
+    """Options shared with the other decode benchmarks: which files, which clips, how many rounds."""
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/vidattn-bench"), help="generated video cache")
+    parser.add_argument("--realvids", type=Path, default=None, help="default: <shared>/realvids when present")
+    parser.add_argument("--no-generated", action="store_true", help="only the realvids files")
+    parser.add_argument("--clips", type=int, default=24, help="clips from the generated video")
+    parser.add_argument("--clips-real", type=int, default=8, help="clips from each realvids file")
+    parser.add_argument("--clip-len", type=int, default=16)
+    parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def realvids_files(args: argparse.Namespace) -> list[Path]:
+    """The video files under ``--realvids`` (default: the shared folder's realvids, when present)."""
+    root = args.realvids or ((shared_dir() or Path("/nonexistent")) / "realvids")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS) if root.is_dir() else []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/vidattn-bench"), help="generated video cache")
-    parser.add_argument("--realvids", type=Path, default=None, help="default: <shared>/realvids when present")
+    add_input_args(parser)
     parser.add_argument("--no-realvids", action="store_true", help="only the generated 720p clip")
-    parser.add_argument("--no-generated", action="store_true", help="only the realvids files")
-    parser.add_argument("--clips", type=int, default=24, help="clips from the generated video")
-    parser.add_argument("--clips-real", type=int, default=8, help="clips from each realvids file")
     parser.add_argument("--naive-clips", type=int, default=2, help="clips naive PyAV decodes per file")
-    parser.add_argument("--clip-len", type=int, default=16)
-    parser.add_argument("--stride", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="the loader's decoder")
     parser.add_argument(
         "--start-method",
         default="forkserver",
@@ -249,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if 0 not in args.workers:
         args.workers = [0, *args.workers]
+    keys = [k for k, _ in methods(args)]
 
     result: dict = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -262,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         video = make_bench_video(args.cache_dir)
         print(f"generated video: {video} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
         result["generated"].append(bench_file(video, args.clips, args))
-        summarise(result["generated"], args.workers)
-    real_root = args.realvids or ((shared_dir() or Path("/nonexistent")) / "realvids")
-    if not args.no_realvids and real_root.is_dir():
-        for path in sorted(p for p in real_root.rglob("*") if p.suffix.lower() in VIDEO_EXTS):
+        summarise(result["generated"], keys)
+    real = [] if args.no_realvids else realvids_files(args)
+    if real:
+        for path in real:
             try:
                 row = bench_file(path, args.clips_real, args)
             except (VideoDecodeError, RuntimeError) as exc:
@@ -274,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result["realvids"].append(row)
             print(f"done {path.name}", file=sys.stderr)
-        result["realvids_summary"] = summarise(result["realvids"], args.workers)
+        result["realvids_summary"] = summarise(result["realvids"], keys)
 
-    table = markdown(result["generated"] + result["realvids"], result.get("realvids_summary"), args.workers)
+    table = markdown(result["generated"] + result["realvids"], result.get("realvids_summary"), methods(args))
     print(f"clips/s ({args.clip_len} frames, stride {args.stride}, seed {args.seed}; median of {args.repeats})\n")
     print(table)
     result["markdown"] = table

@@ -23,6 +23,7 @@ import torch
 from vidattn.data import (
     ClipTooShortError,
     RandomClipSampler,
+    ReaderCache,
     SegmentSampler,
     SlidingWindowSampler,
     UniformClipSampler,
@@ -32,7 +33,13 @@ from vidattn.data import (
     open_video,
     probe,
 )
-from vidattn.data.decode import DECORD_CODECS, DECORD_CONTAINERS, SEEK_UNSAFE_CODECS, PyAVReader
+from vidattn.data.decode import (
+    DECORD_CODECS,
+    DECORD_CONTAINERS,
+    PYAV_FASTER_CODECS,
+    SEEK_UNSAFE_CODECS,
+    PyAVReader,
+)
 from vidattn.testing import make_faststart_index_video, make_index_video, read_index
 
 BACKENDS = available_backends()
@@ -106,6 +113,20 @@ def test_auto_backend_reads_hevc_with_pyav(index_videos):
     with open_video(index_videos["hevc.mp4"]) as reader:
         assert reader.codec in SEEK_UNSAFE_CODECS
         assert reader.backend == "pyav"
+
+
+@needs_decord
+def test_auto_backend_reads_h264_with_b_frames_with_pyav(tmp_path, index_videos):
+    """PyAV leaves the pictures nothing references out of the decoder, decord decodes them all: "auto"
+    gives PyAV the H.264 streams that have B-frames, and decord the rest; an explicit choice stands."""
+    no_b = make_index_video(tmp_path / "no_b.mp4", 30, codec="libx264", gop=10, bframes=0)
+    for name, path, expected in [("B-frames", index_videos["h264.mp4"], "pyav"), ("no B-frames", no_b, "decord")]:
+        with open_video(path) as reader:
+            assert reader.codec in PYAV_FASTER_CODECS
+            assert reader.backend == expected, name
+            assert indices_of(reader.get_frames([0, 2, 4, 29])) == [0, 2, 4, 29]
+    with open_video(index_videos["h264.mp4"], backend="decord") as reader:
+        assert reader.backend == "decord"
 
 
 # (codec, file name, B-frames): containers where raw decord returns other frames (AVI, MPEG-TS,
@@ -357,6 +378,45 @@ def test_iter_frames_stopped_early_then_closed(tmp_path):
     next(stream)
     reader.close()  # the half-read stream must not touch the closed decoder when it is collected
     del stream
+
+
+def _idle_cpu_s(seconds: float = 0.5) -> float:
+    """CPU time this process spends while the main thread sleeps (background decoder threads)."""
+    t0 = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - t0
+
+
+@needs_decord
+def test_paused_decord_reader_leaves_no_decoder_running(tmp_path):
+    """After a read, decord's threads go on decoding the rest of the file in case the next read
+    continues there. A reader waiting for a later turn must not take the CPU from the model and the
+    other workers: `pause` stops them, the reader cache pauses a reader when the next file is asked
+    for, and a finished stream pauses its reader."""
+    import decord
+
+    path = make_index_video(tmp_path / "long.mp4", 400, width=320, height=240, gop=50, bframes=2)
+    other = make_index_video(tmp_path / "other.mp4", 20)
+    clip = list(range(10, 41, 2))
+    raw = decord.VideoReader(str(path))
+    raw.get_batch(clip).asnumpy()
+    assert _idle_cpu_s() > 0.03  # raw decord: the decoder runs on
+    del raw
+    with open_video(path, backend="decord") as reader:
+        assert reader.backend == "decord"
+        assert indices_of(reader.get_frames(clip)) == clip
+        reader.pause()
+        assert _idle_cpu_s() < 0.02
+        assert [i for i, _ in reader.iter_frames(step=50)] == list(range(0, 400, 50))
+        assert _idle_cpu_s() < 0.02
+        assert indices_of(reader.get_frames([60, 12, 399])) == [60, 12, 399]  # reads on as before
+    cache = ReaderCache(4)
+    first = cache.get(str(path), backend="decord")
+    assert indices_of(first.get_frames(clip)) == clip
+    cache.get(str(other), backend="decord")
+    assert _idle_cpu_s() < 0.02
+    assert indices_of(cache.get(str(path), backend="decord").get_frames([41, 43])) == [41, 43]
+    cache.clear()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Decode -> sample -> batch: the data pipeline shared by training, key frames, tracking and scoring.
 
 Names load on first use (PEP 562), so ``from vidattn.data import open_video`` does not import torch
-until frames are converted: commands that start by decoding (key frames) overlap that import with
-the decode.
+until frames become tensors: a command that only decodes to numpy (training-free key frames) never
+imports it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ training loop writes to an errors manifest.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -316,7 +317,13 @@ class ReaderCache:
     def get(self, path: str, **kwargs: Any) -> VideoReader:
         self._own_process()
         key = (path, tuple(sorted(kwargs.items())))
+        previous = next(reversed(self._readers.values()), None)
         reader = self._readers.pop(key, None)
+        if previous is not None and previous is not reader:
+            # Its turn is over: no decoding ahead for nobody while it waits. A failure here belongs to that
+            # file, not this one; its next read reports it.
+            with contextlib.suppress(VideoDecodeError):
+                previous.pause()
         if reader is None:
             reader = open_video(path, **kwargs)
             while len(self._readers) >= self.capacity:

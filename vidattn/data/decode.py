@@ -26,12 +26,17 @@ it, and decord reads the file only if they match. `open_video` reads the rest wi
 backend asked for (the reader's ``backend`` says which one runs). When decord fails part-way through
 a corrupt file, the reader switches to PyAV, whose in-order decode fails at a fixed frame, to return
 the frames that decode and correct the count.
+
+``backend="auto"`` also reads HEVC and H.264 with B-frames with PyAV: there PyAV never decodes a
+picture that nothing references unless a read returns it, which decord cannot do (see `PyAVReader`
+and `PYAV_FASTER_CODECS`). decord keeps the rest, where it is as fast or faster.
 """
 
 from __future__ import annotations
 
 import bisect
 import concurrent.futures as cf
+import contextlib
 import gc
 import io
 import math
@@ -63,6 +68,7 @@ __all__ = [
     "SEEK_UNSAFE_CODECS",
     "DECORD_CONTAINERS",
     "DECORD_CODECS",
+    "PYAV_FASTER_CODECS",
 ]
 
 Source = str | os.PathLike | BinaryIO | bytes
@@ -82,6 +88,10 @@ DECORD_CONTAINERS = frozenset({"mov", "matroska", "webm", "flv", "gif", "ivf"})
 DECORD_CODECS = frozenset(
     {"h264", "hevc", "h265", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "gif", "flv1", "mjpeg", "png", "rawvideo"}
 )
+#: Codecs that ``backend="auto"`` reads with PyAV when the stream has B-frames: PyAV then leaves the
+#: pictures nothing references out of the decoder, decord decodes them all. Strided clips from such
+#: H.264 files read 1.3-1.6x faster (scripts/bench_decode.py and bench_pyav_skip.py, per-file rows).
+PYAV_FASTER_CODECS = frozenset({"h264"})
 #: Containers where PyAV's timestamp seeks are not frame-exact (MPEG-PS); decode those from the start.
 PYAV_SEEK_UNSAFE_CONTAINERS = frozenset({"mpeg", "mpegvideo"})
 # Above this many frames between requested indices, re-seek rather than decode through the gap.
@@ -354,6 +364,19 @@ class VideoReader(ABC):
             raise ValueError(f"step must be >= 1, got {step}")
         return list(range(start, end, step))
 
+    def pause(self) -> None:
+        """Stop decoding in the background until the next read.
+
+        decord's threads go on decoding past each read, for seconds of every core on a long file, in case
+        the next read continues from there; a reader that waits for a later turn (in a cache of open
+        readers, say) should leave the CPU to the model and the other workers meanwhile. The next read
+        seeks, as a read of another part of the file would anyway. `ReaderCache` pauses a reader when
+        the next file is asked for, and a finished `iter_frames` stream pauses its reader. A no-op for
+        PyAV, after an error, and in a forked child.
+        """
+        if self._pid == os.getpid() and not self._broken:
+            self._call(self._park)
+
     def close(self) -> None:
         """Release the decoder; safe to call twice. In a forked child, a reader from the parent stays as it is."""
         if self._pid != os.getpid():
@@ -379,6 +402,10 @@ class VideoReader(ABC):
         )
 
     # -- machinery --------------------------------------------------------------------------------
+    def _park(self) -> None:
+        """Stop background decoding (see `pause`); the backend's part."""
+        return None
+
     def _call(self, fn: Callable[[], T]) -> T:
         """Run one decode step, with a time limit; errors become `VideoDecodeError` naming the file."""
         if self._broken:
@@ -899,8 +926,8 @@ class PyAVReader(VideoReader):
 # ------------------------------------------------------------------------------------------------
 # decord
 # ------------------------------------------------------------------------------------------------
-class _DecordInexact(VideoDecodeError):
-    """decord would return wrong frames for this file; `open_video` reads it with PyAV instead."""
+class _UsePyAV(VideoDecodeError):
+    """decord is not the reader for this file (wrong frames, or slower); `open_video` uses PyAV instead."""
 
 
 class DecordReader(VideoReader):
@@ -908,10 +935,19 @@ class DecordReader(VideoReader):
 
     backend = "decord"
 
-    def __init__(self, source: Source, *, size: Size = None, num_threads: int = 0, timeout_s=DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        source: Source,
+        *,
+        size: Size = None,
+        num_threads: int = 0,
+        timeout_s=DEFAULT_TIMEOUT_S,
+        auto: bool = False,
+    ):
         super().__init__(source, size=size, timeout_s=timeout_s)
         self._source = source
         self._num_threads = num_threads
+        self._auto = auto  # opened for backend="auto": hand streams PyAV reads better to PyAV, before decord opens
         self._vr = None
         self._fallback: PyAVReader | None = None  # takes over after decord fails on a corrupt file
         self._coded_size: tuple[int, int] | None = None  # (W, H) before rotation, from PyAV
@@ -928,10 +964,12 @@ class DecordReader(VideoReader):
         elif isinstance(src, os.PathLike):
             src = os.fspath(src)
         self._meta_from_pyav()
+        if self._auto and (self.codec in SEEK_UNSAFE_CODECS or (self.codec in PYAV_FASTER_CODECS and self._reorders)):
+            raise _UsePyAV(self.path, f"{self.codec} with B-frames reads faster (and exactly) with PyAV")
         # Outside the containers and codecs decord is known to index exactly, check this file (below).
         unproven = bool(self.container) and (self.container not in DECORD_CONTAINERS or self.codec not in DECORD_CODECS)
         if unproven and self.codec in SEEK_UNSAFE_CODECS:
-            raise _DecordInexact(self.path, f"decord does not index {self.codec} in {self.container} exactly")
+            raise _UsePyAV(self.path, f"decord does not index {self.codec} in {self.container} exactly")
         if hasattr(src, "seek"):
             src.seek(0)
         kwargs: dict[str, int] = {}
@@ -968,7 +1006,8 @@ class DecordReader(VideoReader):
         self._cursor = 0  # next frame `next()` returns, for in-order reading
         if unproven and not self._random_access_verified(src):
             self._vr = None
-            raise _DecordInexact(self.path, f"decord's random access is not exact on this {self.container} file")
+            raise _UsePyAV(self.path, f"decord's random access is not exact on this {self.container} file")
+        self._park()
 
     def _random_access_verified(self, src: Any) -> bool:
         """Whether decord's random access returns the right frames in this file (checked once per process).
@@ -1061,6 +1100,13 @@ class DecordReader(VideoReader):
             if hasattr(self._source, "seek"):
                 self._source.seek(0)
 
+    def _park(self) -> None:
+        # A seek stops decord's decode-ahead (a few ms). The in-order reader of seek-unsafe codecs keeps
+        # its place instead: it would have to decode from the first frame again.
+        if self._vr is not None and self._seek_exact:
+            with contextlib.suppress(Exception):  # a corrupt file: the next read finds out and recovers
+                self._vr.seek(0)
+
     def _decode_batch(self, indices: list[int]) -> np.ndarray:
         try:
             batch = self._vr.get_batch(indices)
@@ -1117,6 +1163,12 @@ class DecordReader(VideoReader):
 
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         # Decode in order in small chunks: bounded memory, and decord skips frames it need not convert.
+        try:
+            yield from self._iter_chunks(indices)
+        finally:
+            self._park()  # the stream is over, or its consumer stopped early
+
+    def _iter_chunks(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         chunk = 16
         for s in range(0, len(indices), chunk):
             part = indices[s : s + chunk]
@@ -1175,7 +1227,9 @@ def open_video(
 
     Args:
         source: a path, raw bytes, or a readable binary file object (e.g. a tar member in memory).
-        backend: "auto" (decord, falling back to PyAV when decord cannot open the file), "decord" or "pyav".
+        backend: "auto", "decord" or "pyav". "auto" uses decord, and PyAV where decord cannot open the file,
+            would return wrong frames (see the module notes), or is slower: HEVC, and H.264 with B-frames
+            (PyAV leaves the pictures nothing references out of the decoder; decord decodes them all).
         size: resize at decode time: an int short side, or an explicit (W, H). None keeps the size.
         num_threads: decoder threads (0 lets the library choose).
         timeout_s: give up on a decode call that blocks longer than this; None waits forever.
@@ -1192,9 +1246,10 @@ def open_video(
     if backend == "decord" and "decord" not in available_backends():
         raise VideoDecodeError(_source_name(source), "decord backend requested but decord2 is not installed")
     try:
-        reader = DecordReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
-    except _DecordInexact:
-        # Exact frames are the contract; a backend is a preference. decord would get this container wrong.
+        reader = DecordReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s, auto=backend == "auto")
+    except _UsePyAV:
+        # Exact frames are the contract; a backend is a preference: decord would get this file wrong, or
+        # (under "auto") PyAV reads it faster.
         return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
     except VideoDecodeError as first:
         if backend == "decord":
@@ -1204,10 +1259,6 @@ def open_video(
         except VideoDecodeError as second:
             # Both failed: PyAV's reason is usually the more precise one.
             raise VideoDecodeError(first.path, second.reason) from None
-    if backend == "auto" and reader.codec in SEEK_UNSAFE_CODECS:
-        # decord is exact on these only when reading in order; PyAV's timestamp seeks are exact and fast.
-        reader.close()
-        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
     return reader
 
 
