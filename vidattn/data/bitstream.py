@@ -52,26 +52,32 @@ def nal_length_size(codec: str, extradata: bytes | None) -> int:
     raise Unsupported(f"short {codec} configuration record")
 
 
-def nal_units(data: bytes, length_size: int) -> Iterator[bytes]:
-    """The NAL units in one packet (header byte first), from length prefixes or Annex B start codes."""
-    n = len(data)
+def nal_units(data: bytes | memoryview, length_size: int) -> Iterator[memoryview]:
+    """The NAL units in one packet (header byte first), from length prefixes or Annex B start codes.
+
+    They are views into `data`, not copies: a slice's payload can be hundreds of kilobytes and only
+    its first bytes are read.
+    """
+    view = memoryview(data)
+    n = len(view)
     if length_size:
         pos = 0
         while pos + length_size <= n:
-            size = int.from_bytes(data[pos : pos + length_size], "big")
+            size = int.from_bytes(view[pos : pos + length_size], "big")
             pos += length_size
             if size == 0 or pos + size > n:
                 raise Unsupported("NAL unit length runs past the packet")
-            yield data[pos : pos + size]
+            yield view[pos : pos + size]
             pos += size
         return
-    start = data.find(b"\x00\x00\x01")
+    raw = data if isinstance(data, bytes) else bytes(view)  # start codes are found with bytes.find
+    start = raw.find(b"\x00\x00\x01")
     while start >= 0:
         begin = start + 3
-        nxt = data.find(b"\x00\x00\x01", begin)
+        nxt = raw.find(b"\x00\x00\x01", begin)
         end = n if nxt < 0 else nxt
         if begin < end:
-            yield data[begin:end]
+            yield view[begin:end]
         start = nxt
 
 
@@ -88,7 +94,7 @@ def _avcc_parameter_sets(extradata: bytes) -> list[bytes]:
     return out
 
 
-def picture_kind(codec: str, data: bytes, length_size: int) -> tuple[bool, int] | None:
+def picture_kind(codec: str, data: bytes | memoryview, length_size: int) -> tuple[bool, int] | None:
     """``(maybe_unreferenced, temporal_id)`` of the picture in one packet; None when it holds no picture.
 
     H.264: a picture is unreferenced when its slices have ``nal_ref_idc == 0`` (temporal id 0). HEVC:
@@ -137,9 +143,9 @@ class _Bits:
         return (k + 1) // 2 if k % 2 else -(k // 2)
 
 
-def _rbsp(nal: bytes, limit: int | None = None) -> bytes:
+def _rbsp(nal: bytes | memoryview, limit: int | None = None) -> bytes:
     """The NAL unit's payload after its header byte, emulation-prevention bytes removed."""
-    body = nal[1:] if limit is None else nal[1 : 1 + limit]
+    body = bytes(nal[1:] if limit is None else nal[1 : 1 + limit])
     return body.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
@@ -248,7 +254,7 @@ class H264PictureOrder:
         self._decoded = 0
         self._prev_msb = self._prev_lsb = 0
 
-    def _parameter_set(self, nal: bytes) -> None:
+    def _parameter_set(self, nal: bytes | memoryview) -> None:
         kind = nal[0] & 0x1F
         if kind == _H264_SPS:
             sps_id, sps = _parse_sps(nal)
@@ -257,7 +263,7 @@ class H264PictureOrder:
             pps_id, pps = _parse_pps(nal)
             self._pps[pps_id] = pps
 
-    def key(self, data: bytes) -> tuple[int, int] | None:
+    def key(self, data: bytes | memoryview) -> tuple[int, int] | None:
         """The picture in this packet: its presentation-order key, or None for a packet without one."""
         picture = None
         for nal in nal_units(data, self.length_size):
@@ -298,7 +304,7 @@ class H264PictureOrder:
             self._prev_lsb = max(0, -picture.delta_bottom) if picture.sps.poc_type == 0 else 0
         return key
 
-    def _slice(self, nal: bytes) -> _Slice:
+    def _slice(self, nal: bytes | memoryview) -> _Slice:
         ref, idr = bool(nal[0] & 0x60), (nal[0] & 0x1F) == _H264_IDR
         b = _Bits(_rbsp(nal, _HEADER_BYTES))
         b.ue()  # first_mb_in_slice

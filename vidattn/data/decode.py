@@ -510,7 +510,7 @@ class _PictureScan:
         if self._codec is None:
             return
         try:
-            data = bytes(packet)
+            data = memoryview(packet) if self._length_size else bytes(packet)  # start codes need bytes.find
             kind = bitstream.picture_kind(self._codec, data, self._length_size)
             if kind is None:
                 raise bitstream.Unsupported("a packet without a picture")
