@@ -963,9 +963,7 @@ class DecordReader(VideoReader):
             src = io.BytesIO(src)
         elif isinstance(src, os.PathLike):
             src = os.fspath(src)
-        self._meta_from_pyav()
-        if self._auto and (self.codec in SEEK_UNSAFE_CODECS or (self.codec in PYAV_FASTER_CODECS and self._reorders)):
-            raise _UsePyAV(self.path, f"{self.codec} with B-frames reads faster (and exactly) with PyAV")
+        self._meta_from_pyav()  # under "auto", raises _UsePyAV for the streams PyAV reads better
         # Outside the containers and codecs decord is known to index exactly, check this file (below).
         unproven = bool(self.container) and (self.container not in DECORD_CONTAINERS or self.codec not in DECORD_CODECS)
         if unproven and self.codec in SEEK_UNSAFE_CODECS:
@@ -1087,6 +1085,11 @@ class DecordReader(VideoReader):
                 self.container = container.format.name.split(",")[0]
                 self.codec = stream.codec_context.name
                 self._reorders = bool(stream.codec_context.has_b_frames)
+                if self._auto and (
+                    self.codec in SEEK_UNSAFE_CODECS or (self.codec in PYAV_FASTER_CODECS and self._reorders)
+                ):
+                    # Before the first frame decodes: PyAV's reader decodes it again anyway.
+                    raise _UsePyAV(self.path, f"{self.codec} with B-frames reads faster (and exactly) with PyAV")
                 # The display matrix is on the frames in PyAV >= 13: decode the first one.
                 first = next(container.decode(stream), None)
                 self.rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360 if first is not None else 0
