@@ -802,12 +802,11 @@ class PyAVReader(VideoReader):
         skips = indices[-1] - max(indices[0], self._pos + 1) + 1 > len(indices) or indices[0] <= self._pos
         if not skips or self.codec not in _SCANNED_CODECS:
             return None
-        self._want_end = indices[-1]
         return set(indices) if self.can_seek() and self._nonref else None
 
     def _read_sorted(self, indices: list[int]) -> np.ndarray:
         out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
-        self._want = self._plan(indices)
+        self._want, self._want_end = self._plan(indices), indices[-1]
         try:
             for k, i in enumerate(indices):
                 out[k] = self._to_array(self._goto(i))
@@ -818,7 +817,7 @@ class PyAVReader(VideoReader):
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         want = self._plan(indices)
         for i in indices:
-            self._want = want  # per step: another read may run between two steps of this one
+            self._want, self._want_end = want, indices[-1]  # per step: another read may run between two steps
             try:
                 frame = self._goto(i)
             finally:
