@@ -44,7 +44,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vidattn._io import atomic_write_bytes
 from vidattn.data.decode import open_video
 from vidattn.data.prefetch import PrefetchedFrames
 from vidattn.errors import VidattnError, VideoDecodeError
@@ -249,17 +249,6 @@ def safe_stem(path: str | os.PathLike, limit: int = 100) -> str:
     return cleaned[:limit] or "video"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _inside(child: Path, root: Path) -> bool:
     try:
         child.resolve().relative_to(root.resolve())
@@ -342,7 +331,7 @@ def write_outputs(
     written = set()
     for key in keys:
         name = f"keyframe_{key['rank']:02d}_f{key['frame_index']:07d}.jpg"
-        _atomic_write(folder / name, _jpeg(images[key["frame_index"]]))
+        atomic_write_bytes(folder / name, _jpeg(images[key["frame_index"]]))
         key["image"] = name
         written.add(name)
     for stale in folder.glob("keyframe_*.jpg"):  # from an earlier run with other settings
@@ -354,9 +343,9 @@ def write_outputs(
         [images[k["frame_index"]] for k in by_time],
         [f"#{k['rank']}  {_clock(k['time_s'])}  {k['score']:.2f}" for k in by_time],
     )
-    _atomic_write(folder / "contact_sheet.png", _png(sheet))
+    atomic_write_bytes(folder / "contact_sheet.png", _png(sheet))
     doc["contact_sheet"] = "contact_sheet.png"
-    _atomic_write(folder / "scores.png", plot)
+    atomic_write_bytes(folder / "scores.png", plot)
     doc["plot"] = "scores.png"
     if csv_out:
         rank_of = {k["frame_index"]: k["rank"] for k in keys}
@@ -365,9 +354,9 @@ def write_outputs(
         writer.writerow(["frame_index", "time_s", "score", "keyframe_rank"])
         for s in doc["scores"]:
             writer.writerow([s["frame_index"], s["time_s"], s["score"], rank_of.get(s["frame_index"], "")])
-        _atomic_write(folder / "scores.csv", buf.getvalue().encode())
+        atomic_write_bytes(folder / "scores.csv", buf.getvalue().encode())
         doc["csv"] = "scores.csv"
-    _atomic_write(folder / "keyframes.json", (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(folder / "keyframes.json", (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
     return folder
 
 

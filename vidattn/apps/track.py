@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidattn._io import atomic_write_text
 from vidattn.errors import VidattnError
 
 __all__ = [
@@ -350,10 +351,10 @@ def run_track(
             for i in range(n_targets)
         ],
     }
-    (out / "track.json").write_text(json.dumps(doc) + "\n")
+    atomic_write_text(out / "track.json", json.dumps(doc) + "\n")
     for i in range(n_targets):
         lines = [",".join(f"{v:.2f}" for v in box) for box in boxes_arr[i]]
-        (out / f"target_{i}.txt").write_text("\n".join(lines) + "\n")
+        atomic_write_text(out / f"target_{i}.txt", "\n".join(lines) + "\n")
     elapsed = time.perf_counter() - t0
     return {
         **doc,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidattn._io import atomic_open, atomic_path
 from vidattn.data.encode import write_video
 
 __all__ = ["CLASSES", "SynthSpec", "render_video", "generate_dataset"]
@@ -164,16 +165,13 @@ def generate_dataset(
                 rng = np.random.default_rng([split_seed, ci, k])
                 frames, start, end = render_video(label, rng, spec)
                 rel = f"{label}/{label}_{k:04d}.mp4"
-                tmp = split_dir / f"{rel}.tmp.mp4"
-                write_video(tmp, frames, fps=spec.fps, codec="libx264", crf=12)
-                os.replace(tmp, split_dir / rel)
+                with atomic_path(split_dir / rel, suffix=".tmp.mp4") as tmp:  # the muxer picks MP4 from the name
+                    write_video(tmp, frames, fps=spec.fps, codec="libx264", crf=12)
                 rows.append((rel, label, start, end))
-        tmp_csv = events_path.with_suffix(".csv.tmp")
-        with tmp_csv.open("w", newline="") as f:
+        with atomic_open(events_path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label", "event_start", "event_end"])
             writer.writerows(rows)
-        os.replace(tmp_csv, events_path)
     (out / "synth.json").write_text(
         json.dumps(
             {

@@ -13,12 +13,12 @@ dicts, never arbitrary pickled objects.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vidattn._io import atomic_open
 from vidattn.errors import VidattnError
 
 __all__ = ["FORMAT", "atomic_save", "load_checkpoint", "load_model"]
@@ -27,22 +27,12 @@ FORMAT = "vidattn-checkpoint/1"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """Save with `torch.save` to a temporary file in the same folder, fsync, then rename over `path`.
+    """Save with `torch.save` through `vidattn._io.atomic_open`.
 
     A reader (or a killed run) sees either the old file or the new one, never a partial one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidattn._io import atomic_write_text
 from vidattn.config import Config, dump_config
 from vidattn.data import (
     EpochSampler,
@@ -377,9 +378,7 @@ def _reconcile_metrics(path: Path, last: dict[str, Any], epochs_done: int) -> No
                 rows[row["epoch"]] = line
     if last.get("epoch") == epochs_done and epochs_done not in rows:
         rows[epochs_done] = json.dumps(last)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(rows[e] + "\n" for e in sorted(rows)))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(rows[e] + "\n" for e in sorted(rows)))
 
 
 def _tensorboard(run_dir: Path) -> Any:

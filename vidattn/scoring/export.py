@@ -13,12 +13,12 @@ import glob
 import heapq
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidattn._io import atomic_path
 from vidattn.errors import VidattnError
 from vidattn.scoring.store import COLUMNS, connect_readonly
 
@@ -153,17 +153,8 @@ def export_results(
             stats["ok"] += row["status"] == "ok"
             yield row
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl}[fmt](rows(), Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl}[fmt](rows(), tmp)
     return ExportSummary(
         out, fmt, stats["rows"], stats["ok"], stats["rows"] - stats["ok"], dbs, counter.get("duplicates", 0)
     )
