@@ -69,6 +69,8 @@ __all__ = [
     "DECORD_CONTAINERS",
     "DECORD_CODECS",
     "PYAV_FASTER_CODECS",
+    "MAX_FRAME_PIXELS",
+    "max_frame_pixels",
 ]
 
 Source = str | os.PathLike | BinaryIO | bytes
@@ -94,6 +96,16 @@ DECORD_CODECS = frozenset(
 PYAV_FASTER_CODECS = frozenset({"h264"})
 #: Containers where PyAV's timestamp seeks are not frame-exact (MPEG-PS); decode those from the start.
 PYAV_SEEK_UNSAFE_CONTAINERS = frozenset({"mpeg", "mpegvideo"})
+#: Largest frame (width x height) a reader decodes by default: 8192 x 4352, the biggest frame H.264 and HEVC
+#: levels allow (level 6.2; 8K UHD is 7680 x 4320). Every real video fits; a frame this size is 53 MB as
+#: YUV 4:2:0 and 107 MB as RGB, so a decoder's few reference frames stay well under a gigabyte, while a
+#: crafted 16000 x 16000 MJPEG (1.5 MB on disk) made `track` peak at 13.4 GB. ``$VIDATTN_MAX_FRAME_PIXELS``
+#: or ``open_video(max_pixels=...)`` changes it.
+MAX_FRAME_PIXELS = 8192 * 4352
+#: Demuxers (PyAV's first format name) and codecs of text and ANSI art: FFmpeg's `tty` demuxer opens any
+#: ``.txt`` file as a "video" of rendered text, so these are refused as not video.
+TEXT_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 # Above this many frames between requested indices, re-seek rather than decode through the gap.
 _FORWARD_DECODE_LIMIT = 64
 # Where in a file (fractions of its length) decord's random access is checked against PyAV, and the
@@ -214,6 +226,58 @@ def _check_path(src: Source) -> None:
         raise VideoDecodeError(path, "empty file (0 bytes)")
 
 
+def max_frame_pixels(max_pixels: int | None = None) -> int:
+    """The frame-size limit in pixels: `max_pixels` if given, else ``$VIDATTN_MAX_FRAME_PIXELS``, else the default.
+
+    Raises:
+        ValueError: the limit (or the environment variable) is not a positive integer.
+    """
+    if max_pixels is None:
+        env = os.environ.get("VIDATTN_MAX_FRAME_PIXELS", "").strip()
+        try:
+            max_pixels = int(env) if env else MAX_FRAME_PIXELS
+        except ValueError:
+            raise ValueError(f"VIDATTN_MAX_FRAME_PIXELS must be a whole number of pixels, got {env!r}") from None
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    return int(max_pixels)
+
+
+def _is_image_demuxer(container_name: str) -> bool:
+    return container_name in ("image2", "image2pipe") or container_name.endswith("_pipe")
+
+
+def _check_video_stream(path: str, container: Any, max_pixels: int) -> Any:
+    """The container's first video stream, once it is known to be a video this reader should decode.
+
+    Refuses, from the headers alone (before a frame is decoded): files with no video stream (audio,
+    subtitles), text that FFmpeg renders as a "video" (`TEXT_DEMUXERS`), and frames over `max_pixels`.
+    A still image is refused by the caller once it has counted the frames (`_check_not_still`).
+    """
+    name = container.format.name.split(",")[0]
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        what = f"a {name} file with only {' and '.join(kinds)} streams" if kinds else f"a {name} file with no streams"
+        raise VideoDecodeError(path, f"no video stream ({what})")
+    stream = container.streams.video[0]
+    if name in TEXT_DEMUXERS or stream.codec_context.name in TEXT_CODECS:
+        raise VideoDecodeError(path, f"not a video: FFmpeg reads this file as text ({name} demuxer)")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > max_pixels:
+        raise VideoDecodeError(
+            path,
+            f"frame size {width}x{height} ({width * height / 1e6:.1f} MP) is over the limit of "
+            f"{max_pixels / 1e6:.1f} MP (set VIDATTN_MAX_FRAME_PIXELS to raise it)",
+        )
+    return stream
+
+
+def _check_not_still(path: str, container_name: str, num_frames: int) -> None:
+    """An image demuxer with one frame is a photo, not a video (see the README's notes on decoding)."""
+    if _is_image_demuxer(container_name) and num_frames <= 1:
+        raise VideoDecodeError(path, f"a still image ({container_name}), not a video")
+
+
 def _output_size(width: int, height: int, size: Size) -> tuple[int, int]:
     """Displayed (W, H) after an optional resize; `size` is a short side or an explicit (W, H)."""
     if size is None:
@@ -244,10 +308,18 @@ class VideoReader(ABC):
 
     backend: str = ""
 
-    def __init__(self, source: Source, *, size: Size = None, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        size: Size = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_pixels: int | None = None,
+    ) -> None:
         self.path = _source_name(source)
         self.size = size
         self.timeout_s = timeout_s
+        self.max_pixels = max_frame_pixels(max_pixels)
         self.num_frames = 0
         self.fps = 0.0
         self.width = self.height = 0
@@ -556,8 +628,16 @@ class PyAVReader(VideoReader):
 
     backend = "pyav"
 
-    def __init__(self, source: Source, *, size: Size = None, num_threads: int = 0, timeout_s=DEFAULT_TIMEOUT_S):
-        super().__init__(source, size=size, timeout_s=timeout_s)
+    def __init__(
+        self,
+        source: Source,
+        *,
+        size: Size = None,
+        num_threads: int = 0,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_pixels: int | None = None,
+    ) -> None:
+        super().__init__(source, size=size, timeout_s=timeout_s, max_pixels=max_pixels)
         self._source = io.BytesIO(source) if isinstance(source, bytes) else source
         self._num_threads = num_threads
         self._container = None
@@ -583,9 +663,7 @@ class PyAVReader(VideoReader):
             )
         except av.error.FFmpegError as exc:
             raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
-        if not self._container.streams.video:
-            raise VideoDecodeError(self.path, "no video stream")
-        stream = self._container.streams.video[0]
+        stream = _check_video_stream(self.path, self._container, self.max_pixels)
         stream.thread_type = "AUTO"  # frame + slice threads: what `ffmpeg -threads 0` does
         if self._num_threads:
             stream.thread_count = self._num_threads
@@ -599,6 +677,7 @@ class PyAVReader(VideoReader):
             self.num_frames = self._count_packets()
         if self.num_frames <= 0:
             raise VideoDecodeError(self.path, "video stream has no frames")
+        _check_not_still(self.path, self.container, self.num_frames)
         if self.fps <= 0 and stream.duration and stream.time_base:
             self.fps = self.num_frames / float(stream.duration * stream.time_base)
         raw_w, raw_h = stream.codec_context.width, stream.codec_context.height
@@ -929,6 +1008,29 @@ class _UsePyAV(VideoDecodeError):
     """decord is not the reader for this file (wrong frames, or slower); `open_video` uses PyAV instead."""
 
 
+# Output width -> whether decord's frames at that width come out as (H, W, 3); see `_decord_output_ok`.
+_DECORD_WIDTH_OK: dict[int, bool] = {}
+
+
+def _decord_output_ok(vr: Any, width: int, height: int) -> bool:
+    """Whether decord returns well-formed ``(H, W, 3)`` frames at this output size.
+
+    decord2 3.4.0 returns frames with 4, 6 or 12 "channels" at some output widths (16, 32, 48, 96, 144
+    px; whatever the codec, container or height) and its `get_batch` then raises a size mismatch. The
+    first frame's shape tells, and it depends on the width alone (measured over 4 codecs and 3 heights),
+    so the answer is kept per width: a dataset of same-size videos decodes one frame for it, once.
+    """
+    ok = _DECORD_WIDTH_OK.get(width)
+    if ok is None:
+        try:
+            ok = tuple(vr[0].shape) == (height, width, 3)
+            vr.seek(0)
+        except Exception:  # a first frame that does not decode is the corrupt-file path's business
+            return True
+        _DECORD_WIDTH_OK[width] = ok
+    return ok
+
+
 class DecordReader(VideoReader):
     """decord / decord2 backend. Fast random access via `get_batch`, with exactness guards."""
 
@@ -940,10 +1042,11 @@ class DecordReader(VideoReader):
         *,
         size: Size = None,
         num_threads: int = 0,
-        timeout_s=DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_pixels: int | None = None,
         auto: bool = False,
-    ):
-        super().__init__(source, size=size, timeout_s=timeout_s)
+    ) -> None:
+        super().__init__(source, size=size, timeout_s=timeout_s, max_pixels=max_pixels)
         self._source = source
         self._num_threads = num_threads
         self._auto = auto  # opened for backend="auto": hand streams PyAV reads better to PyAV, before decord opens
@@ -999,6 +1102,9 @@ class DecordReader(VideoReader):
                     src.seek(0)
                 vr = decord.VideoReader(src, width=self.width, height=self.height, num_threads=self._num_threads)
         self._vr = vr
+        if not _decord_output_ok(vr, self.width, self.height):
+            self._vr = None
+            raise _UsePyAV(self.path, f"decord returns malformed frames {self.width} px wide")
         self._seek_exact = self.codec not in SEEK_UNSAFE_CODECS
         self._cursor = 0  # next frame `next()` returns, for in-order reading
         if unproven and not self._random_access_verified(src):
@@ -1032,7 +1138,7 @@ class DecordReader(VideoReader):
             return False
         n = self.num_frames
         probes = sorted({min(n - 1, max(1, round(f * (n - 1)))) for f in _VERIFY_AT})
-        truth_reader = PyAVReader(self._source, timeout_s=None)
+        truth_reader = PyAVReader(self._source, timeout_s=None, max_pixels=self.max_pixels)
         try:
             if n > _VERIFY_MAX_SERIAL_FRAMES and not truth_reader.can_seek():
                 exact = False
@@ -1078,10 +1184,10 @@ class DecordReader(VideoReader):
             raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
         try:
             with container:
-                if not container.streams.video:
-                    raise VideoDecodeError(self.path, "no video stream")
-                stream = container.streams.video[0]
+                stream = _check_video_stream(self.path, container, self.max_pixels)
                 self.container = container.format.name.split(",")[0]
+                if _is_image_demuxer(self.container):
+                    raise _UsePyAV(self.path, "images are read with PyAV")  # which refuses a still image
                 self.codec = stream.codec_context.name
                 self._reorders = bool(stream.codec_context.has_b_frames)
                 if self._auto and (
@@ -1130,7 +1236,7 @@ class DecordReader(VideoReader):
                 src.seek(0)
                 src = src.read()  # decord already holds the whole file object in memory
             # Same output size as decord, so frames from before and after the switch stack together.
-            self._fallback = PyAVReader(src, size=(self.width, self.height), timeout_s=None)
+            self._fallback = PyAVReader(src, size=(self.width, self.height), timeout_s=None, max_pixels=self.max_pixels)
             self._fallback.path = self.path
         self._vr = None  # decord's state after a failed read is undefined; stop using it
         fallback = self._fallback
@@ -1224,6 +1330,7 @@ def open_video(
     size: Size = None,
     num_threads: int = 0,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    max_pixels: int | None = None,
 ) -> VideoReader:
     """Open a video file (path, bytes or binary file object) for frame access.
 
@@ -1235,29 +1342,41 @@ def open_video(
         size: resize at decode time: an int short side, or an explicit (W, H). None keeps the size.
         num_threads: decoder threads (0 lets the library choose).
         timeout_s: give up on a decode call that blocks longer than this; None waits forever.
+        max_pixels: refuse frames with more pixels than this, from the header, before decoding any
+            (default `MAX_FRAME_PIXELS`, or ``$VIDATTN_MAX_FRAME_PIXELS``).
 
     Raises:
-        VideoDecodeError: the file is missing, unreadable or not a decodable video.
+        VideoDecodeError: the file is missing, unreadable or not a decodable video: no video stream,
+            text (FFmpeg's `tty` demuxer renders any ``.txt`` file as "video"), a still image, or
+            frames over `max_pixels`.
     """
     _check_path(source)
     _output_size(2, 2, size)  # a bad size is a programming error: ValueError, before any decoding
+    max_pixels = max_frame_pixels(max_pixels)
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"unknown backend {backend!r}; choose auto, decord or pyav")
     if backend == "pyav" or (backend == "auto" and "decord" not in available_backends()):
-        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels)
     if backend == "decord" and "decord" not in available_backends():
         raise VideoDecodeError(_source_name(source), "decord backend requested but decord2 is not installed")
     try:
-        reader = DecordReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s, auto=backend == "auto")
+        reader = DecordReader(
+            source,
+            size=size,
+            num_threads=num_threads,
+            timeout_s=timeout_s,
+            max_pixels=max_pixels,
+            auto=backend == "auto",
+        )
     except _UsePyAV:
         # Exact frames are the contract; a backend is a preference: decord would get this file wrong, or
         # (under "auto") PyAV reads it faster.
-        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels)
     except VideoDecodeError as first:
         if backend == "decord":
             raise
         try:
-            return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s)
+            return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels)
         except VideoDecodeError as second:
             # Both failed: PyAV's reason is usually the more precise one.
             raise VideoDecodeError(first.path, second.reason) from None
