@@ -19,6 +19,7 @@ from vidattn.layers import (
     create_attn,
     list_attn,
 )
+from vidattn.layers._base import GatingAttention
 
 C, SHAPE = 16, (2, 16, 6, 8, 8)  # (B, C, T, H, W)
 
@@ -121,6 +122,18 @@ def test_bad_shapes_raise(name):
         layer(torch.randn(2, C, 8, 8))  # an image batch, not a clip
     with pytest.raises(ShapeError, match="expected 16 channels, got 8"):
         layer(torch.randn(2, 8, 4, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["se", "eca", "spatial", "local", "temporal"])
+def test_gating_layers_multiply_by_their_gate(name):
+    """The gating layers share one forward: ``x * gate(x)``, after the input check."""
+    torch.manual_seed(0)
+    layer = create_attn(name, C, identity_init=False).eval()
+    assert isinstance(layer, GatingAttention)
+    x = torch.randn(SHAPE)
+    torch.testing.assert_close(layer(x), x * layer.gate(x))
+    with pytest.raises(ShapeError):
+        layer(torch.randn(2, C + 1, 6, 8, 8))
 
 
 def test_shape_error_is_a_value_error():

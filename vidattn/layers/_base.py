@@ -23,7 +23,7 @@ from vidattn.errors import VidattnError
 
 from ._capture import RecordsAttention
 
-__all__ = ["AttentionLayer", "ShapeError", "check_video", "make_divisible_hidden"]
+__all__ = ["AttentionLayer", "GatingAttention", "ShapeError", "check_video", "make_divisible_hidden"]
 
 
 class ShapeError(VidattnError, ValueError):
@@ -84,6 +84,22 @@ class AttentionLayer(RecordsAttention, nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, identity_init={self.identity_init}"
+
+
+class GatingAttention(AttentionLayer):
+    """A layer that re-weights its input by a multiplier: ``x * gate(x)`` (timm's SE / CBAM shape).
+
+    Subclasses implement only `gate`; keeping the multiplier separate from `forward` lets a
+    composite (STC) combine the gates of several layers in one product.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return x * self.gate(x)
+
+    def gate(self, x: Tensor) -> Tensor:
+        """The multiplier for ``x`` (broadcastable to it); records the weights."""
+        raise NotImplementedError(f"{type(self).__name__} must implement gate()")
 
 
 def build_frame_scorer(

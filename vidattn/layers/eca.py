@@ -12,7 +12,7 @@ import math
 from einops import rearrange
 from torch import Tensor, nn
 
-from ._base import AttentionLayer
+from ._base import GatingAttention
 
 __all__ = ["EfficientChannelAttention"]
 
@@ -22,7 +22,7 @@ def _eca_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
     return max(t if t % 2 else t + 1, 3)
 
 
-class EfficientChannelAttention(AttentionLayer):
+class EfficientChannelAttention(GatingAttention):
     """ECA channel gate: ``sigmoid(conv1d(avgpool(x)))`` over the channel axis.
 
     Weights recorded: ``(B, C)``, sigmoid values in [0, 1].
@@ -39,10 +39,6 @@ class EfficientChannelAttention(AttentionLayer):
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
         if identity_init:
             nn.init.zeros_(self.conv.weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        return x * self.gate(x)
 
     def gate(self, x: Tensor) -> Tensor:
         """The multiplier for ``x`` (broadcastable to it); records the weights."""

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._base import AttentionLayer, make_divisible_hidden
+from ._base import GatingAttention, make_divisible_hidden
 from .spatial import _same_padding
 
 __all__ = ["LocalAttention"]
 
 
-class LocalAttention(AttentionLayer):
+class LocalAttention(GatingAttention):
     """``sigmoid(conv_kxk(relu(conv_1x1(x))))`` as a per-position gate.
 
     Weights recorded: ``(B, T, H, W)``, sigmoid values in [0, 1].
@@ -47,10 +47,6 @@ class LocalAttention(AttentionLayer):
         if identity_init:
             nn.init.zeros_(self.conv.weight)
             nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        return x * self.gate(x)
 
     def gate(self, x: Tensor) -> Tensor:
         """The multiplier for ``x`` (broadcastable to it); records the weights."""

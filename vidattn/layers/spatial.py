@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._base import AttentionLayer
+from ._base import GatingAttention
 
 __all__ = ["SpatialAttention"]
 
@@ -22,7 +22,7 @@ def _same_padding(kernel_size: tuple[int, int, int]) -> tuple[int, int, int]:
     return (kernel_size[0] // 2, kernel_size[1] // 2, kernel_size[2] // 2)
 
 
-class SpatialAttention(AttentionLayer):
+class SpatialAttention(GatingAttention):
     """Spatial gate from channel-pooled statistics.
 
     Weights recorded: ``(B, T, H, W)``, sigmoid values in [0, 1].
@@ -43,10 +43,6 @@ class SpatialAttention(AttentionLayer):
         if identity_init:
             nn.init.zeros_(self.conv.weight)
             nn.init.zeros_(self.conv.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        return x * self.gate(x)
 
     def gate(self, x: Tensor) -> Tensor:
         """The multiplier for ``x`` (broadcastable to it); records the weights."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._base import AttentionLayer, make_divisible_hidden
+from ._base import GatingAttention, make_divisible_hidden
 
 __all__ = ["SqueezeExcite"]
 
 
-class SqueezeExcite(AttentionLayer):
+class SqueezeExcite(GatingAttention):
     """SE channel gate.
 
     Weights recorded: ``(B, C)``, sigmoid values in [0, 1].
@@ -48,10 +48,6 @@ class SqueezeExcite(AttentionLayer):
         if identity_init:
             nn.init.zeros_(self.fc2.weight)
             nn.init.zeros_(self.fc2.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        return x * self.gate(x)
 
     def gate(self, x: Tensor) -> Tensor:
         """The multiplier for ``x`` (broadcastable to it); records the weights."""

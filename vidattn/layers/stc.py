@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._base import AttentionLayer
+from ._base import AttentionLayer, GatingAttention
 from .spatial import SpatialAttention
 from .squeeze_excite import SqueezeExcite
 from .temporal import TemporalAttention
@@ -74,7 +74,7 @@ class STCAttention(AttentionLayer):
             else None
         )
 
-    def _gate(self, letter: str) -> AttentionLayer:
+    def _gate(self, letter: str) -> GatingAttention:
         return {"c": self.channel, "s": self.spatial, "t": self.temporal}[letter]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from einops import rearrange
 from torch import Tensor
 
-from ._base import AttentionLayer, build_frame_scorer, frame_scores
+from ._base import GatingAttention, build_frame_scorer, frame_scores
 
 __all__ = ["TemporalAttention"]
 
 
-class TemporalAttention(AttentionLayer):
+class TemporalAttention(GatingAttention):
     """Per-frame sigmoid gate: ``conv1d(relu(conv1d(mean_hw(x))))`` over T.
 
     Weights recorded: ``(B, T)``, sigmoid values in [0, 1].
@@ -45,10 +45,6 @@ class TemporalAttention(AttentionLayer):
     def frame_logits(self, x: Tensor) -> Tensor:
         """Per-frame logits ``(B, T)`` before the sigmoid."""
         return frame_scores(self, x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        return x * self.gate(x)
 
     def gate(self, x: Tensor) -> Tensor:
         """The multiplier for ``x`` (broadcastable to it); records the weights."""
