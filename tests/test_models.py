@@ -3,6 +3,7 @@ identity at init, torchvision weight import, frame weights, compile and channels
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -13,8 +14,9 @@ from torch import nn
 import vidattn.models._pretrained as pretrained_mod
 from vidattn.errors import VidattnError
 from vidattn.layers import NonLocalBlock, ShapeError, collect_attention, list_attn
-from vidattn.models import AttentionPoolHead, create_model, expand_time_weights, list_models, register_model
+from vidattn.models import AttentionPoolHead, _registry, create_model, expand_time_weights, list_models, register_model
 from vidattn.models._pretrained import attention_param_names, torchvision_checkpoint_path
+from vidattn.models.resnet import VideoResNet
 
 TINY = ["mc3_tiny", "r2plus1d_tiny", "r3d_tiny"]
 FULL_18 = ["mc3_18", "r2plus1d_18", "r3d_18"]
@@ -59,6 +61,23 @@ def test_unknown_model_and_argument_are_user_errors():
         create_model("r3d_tiny", attn="sse")
     with pytest.raises(VidattnError, match="unknown head"):
         create_model("r3d_tiny", head="max")
+
+
+def test_argument_suggestions_follow_the_signatures(monkeypatch):
+    """`accepted_kwargs` is read from the signatures, so a new VideoResNet argument is suggested too."""
+    fixed = {"conv_makers", "layers", "stem"}  # what each builder sets itself
+    expected = {*inspect.signature(VideoResNet).parameters} - fixed | {"pretrained"}
+    for name in TINY + FULL_18 + FULL_34:
+        assert set(_registry.get_model_builder(name).accepted_kwargs) == expected
+    with pytest.raises(VidattnError, match="did you mean 'temporal_padding'"):
+        create_model("r3d_tiny", temporal_paddin="replicate")
+
+    def plain_builder(*, width: int = 4, depth: int = 1) -> nn.Module:  # no accepted_kwargs attribute
+        return nn.Identity()
+
+    monkeypatch.setitem(_registry._MODELS, "plain_builder", plain_builder)
+    with pytest.raises(VidattnError, match="did you mean 'width'"):
+        create_model("plain_builder", widht=3)
 
 
 def test_create_model_drops_none_kwargs():

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from torch import nn
 
 from vidattn.errors import VidattnError
 
-__all__ = ["create_model", "get_model_builder", "is_model", "list_models", "register_model"]
+__all__ = ["create_model", "get_model_builder", "is_model", "keyword_names", "list_models", "register_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 F = TypeVar("F", bound=Callable[..., nn.Module])
@@ -33,6 +34,24 @@ def register_model(fn: F) -> F:
         raise ValueError(f"a model named {name!r} is already registered ({_MODELS[name].__module__})")
     _MODELS[name] = fn
     return fn
+
+
+def keyword_names(*fns: Callable[..., Any], exclude: Sequence[str] = ()) -> tuple[str, ...]:
+    """The names a caller may pass by keyword to any of `fns`, read from their signatures.
+
+    A builder that forwards ``**kwargs`` declares what it accepts as
+    ``builder.accepted_kwargs = keyword_names(ModelClass, helper, exclude=<what the builder fixes>)``,
+    so the list (used to suggest a misspelt argument) follows the model's signature instead of a
+    hand-kept copy. ``*args`` / ``**kwargs`` and positional-only parameters are not names.
+    """
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [p.name for fn in fns for p in inspect.signature(fn).parameters.values() if p.kind in named]
+    return tuple(n for n in dict.fromkeys(names) if n not in exclude)
+
+
+def _accepted_kwargs(builder: Callable[..., nn.Module]) -> Sequence[str]:
+    accepted = getattr(builder, "accepted_kwargs", None)
+    return accepted if accepted is not None else keyword_names(builder)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -90,7 +109,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         match = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if match is None:
             raise
-        accepted = getattr(builder, "accepted_kwargs", ())
-        close = difflib.get_close_matches(match.group(1), accepted, n=3)
+        close = difflib.get_close_matches(match.group(1), _accepted_kwargs(builder), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise VidattnError(f"model {name!r} does not take argument {match.group(1)!r}{hint}") from e

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from vidattn.layers import NonLocalBlock, RecordsAttention, check_video, create_attn
 
-from ._registry import register_model
+from ._registry import keyword_names, register_model
 from .heads import AttentionPoolHead, create_head, expand_time_weights
 
 __all__ = [
@@ -415,10 +415,10 @@ def _video_resnet(name: str, *, pretrained: bool | str | None = None, **kwargs: 
 
 
 def _register(fn: Callable[..., VideoResNet]) -> Callable[..., VideoResNet]:
-    fn.accepted_kwargs = [  # type: ignore[attr-defined]
-        "num_classes", "in_chans", "attn", "attn_kwargs", "nonlocal_stages", "nonlocal_kwargs", "head",
-        "drop_rate", "zero_init_residual", "pretrained", "widths", "strides", "temporal_padding",
-    ]  # fmt: skip
+    # What a builder's **kwargs may hold: VideoResNet's arguments, less the ones each builder fixes.
+    fn.accepted_kwargs = keyword_names(  # type: ignore[attr-defined]
+        VideoResNet, _video_resnet, exclude=("name", "conv_makers", "layers", "stem")
+    )
     return register_model(fn)
 
 
