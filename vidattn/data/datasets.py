@@ -55,7 +55,11 @@ _SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validat
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One annotated video. `start_s`/`end_s` trim it; event bounds are frame indices (synthetic data)."""
+    """One annotated video: its path, its class index and, optionally, the part of it that is labelled.
+
+    `start_s` / `end_s` (seconds, from a CSV's ``start`` / ``end`` columns, e.g. Kinetics' trimmed
+    segments) limit the frames clips are sampled from; None means the start / end of the file.
+    """
 
     path: str
     label: int
