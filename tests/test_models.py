@@ -296,23 +296,26 @@ def test_attention_head_weights_follow_the_scores():
 # --- compile / channels_last ---------------------------------------------------------------------
 
 
-def test_channels_last_3d():
+def _channels_last(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.to(memory_format=torch.channels_last_3d)(x.to(memory_format=torch.channels_last_3d))
+
+
+def _compiled(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.compile(model)(x)
+
+
+@pytest.mark.parametrize(
+    ("run", "tol"),
+    [
+        pytest.param(_channels_last, 1e-5, id="channels_last_3d"),
+        pytest.param(_compiled, 1e-4, id="torch_compile", marks=pytest.mark.slow),
+    ],
+)
+def test_fast_path_matches_eager(run, tol):
     torch.manual_seed(0)
     model = create_model("r2plus1d_tiny", num_classes=3, attn="stc").eval()
     x = torch.randn(SMALL_INPUT)
     with torch.no_grad():
         ref = model(x)
-        model = model.to(memory_format=torch.channels_last_3d)
-        out = model(x.to(memory_format=torch.channels_last_3d))
-    assert (out - ref).abs().max().item() < 1e-5
-
-
-@pytest.mark.slow
-def test_torch_compile():
-    torch.manual_seed(0)
-    model = create_model("r2plus1d_tiny", num_classes=3, attn="stc").eval()
-    x = torch.randn(SMALL_INPUT)
-    with torch.no_grad():
-        ref = model(x)
-        out = torch.compile(model)(x)
-    assert (out - ref).abs().max().item() < 1e-4
+        out = run(model, x)
+    assert (out - ref).abs().max().item() < tol
