@@ -25,7 +25,6 @@ from vidattn.data import (
     RandomClipSampler,
     ReaderCache,
     SegmentSampler,
-    SlidingWindowSampler,
     UniformClipSampler,
     VideoDecodeError,
     available_backends,
@@ -57,7 +56,6 @@ def sampler_clips(num_frames: int, seed: int = 0) -> dict[str, list[list[int]]]:
         "segment-centre": SegmentSampler(8, random=False, num_clips=2),
         "dense-random": RandomClipSampler(8, stride=2),
         "uniform": UniformClipSampler(8, stride=2, num_clips=3),
-        "sliding": SlidingWindowSampler(8, stride=2, hop=5),
     }
     out = {}
     for name, sampler in samplers.items():

@@ -1,4 +1,4 @@
-"""Clip samplers: determinism, ranges, short-video policies, sliding-window coverage, TSN centres, uniform spread."""
+"""Clip samplers: determinism, ranges, short-video policies, TSN centres, uniform spread."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from vidattn.data import (
     ClipTooShortError,
     RandomClipSampler,
     SegmentSampler,
-    SlidingWindowSampler,
     UniformClipSampler,
     create_sampler,
     make_rng,
@@ -21,7 +20,6 @@ SAMPLERS = {
     "segment-test": lambda short="loop": SegmentSampler(8, random=False, num_clips=3, short=short),
     "random": lambda short="loop": RandomClipSampler(8, stride=4, short=short),
     "uniform": lambda short="loop": UniformClipSampler(8, stride=2, num_clips=4, short=short),
-    "sliding": lambda short="loop": SlidingWindowSampler(8, stride=2, hop=6, short=short),
 }
 
 
@@ -100,30 +98,7 @@ def test_uniform_clips_evenly_spread():
     assert single.frame_indices == (50, 52, 54, 56)  # centred
 
 
-@pytest.mark.parametrize("num_frames", [8, 9, 15, 16, 17, 50, 101])
-@pytest.mark.parametrize(("clip_len", "stride", "hop"), [(8, 1, 4), (4, 2, 3), (5, 1, 5), (3, 3, 1)])
-def test_sliding_windows_cover_every_frame_and_end_aligned(num_frames, clip_len, stride, hop):
-    sampler = SlidingWindowSampler(clip_len, stride=stride, hop=hop)
-    clips = sampler(num_frames)
-    assert len(clips) == sampler.num_windows(num_frames)
-    if num_frames < sampler.span:
-        return
-    starts = [c.frame_indices[0] for c in clips]
-    assert starts[0] == 0
-    assert clips[-1].frame_indices[-1] == num_frames - 1  # last window aligned to the end
-    assert all(b - a <= hop for a, b in zip(starts, starts[1:], strict=False))
-    covered = {i for c in clips for s in [c.frame_indices[0]] for i in range(s, s + sampler.span)}
-    assert covered == set(range(num_frames))  # every frame lies in some window's span
-    if stride == 1:
-        assert {i for c in clips for i in c.frame_indices} == set(range(num_frames))
-
-
-def test_sliding_default_hop_is_half_a_window():
-    clips = SlidingWindowSampler(8)(24)
-    assert [c.frame_indices[0] for c in clips] == [0, 4, 8, 12, 16]
-
-
-@pytest.mark.parametrize("kind", ["random", "uniform", "sliding", "segment"])
+@pytest.mark.parametrize("kind", ["random", "uniform", "segment"])
 def test_short_video_policies(kind):
     n = 5
     loop = SAMPLERS[kind]("loop")
@@ -160,8 +135,6 @@ def test_bad_arguments():
         SegmentSampler(0)
     with pytest.raises(ValueError):
         UniformClipSampler(4, num_clips=0)
-    with pytest.raises(ValueError):
-        SlidingWindowSampler(4, hop=0)
     with pytest.raises(ValueError, match="short"):
         RandomClipSampler(4, short="wrap")
 
@@ -170,6 +143,5 @@ def test_create_sampler_by_name():
     assert isinstance(create_sampler("segment", num_segments=3), SegmentSampler)
     assert isinstance(create_sampler("random", clip_len=3), RandomClipSampler)
     assert isinstance(create_sampler("uniform", clip_len=3, num_clips=2), UniformClipSampler)
-    assert isinstance(create_sampler("sliding", clip_len=3), SlidingWindowSampler)
     with pytest.raises(VidattnError, match="unknown sampler"):
         create_sampler("tsn")

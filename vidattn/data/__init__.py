@@ -37,7 +37,6 @@ _EXPORTS = {
     "ClipTooShortError": "sampling",
     "RandomClipSampler": "sampling",
     "SegmentSampler": "sampling",
-    "SlidingWindowSampler": "sampling",
     "UniformClipSampler": "sampling",
     "create_sampler": "sampling",
     "make_rng": "sampling",

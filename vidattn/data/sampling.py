@@ -10,7 +10,6 @@ Samplers (after TSN, Wang et al. 2016, and the clip samplers of SlowFast / PyTor
 - `SegmentSampler`: TSN segments, one frame per segment (random in training, centre in test).
 - `RandomClipSampler`: one dense clip of ``clip_len`` frames every ``stride`` frames at a random start.
 - `UniformClipSampler`: ``num_clips`` dense clips spread evenly, for multi-view testing.
-- `SlidingWindowSampler`: every window over the whole video, for key frames and scoring.
 
 A video shorter than a clip is handled by ``short="loop" | "pad" | "skip"``: loop the frames,
 repeat the last frame, or raise `ClipTooShortError` so the caller can skip the video.
@@ -32,7 +31,6 @@ __all__ = [
     "SegmentSampler",
     "RandomClipSampler",
     "UniformClipSampler",
-    "SlidingWindowSampler",
     "make_rng",
     "create_sampler",
 ]
@@ -179,41 +177,12 @@ class UniformClipSampler(RandomClipSampler):
         return [ClipInfo(tuple(range(s, s + self.span, self.stride)), k, self.num_clips) for k, s in enumerate(starts)]
 
 
-class SlidingWindowSampler(RandomClipSampler):
-    """Every window of `clip_len` frames (every `stride` frames) with starts `hop` frames apart.
-
-    The last window is aligned to the end of the video so every frame is covered at least once.
-    """
-
-    def __init__(self, clip_len: int, stride: int = 1, hop: int | None = None, *, short: str = "pad") -> None:
-        super().__init__(clip_len, stride, short=short)
-        self.hop = hop if hop is not None else max(1, self.span // 2)
-        if self.hop < 1:
-            raise ValueError("hop must be >= 1")
-
-    def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
-        last = num_frames - self.span
-        starts = list(range(0, last + 1, self.hop))
-        if starts[-1] != last:
-            starts.append(last)
-        n = len(starts)
-        return [ClipInfo(tuple(range(s, s + self.span, self.stride)), k, n) for k, s in enumerate(starts)]
-
-    def num_windows(self, num_frames: int) -> int:
-        """How many windows a video of `num_frames` frames yields."""
-        if num_frames < self.span:
-            return 1
-        last = num_frames - self.span
-        return last // self.hop + 1 + (1 if last % self.hop else 0)
-
-
 def create_sampler(kind: str, **kwargs: object) -> ClipSampler:
-    """Build a sampler by name: "segment", "random", "uniform" or "sliding"."""
+    """Build a sampler by name: "segment", "random" or "uniform"."""
     table = {
         "segment": SegmentSampler,
         "random": RandomClipSampler,
         "uniform": UniformClipSampler,
-        "sliding": SlidingWindowSampler,
     }
     if kind not in table:
         raise VidattnError(f"unknown sampler {kind!r}; choose one of {sorted(table)}")
