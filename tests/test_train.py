@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from vidattn.config import load_config
 from vidattn.data import load_annotations
@@ -58,6 +59,14 @@ def synth_root(tmp_path_factory) -> Path:
 
 def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def one_error_line(res: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a command that failed as a user error (non-zero exit, no traceback)."""
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode != 0, res.stderr
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
 
 
 def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
@@ -243,3 +252,82 @@ def test_resume_reconciles_metrics_lines(tmp_path):
     ]
     _reconcile_metrics(path, {"epoch": 2, "loss": 0.7}, epochs_done=2)  # nothing doubled
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_resume_continues_the_run_as_it_was_configured(synth_root, tmp_path):
+    """`vidattn train --out RUN --resume`, the README's form, takes the run's config (issue 13).
+
+    It used to overwrite RUN/config.yaml with the built-in default, generate new synthetic data into
+    RUN/data and continue the checkpoint on those videos.
+    """
+    run = tmp_path / "run"
+    first = ["--data-root", str(synth_root), "--out", str(run), *overrides("data.clip_len=4")]
+    res = vidattn("train", *first, "--epochs", "1")
+    assert res.returncode == 0, res.stderr
+    saved = (run / "config.yaml").read_text()
+
+    # A resume that would change the data or the model refuses with one line and leaves the run as it was.
+    for flags, key in ((["-o", "model.attn=none"], "model.attn"), (["--data-root", str(tmp_path)], "data.root")):
+        line = one_error_line(vidattn("train", "--out", str(run), "--resume", *flags))
+        assert key in line and str(run) in line, line
+    assert (run / "config.yaml").read_text() == saved
+    assert len(read_metrics(run)) == 1
+
+    # The README's form, changing only what is safe: the saved config, the difference printed, no new data.
+    res = vidattn("train", "--out", str(run), "--resume", "--epochs", "2")
+    assert res.returncode == 0, res.stderr
+    assert "train.epochs 1 -> 2" in res.stderr
+    assert not (run / "data").exists()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["clip_len"] == 4 and config["data"]["root"] == str(synth_root.resolve())
+    assert config["train"]["epochs"] == 2
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+
+    # Giving the first command's flags again (a relative --data-root included) only repeats the config.
+    rel_root = os.path.relpath(synth_root, REPO)
+    res = vidattn("train", *first, "--data-root", rel_root, "--epochs", "2", "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "resume:" not in res.stderr
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.batch_size=0", "train.batch_size=-1", "data.clip_len=0", "optim.lr=-1", "train.epochs=0", "train.amp=fp8"],
+)
+def test_out_of_range_value_is_one_line(tmp_path, override):
+    """Out-of-range numbers are refused when the config is resolved, --dry-run included (issue 13)."""
+    key = override.split("=")[0]
+    for extra in (["--dry-run"], []):
+        line = one_error_line(vidattn("train", "--out", str(tmp_path / "r"), "-o", override, *extra))
+        assert line.startswith("Error:") and key in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_epochs_zero_flag_and_key_are_both_refused():
+    res = vidattn("train", "--epochs", "0", "--dry-run")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "--epochs" in res.stderr
+    assert "train.epochs must be >= 1" in one_error_line(vidattn("train", "-o", "train.epochs=0", "--dry-run"))
+
+
+def test_config_validation_rules():
+    from vidattn.config import Config, apply_overrides, load_config
+    from vidattn.errors import ConfigError
+
+    assert load_config(None) == Config()
+    for bad, message in (
+        ("train.batch_size=null", "train.batch_size needs a value"),
+        ("data.scale=[0.9,0.5]", "data.scale must be"),
+        ("data.test_crops=2", "data.test_crops must be one of 1, 3"),
+        ("optim.lr=.nan", "optim.lr must be > 0"),
+        ("optim.ema=1.0", "optim.ema must be in (0, 1)"),
+        ("train.device=gpu", "train.device must be"),
+    ):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_config(None, [bad])
+    # Optional keys accept null; a run's config as the base changes only the keys named.
+    cfg = load_config(None, ["optim.clip_grad=null", "train.threads=null", "optim.ema=0.99"])
+    assert cfg.optim.clip_grad is None and cfg.optim.ema == 0.99
+    base = apply_overrides(Config(), ["data.clip_len=4"])
+    assert load_config(None, ["train.epochs=3"], base=base).data.clip_len == 4
+    assert base.train.epochs == Config().train.epochs  # the base itself is not modified

@@ -390,18 +390,22 @@ def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dr
       torchrun --nproc_per_node 2 -m vidattn.cli train --out runs/ddp
       vidattn train --out runs/ucf --resume
     """
-    from vidattn.config import apply_overrides, dump_config, load_config
+    from vidattn.config import dump_config, load_config
 
-    cfg = load_config(config_path)
+    if resume and out_dir is None:
+        raise click.UsageError("--resume needs --out RUN_DIR")
     flags = [f"data.root={data_root}"] if data_root else []
     flags += [f"train.epochs={epochs}"] if epochs else []
     flags += [f"train.device={device}"] if device else []
-    cfg = apply_overrides(cfg, flags + list(overrides))
+    base = None
+    if resume:  # the run's own config is the base: flags and -o change only the keys they name
+        from vidattn.engine.train import saved_config
+
+        base = saved_config(out_dir)
+    cfg = load_config(config_path, flags + list(overrides), base=base)
     if dry_run:
         click.echo(dump_config(cfg), nl=False)
         return
-    if resume and out_dir is None:
-        raise click.UsageError("--resume needs --out RUN_DIR")
     from vidattn.engine import train as engine
 
     engine.train(cfg, out_dir or engine.default_run_dir(), resume=resume)

@@ -1,23 +1,71 @@
 """Experiment configuration: dataclasses in code, YAML files in `configs/`, `-o key=value` last.
 
-Resolution order: dataclass defaults -> YAML file (``-c``) -> command-line flags -> ``-o`` overrides.
-Unknown keys are errors that name the close matches; the resolved config is saved with each run.
+Resolution order: dataclass defaults (or a run's saved config, on resume) -> YAML file (``-c``) ->
+command-line flags -> ``-o`` overrides. Unknown keys are errors that name the close matches; each
+section's `_rules` say which values are in range, and `load_config` checks them once the config is
+resolved. The resolved config is saved with each run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
 import yaml
 
 from vidattn.errors import ConfigError
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "load_config", "apply_overrides"]
+__all__ = [
+    "RESUME_SAFE_KEYS",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_diff",
+    "dump_config",
+    "load_config",
+    "resume_changes",
+]
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What a field's value must satisfy, and how the error says it."""
+
+    test: Callable[[Any], bool]
+    text: str
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _at_least(low: float) -> _Rule:
+    return _Rule(lambda v: _finite(v) and v >= low, f">= {low}")
+
+
+def _above(low: float) -> _Rule:
+    return _Rule(lambda v: _finite(v) and v > low, f"> {low}")
+
+
+def _fraction(*, below_one: bool = False) -> _Rule:
+    """In [0, 1], or [0, 1) with `below_one`."""
+    if below_one:
+        return _Rule(lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)")
+    return _Rule(lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]")
+
+
+def _one_of(*choices: Any) -> _Rule:
+    return _Rule(lambda v: v in choices, "one of " + ", ".join(map(str, choices)))
 
 
 @dataclass
@@ -43,6 +91,23 @@ class DataConfig:
     synth_per_class: int = 80  # synthetic default: training videos per class
     synth_val_per_class: int = 20  # synthetic default: validation videos per class
 
+    _rules: ClassVar[dict[str, _Rule]] = {
+        "split_id": _at_least(1),
+        "clip_len": _at_least(1),
+        "stride": _at_least(1),
+        "short": _one_of("loop", "pad", "skip"),
+        "size": _at_least(1),
+        "crop_size": _at_least(1),
+        "scale": _Rule(lambda v: all(map(_finite, v)) and 0 < v[0] <= v[1] <= 1, "a range 0 < min <= max <= 1"),
+        "test_clips": _at_least(1),
+        "test_crops": _one_of(1, 3),
+        "backend": _one_of("auto", "decord", "pyav"),
+        "num_workers": _at_least(0),
+        "cache_mb": _at_least(0),
+        "synth_per_class": _at_least(1),
+        "synth_val_per_class": _at_least(0),
+    }
+
 
 @dataclass
 class ModelConfig:
@@ -53,11 +118,13 @@ class ModelConfig:
     dropout: float = 0.0  # dropout before the classifier
     kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
 
+    _rules: ClassVar[dict[str, _Rule]] = {"dropout": _fraction(below_one=True)}
+
 
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # adamw | sgd
-    lr: float = 6e-3  # peak learning rate for a global batch of 16 (scaled linearly with the batch)
+    lr: float = 6e-3  # peak learning rate for a global batch of REFERENCE_BATCH_SIZE (engine/optim.py), scaled linearly
     weight_decay: float = 0.05  # decoupled weight decay; norms and biases are exempt
     momentum: float = 0.9  # SGD momentum
     warmup_epochs: float = 1.0  # linear warmup before the cosine decay
@@ -68,6 +135,21 @@ class OptimConfig:
     mixup: float = 0.0  # mixup alpha (0 = off)
     cutmix: float = 0.0  # cutmix alpha (0 = off)
     ema: float | None = None  # EMA decay of the weights, e.g. 0.999; None disables
+
+    _rules: ClassVar[dict[str, _Rule]] = {
+        "name": _one_of("adamw", "sgd"),
+        "lr": _above(0),
+        "weight_decay": _at_least(0),
+        "momentum": _fraction(),
+        "warmup_epochs": _at_least(0),
+        "min_lr_ratio": _fraction(),
+        "clip_grad": _above(0),
+        "accum_steps": _at_least(1),
+        "label_smoothing": _fraction(below_one=True),
+        "mixup": _at_least(0),
+        "cutmix": _at_least(0),
+        "ema": _Rule(lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
+    }
 
 
 @dataclass
@@ -87,6 +169,19 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap an epoch (smoke tests, benchmarks)
     progress: bool = True  # progress bar on stderr
 
+    _rules: ClassVar[dict[str, _Rule]] = {
+        "epochs": _at_least(1),
+        "batch_size": _at_least(1),
+        "eval_batch_size": _at_least(1),
+        "device": _Rule(
+            lambda v: v in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", v)), "auto, cpu, cuda or cuda:N"
+        ),
+        "amp": _one_of("auto", "off", "bf16", "fp16"),
+        "eval_every": _at_least(1),
+        "threads": _at_least(1),
+        "max_steps_per_epoch": _at_least(1),
+    }
+
 
 @dataclass
 class Config:
@@ -103,6 +198,31 @@ class Config:
         cfg = cls()
         _merge(cfg, data, source)
         return cfg
+
+    def copy(self) -> Config:
+        """An independent deep copy."""
+        return Config.from_dict(self.to_dict())
+
+    def validate(self, source: str = "config") -> Config:
+        """Check every value against its section's `_rules`; returns self.
+
+        Raises:
+            ConfigError: one line naming the first key out of range (and `source` when it is not the CLI).
+        """
+        for section in dataclasses.fields(self):
+            part = getattr(self, section.name)
+            hints = get_type_hints(type(part))
+            where = "" if source == "config" else f"{source}: "
+            for f in dataclasses.fields(part):
+                key, value = f"{section.name}.{f.name}", getattr(part, f.name)
+                if value is None:
+                    if type(None) not in get_args(hints[f.name]) and hints[f.name] is not Any:
+                        raise ConfigError(f"{where}{key} needs a value, got null")
+                    continue
+                rule = part._rules.get(f.name)
+                if rule is not None and not rule.test(value):
+                    raise ConfigError(f"{where}{key} must be {rule.text}, got {value!r}")
+        return self
 
 
 def _plain(value: Any) -> Any:
@@ -211,9 +331,17 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file at `path` (if any), then `overrides`."""
-    cfg = Config()
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None, *, base: Config | None = None
+) -> Config:
+    """Defaults (or a copy of `base`), then the YAML file at `path` (if any), then `overrides`; validated.
+
+    With `base` (a run's saved config, on resume) only the keys the file and the overrides name change.
+
+    Raises:
+        ConfigError: a missing or invalid file, an unknown key, or a value out of range.
+    """
+    cfg = base.copy() if base is not None else Config()
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -223,9 +351,59 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: invalid YAML: {' '.join(str(exc).split())}") from None
         _merge(cfg, data, str(p))
-    return apply_overrides(cfg, overrides or [])
+    return apply_overrides(cfg, overrides or []).validate()
 
 
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML text."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        is_section = isinstance(value, dict) and key != "kwargs"  # model.kwargs is one value
+        out.update(_flat(value, f"{prefix}{key}.") if is_section else {prefix + key: value})
+    return out
+
+
+def config_diff(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for every key whose value differs, in field order."""
+    a, b = _flat(old.to_dict()), _flat(new.to_dict())
+    return [(key, a[key], b[key]) for key in a if a[key] != b[key]]
+
+
+#: What a resumed run may change: how long, where and how fast it runs; never the data, the model or the
+#: optimisation the checkpoint continues (those would silently make it a different run).
+RESUME_SAFE_KEYS = (
+    "train.epochs",
+    "train.device",
+    "train.eval_every",
+    "train.eval_batch_size",
+    "train.threads",
+    "train.progress",
+    "data.num_workers",
+    "data.cache_mb",
+)
+
+
+def resume_changes(saved: Config, requested: Config, *, run: str) -> list[tuple[str, Any, Any]]:
+    """The differences between a run's saved config and the one a resume asks for, if all are safe.
+
+    ``data.root`` compares as an absolute path, so ``--data-root`` given again relative to the current
+    folder is the same root.
+
+    Raises:
+        ConfigError: one line naming the first change outside `RESUME_SAFE_KEYS`.
+    """
+    changes = []
+    for key, old, new in config_diff(saved, requested):
+        if key == "data.root" and old and new and os.path.abspath(old) == os.path.abspath(new):
+            continue
+        if key not in RESUME_SAFE_KEYS:
+            raise ConfigError(
+                f"cannot resume {run} with {key}={new!r}: it was trained with {old!r} (a resume may change only "
+                f"{', '.join(RESUME_SAFE_KEYS)}; start a new run with another --out)"
+            )
+        changes.append((key, old, new))
+    return changes

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from vidattn._io import atomic_open
-from vidattn.errors import VidattnError
+from vidattn.config import Config
+from vidattn.errors import ConfigError, VidattnError
 
-__all__ = ["FORMAT", "atomic_save", "load_checkpoint", "load_model"]
+__all__ = ["FORMAT", "atomic_save", "checkpoint_config", "load_checkpoint", "load_model"]
 
 FORMAT = "vidattn-checkpoint/1"
 
@@ -35,18 +36,35 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a vidattn checkpoint safely (``weights_only=True``); errors name the file."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
+    """Load a vidattn checkpoint safely (``weights_only=True``); errors name the file.
+
+    With `mmap` the tensors are mapped, not read: cheap when only the config or the classes are needed.
+    """
     path = Path(path)
     if not path.is_file():
         raise VidattnError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated file, not a torch file, unsafe pickle
         raise VidattnError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {str(exc)[:160]})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise VidattnError(f"{path}: not a vidattn checkpoint (no 'model' entry)")
     return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], source: str | os.PathLike) -> Config:
+    """The validated `Config` a checkpoint was trained with (defaults for keys it predates).
+
+    Raises:
+        ConfigError: the checkpoint names no model, or a key or value this version does not accept.
+    """
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or not (config.get("model") or {}).get("name"):
+        raise ConfigError(f"{source}: checkpoint lacks the model config")
+    return Config.from_dict(config, source=str(source)).validate(str(source))
 
 
 def load_model(

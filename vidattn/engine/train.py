@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidattn._io import atomic_write_text
-from vidattn.config import Config, dump_config
+from vidattn.config import Config, dump_config, resume_changes
 from vidattn.data import (
     EpochSampler,
     ErrorsManifest,
@@ -37,13 +37,13 @@ from vidattn.data import (
     load_annotations,
     save_classes,
 )
-from vidattn.engine.checkpoint import FORMAT, atomic_save, load_checkpoint
+from vidattn.engine.checkpoint import FORMAT, atomic_save, checkpoint_config, load_checkpoint
 from vidattn.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from vidattn.engine.evaluate import autocast_for, eval_dataset, evaluate
 from vidattn.engine.optim import ModelEma, build_optimizer, cosine_schedule, mix_batch
 from vidattn.errors import ConfigError, VidattnError
 
-__all__ = ["TrainingDiverged", "build_model", "default_run_dir", "prepare_data_root", "train"]
+__all__ = ["TrainingDiverged", "build_model", "default_run_dir", "prepare_data_root", "saved_config", "train"]
 
 
 class TrainingDiverged(VidattnError):
@@ -55,7 +55,7 @@ def prepare_data_root(cfg: Config, run_dir: Path, info: DistInfo) -> str:
     if cfg.data.root:
         if not Path(cfg.data.root).exists():
             raise ConfigError(f"data root {cfg.data.root} does not exist")
-        return cfg.data.root
+        return str(Path(cfg.data.root).resolve())
     from vidattn.data.synthetic import generate_dataset
 
     root = run_dir / "data"
@@ -112,6 +112,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def saved_config(run_dir: str | Path) -> Config:
+    """The config the run in `run_dir` was trained with (from ``checkpoints/last.pt``): what `--resume` continues.
+
+    Raises:
+        ConfigError: there is no checkpoint to resume from.
+    """
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise ConfigError(f"--resume: no checkpoint at {last}")
+    return checkpoint_config(load_checkpoint(last, mmap=True), last)
+
+
 def default_run_dir() -> Path:
     """``runs/train-<timestamp>``; under torchrun every rank derives the same name from the run id."""
     import os
@@ -162,6 +174,14 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         if resume and not last_path.exists():
             raise ConfigError(f"--resume: no checkpoint at {last_path}")
     barrier()
+    ckpt = None
+    if resume:
+        # The run continues only on the data and the model it was trained with; what may change is printed.
+        ckpt = load_checkpoint(last_path, map_location=device)
+        requested = cfg.copy()
+        requested.data.root = requested.data.root or str(run_dir / "data")
+        for key, old, new in resume_changes(checkpoint_config(ckpt, last_path), requested, run=str(run_dir)):
+            _log(info, f"resume: {key} {old!r} -> {new!r}")
 
     # -- data ------------------------------------------------------------------------------------
     root = prepare_data_root(cfg, run_dir, info)
@@ -226,8 +246,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
     ema = ModelEma(model, cfg.optim.ema) if cfg.optim.ema else None
     start_epoch, best_top1 = 0, -1.0
-    if resume:
-        ckpt = load_checkpoint(last_path, map_location=device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
