@@ -71,3 +71,35 @@ def realvids(shared: Path) -> Path:
     if not path.is_dir():
         pytest.skip("shared/realvids not present")
     return path
+
+
+@pytest.fixture
+def make_read_only():
+    """``make_read_only(path)`` makes the folder `path` read-only until the test ends.
+
+    Root ignores file modes, so as root the folder is bind-mounted read-only over itself (writes fail
+    with "Read-only file system"); otherwise its write bits are cleared. Skips when neither works.
+    """
+    import os
+    import stat
+    import subprocess
+
+    undo = []
+
+    def make(path: Path) -> Path:
+        if os.geteuid() != 0:
+            mode = path.stat().st_mode
+            path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+            undo.append(lambda: path.chmod(mode))
+            return path
+        for cmd in (["mount", "--bind", str(path), str(path)], ["mount", "-o", "remount,ro,bind", str(path)]):
+            if subprocess.run(cmd, capture_output=True).returncode != 0:
+                if cmd[1] != "--bind":
+                    subprocess.run(["umount", str(path)], capture_output=True)
+                pytest.skip("cannot make a read-only folder here (bind mount refused)")
+        undo.append(lambda: subprocess.run(["umount", str(path)], capture_output=True))
+        return path
+
+    yield make
+    for step in reversed(undo):
+        step()

@@ -254,7 +254,7 @@ def test_resume_reconciles_metrics_lines(tmp_path):
     assert len(path.read_text().splitlines()) == 2
 
 
-def test_resume_continues_the_run_as_it_was_configured(synth_root, tmp_path):
+def test_resume_continues_the_run_as_it_was_configured(synth_root, tmp_path, make_read_only):
     """`vidattn train --out RUN --resume`, the README's form, takes the run's config (issue 13).
 
     It used to overwrite RUN/config.yaml with the built-in default, generate new synthetic data into
@@ -283,12 +283,25 @@ def test_resume_continues_the_run_as_it_was_configured(synth_root, tmp_path):
     assert config["train"]["epochs"] == 2
     assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
 
+    # Resuming a run whose folder became read-only: one line naming it, nothing lost.
+    make_read_only(run)
+    line = one_error_line(vidattn("train", "--out", str(run), "--resume", "--epochs", "3"))
+    assert line.startswith(f"Error: cannot write {run}"), line
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_resume_may_repeat_the_first_flags(synth_root, tmp_path):
+    run = tmp_path / "run"
+    first = ["--data-root", str(synth_root), "--out", str(run), *overrides("data.clip_len=4")]
+    res = vidattn("train", *first, "--epochs", "1")
+    assert res.returncode == 0, res.stderr
     # Giving the first command's flags again (a relative --data-root included) only repeats the config.
     rel_root = os.path.relpath(synth_root, REPO)
-    res = vidattn("train", *first, "--data-root", rel_root, "--epochs", "2", "--resume")
+    res = vidattn("train", *first, "--data-root", rel_root, "--epochs", "1", "--resume")
     assert res.returncode == 0, res.stderr
     assert "resume:" not in res.stderr
-    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+    assert [m["epoch"] for m in read_metrics(run)] == [1]
 
 
 @pytest.mark.parametrize(
@@ -331,3 +344,32 @@ def test_config_validation_rules():
     base = apply_overrides(Config(), ["data.clip_len=4"])
     assert load_config(None, ["train.epochs=3"], base=base).data.clip_len == 4
     assert base.train.epochs == Config().train.epochs  # the base itself is not modified
+
+
+def test_read_only_output_is_one_line(synth_root, tmp_path, make_read_only):
+    """synth, train and eval into a read-only folder: one `Error:` line naming the path (issue 13)."""
+    from vidattn.config import load_config
+    from vidattn.data.synthetic import CLASSES
+    from vidattn.engine.checkpoint import FORMAT, atomic_save
+    from vidattn.models import create_model
+
+    ro = tmp_path / "ro"
+    cfg = load_config(None, [*TINY, f"data.root={synth_root}"])
+    model = create_model(cfg.model.name, num_classes=len(CLASSES), attn=cfg.model.attn, head=cfg.model.head)
+    ckpt = ro / "checkpoints" / "last.pt"
+    atomic_save(
+        {"format": FORMAT, "model": model.state_dict(), "classes": list(CLASSES), "config": cfg.to_dict()}, ckpt
+    )
+    before = sorted(p.relative_to(ro) for p in ro.rglob("*"))
+    make_read_only(ro)
+
+    for args, path in (
+        (["synth", str(ro / "new"), "--per-class", "1", "--val-per-class", "1"], ro / "new"),
+        (["synth", str(ro), "--per-class", "1", "--val-per-class", "1"], ro),
+        (["train", "--data-root", str(synth_root), "--out", str(ro / "run"), *overrides()], ro / "run"),
+        (["eval", str(ckpt)], ro / "eval-val"),
+        (["eval", str(ckpt), "--out", str(ro / "ev")], ro / "ev"),
+    ):
+        line = one_error_line(vidattn(*args))
+        assert line.startswith(f"Error: cannot write {path}: "), (args[0], line)
+    assert sorted(p.relative_to(ro) for p in ro.rglob("*")) == before

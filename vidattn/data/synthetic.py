@@ -31,6 +31,7 @@ import numpy as np
 
 from vidattn._io import atomic_open, atomic_path
 from vidattn.data.encode import write_video
+from vidattn.errors import ensure_output_dir
 
 __all__ = ["CLASSES", "SynthSpec", "render_video", "generate_dataset"]
 
@@ -150,8 +151,11 @@ def generate_dataset(
 
     Generation is deterministic in `seed`. A finished split (its ``events.csv`` exists and lists the
     expected number of videos) is kept as is, so re-running is cheap and an interrupted run resumes.
+
+    Raises:
+        OutputError: `out_dir` cannot be created or written (checked before any video is rendered).
     """
-    out = Path(out_dir)
+    out = ensure_output_dir(out_dir)
     for split, count, split_seed in (("train", per_class, seed), ("val", val_per_class, seed + 1_000_003)):
         split_dir = out / split
         events_path = split_dir / "events.csv"

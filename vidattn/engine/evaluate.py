@@ -23,7 +23,7 @@ from vidattn.data import (
     load_annotations,
 )
 from vidattn.engine.metrics import ClassificationMeter
-from vidattn.errors import ConfigError
+from vidattn.errors import ConfigError, ensure_output_dir, writing_to
 
 __all__ = ["eval_dataset", "evaluate", "run_eval", "autocast_for"]
 
@@ -44,8 +44,6 @@ def eval_dataset(data: DataConfig, root: str, classes: list[str], split: str = "
         sampler = SegmentSampler(data.clip_len, random=False, num_clips=data.test_clips, short=data.short)
     else:
         sampler = UniformClipSampler(data.clip_len, data.stride, data.test_clips, short=data.short)
-    if data.test_crops not in (1, 3):
-        raise ConfigError(f"data.test_crops must be 1 or 3, got {data.test_crops}")
     crop = "three" if data.test_crops == 3 else "center"
     return VideoDataset(
         records, classes, sampler, size=data.size, crop=crop, seed=seed, backend=data.backend, cache_mb=data.cache_mb
@@ -115,24 +113,24 @@ def run_eval(
     cfg = Config.from_dict(cfg_dict, source=str(checkpoint))
     ckpt_path = Path(checkpoint).resolve()
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    out = ensure_output_dir(out_dir if out_dir is not None else run_dir / f"eval-{split}")
     root = data_root or cfg.data.root or _default_data_root(run_dir)
     if root is None:
         raise ConfigError("no data root: pass --data-root (the checkpoint's config has none)")
     ds = eval_dataset(cfg.data, root, classes, split, seed=cfg.train.seed)
     workers = cfg.data.num_workers if num_workers is None else num_workers
     loader = build_loader(ds, batch_size or cfg.train.eval_batch_size, num_workers=workers, persistent_workers=False)
-    out = Path(out_dir) if out_dir is not None else run_dir / f"eval-{split}"
-    out.mkdir(parents=True, exist_ok=True)
     manifest = ErrorsManifest(out / "errors.jsonl")
     transform = VideoTransform(cfg.data.crop_size, train=False).to(dev)
     amp = "off" if dev.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     metrics, meter = evaluate(model, loader, transform, dev, classes, amp=amp, manifest=manifest, progress=progress)
-    metrics["checkpoint"] = str(ckpt_path)
-    metrics["split"] = split
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    from vidattn.viz import plot_confusion
+    with writing_to(out):
+        metrics["checkpoint"] = str(ckpt_path)
+        metrics["split"] = split
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        from vidattn.viz import plot_confusion
 
-    plot_confusion(meter.confusion(), classes, out / "confusion.png")
+        plot_confusion(meter.confusion(), classes, out / "confusion.png")
     metrics["out_dir"] = str(out)
     return metrics
 

@@ -41,7 +41,7 @@ from vidattn.engine.checkpoint import FORMAT, atomic_save, checkpoint_config, lo
 from vidattn.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from vidattn.engine.evaluate import autocast_for, eval_dataset, evaluate
 from vidattn.engine.optim import ModelEma, build_optimizer, cosine_schedule, mix_batch
-from vidattn.errors import ConfigError, VidattnError
+from vidattn.errors import ConfigError, VidattnError, ensure_output_dir, writing_to
 
 __all__ = ["TrainingDiverged", "build_model", "default_run_dir", "prepare_data_root", "saved_config", "train"]
 
@@ -167,13 +167,12 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     amp = _amp_mode(cfg, device)
     ckpt_dir = run_dir / "checkpoints"
     last_path = ckpt_dir / "last.pt"
+    if last_path.exists() and not resume:
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not last_path.exists():
+        raise ConfigError(f"--resume: no checkpoint at {last_path}")
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if last_path.exists() and not resume:
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        if resume and not last_path.exists():
-            raise ConfigError(f"--resume: no checkpoint at {last_path}")
-    barrier()
+        ensure_output_dir(run_dir)  # a read-only or unwritable --out fails now, not at the first save
     ckpt = None
     if resume:
         # The run continues only on the data and the model it was trained with; what may change is printed.
@@ -182,6 +181,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         requested.data.root = requested.data.root or str(run_dir / "data")
         for key, old, new in resume_changes(checkpoint_config(ckpt, last_path), requested, run=str(run_dir)):
             _log(info, f"resume: {key} {old!r} -> {new!r}")
+    barrier()
 
     # -- data ------------------------------------------------------------------------------------
     root = prepare_data_root(cfg, run_dir, info)
@@ -219,10 +219,11 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
     if info.is_main:
         val_ds = eval_dataset(d, root, classes, "val", seed=cfg.train.seed)
         val_loader = build_loader(val_ds, cfg.train.eval_batch_size, num_workers=d.num_workers) if len(val_ds) else None
-        save_classes(classes, run_dir / "classes.json")
         resolved = cfg.to_dict()
         resolved["data"]["root"] = root
-        (run_dir / "config.yaml").write_text(dump_config(Config.from_dict(resolved)))
+        with writing_to(run_dir):
+            save_classes(classes, run_dir / "classes.json")
+            (run_dir / "config.yaml").write_text(dump_config(Config.from_dict(resolved)))
 
     # -- model, optimiser ------------------------------------------------------------------------
     model = build_model(cfg, len(classes))
@@ -257,7 +258,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         start_epoch, best_top1 = ckpt["epoch"] + 1, ckpt.get("best_top1", -1.0)
         _set_rng_state(ckpt["rng"][info.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
         if info.is_main:
-            _reconcile_metrics(run_dir / "metrics.jsonl", ckpt.get("metrics") or {}, start_epoch)
+            with writing_to(run_dir):
+                _reconcile_metrics(run_dir / "metrics.jsonl", ckpt.get("metrics") or {}, start_epoch)
         _log(info, f"resumed from {last_path} at epoch {start_epoch}")
     train_model: nn.Module = model
     if cfg.train.compile:
@@ -296,7 +298,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         epoch_sampler.set_epoch(epoch)
         stats = _train_epoch(step_state, train_loader, epoch, steps_per_epoch)
         errors = [e for part in all_gather_objects(stats.pop("errors")) for e in part]
-        new_errors = manifest.record(errors, epoch=epoch, stage="train")
+        with writing_to(run_dir):
+            new_errors = manifest.record(errors, epoch=epoch, stage="train")
         metrics = {"epoch": epoch + 1, **stats, "lr": scheduler.get_last_lr()[0], "train_errors": len(errors)}
         if (
             info.is_main
@@ -328,11 +331,12 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
             )
             # best.pt before last.pt: a run killed in between redoes this epoch (deterministically) on resume.
             # metrics.jsonl after both; `_reconcile_metrics` restores a line lost to a kill in between.
-            if improved:
-                atomic_save(state, ckpt_dir / "best.pt")
-            atomic_save(state, last_path)
-            with (run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            with writing_to(run_dir):  # a full disk: one line, and the last good checkpoint is kept
+                if improved:
+                    atomic_save(state, ckpt_dir / "best.pt")
+                atomic_save(state, last_path)
+                with (run_dir / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(metrics) + "\n")
             if writer is not None:
                 for key, value in metrics.items():
                     if isinstance(value, (int, float)) and key != "epoch":
