@@ -110,3 +110,20 @@ def test_rejects_read_and_append_modes(tmp_path):
     for mode in ("r", "ab", "r+b"):
         with pytest.raises(ValueError, match="mode must be"), atomic_open(tmp_path / "x", mode):
             pass
+
+
+def test_failed_write_is_an_output_error_naming_the_target(tmp_path, make_read_only):
+    from vidattn._io import ensure_output_dir, writing_to
+    from vidattn.errors import OutputError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("old\n")
+    make_read_only(out)
+    with pytest.raises(OutputError, match=rf"^cannot write {out / 'config.yaml'}: \S"), writing_to(out):
+        atomic_write_text(out / "config.yaml", "new\n")
+    assert (out / "config.yaml").read_text() == "old\n"
+    with pytest.raises(OutputError, match=rf"^cannot write {out}: "):
+        ensure_output_dir(out)
+    with pytest.raises(OutputError, match=rf"^cannot write {out / 'sub'}: "):
+        ensure_output_dir(out / "sub")

@@ -14,12 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "temp_name_pattern"]
+from vidattn.errors import OutputError
+
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "ensure_output_dir",
+    "temp_name_pattern",
+    "writing_to",
+]
 
 _TMP = ".tmp"
 
@@ -142,3 +153,45 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     """Replace `path` with `text` atomically (see the module docstring)."""
     with atomic_open(path, "w", encoding=encoding) as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def writing_to(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an `OSError` raised while writing outputs under `path` into an `OutputError`.
+
+    The error names the file the OS names (the target, for one of our temporary files; else `path`).
+    Wrap only code that writes: a failed read inside would be reported as an output error.
+    """
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(_target_of(exc.filename) if exc.filename else path, exc.strerror or str(exc)) from None
+
+
+def _target_of(filename: str | os.PathLike) -> Path:
+    """The file a temporary name from `_create_temp` stands for (``.NAME.1a2b3c4d.tmp`` -> ``NAME``)."""
+    p = Path(os.fsdecode(filename))
+    m = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp(\..*)?", p.name)
+    return p.with_name(m.group(1)) if m else p
+
+
+def ensure_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder `path` (with its parents) and check that a file can be created in it.
+
+    Checked before any work starts, so a read-only or unwritable folder fails at once, not at the first save.
+
+    Raises:
+        OutputError: naming `path` and the reason.
+    """
+    path = Path(path)
+    with writing_to(path):
+        path.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, probe = _create_temp(path / ".vidattn-write-test", _TMP)
+    except OSError as exc:
+        raise OutputError(path, exc.strerror or str(exc)) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vidattn._io import atomic_open, atomic_path
+from vidattn._io import atomic_open, atomic_path, ensure_output_dir
 from vidattn.data.encode import write_video
-from vidattn.errors import ensure_output_dir
 
 __all__ = ["CLASSES", "SynthSpec", "render_video", "generate_dataset"]
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vidattn._io import atomic_write_text, ensure_output_dir, writing_to
 from vidattn.config import Config, DataConfig
 from vidattn.data import (
     ErrorsManifest,
@@ -23,7 +24,7 @@ from vidattn.data import (
     load_annotations,
 )
 from vidattn.engine.metrics import ClassificationMeter
-from vidattn.errors import ConfigError, ensure_output_dir, writing_to
+from vidattn.errors import ConfigError
 
 __all__ = ["eval_dataset", "evaluate", "run_eval", "autocast_for"]
 
@@ -127,7 +128,7 @@ def run_eval(
     with writing_to(out):
         metrics["checkpoint"] = str(ckpt_path)
         metrics["split"] = split
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         from vidattn.viz import plot_confusion
 
         plot_confusion(meter.confusion(), classes, out / "confusion.png")

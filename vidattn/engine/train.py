@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidattn._io import atomic_write_text
+from vidattn._io import atomic_write_text, ensure_output_dir, writing_to
 from vidattn.config import Config, dump_config, resume_changes
 from vidattn.data import (
     EpochSampler,
@@ -41,7 +41,7 @@ from vidattn.engine.checkpoint import FORMAT, atomic_save, checkpoint_config, lo
 from vidattn.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from vidattn.engine.evaluate import autocast_for, eval_dataset, evaluate
 from vidattn.engine.optim import ModelEma, build_optimizer, cosine_schedule, mix_batch
-from vidattn.errors import ConfigError, VidattnError, ensure_output_dir, writing_to
+from vidattn.errors import ConfigError, VidattnError
 
 __all__ = ["TrainingDiverged", "build_model", "default_run_dir", "prepare_data_root", "saved_config", "train"]
 
@@ -223,7 +223,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
         resolved["data"]["root"] = root
         with writing_to(run_dir):
             save_classes(classes, run_dir / "classes.json")
-            (run_dir / "config.yaml").write_text(dump_config(Config.from_dict(resolved)))
+            atomic_write_text(run_dir / "config.yaml", dump_config(Config.from_dict(resolved)))
 
     # -- model, optimiser ------------------------------------------------------------------------
     model = build_model(cfg, len(classes))
