@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import gc
 import hashlib
 import inspect
@@ -189,21 +190,25 @@ class _Model:
     def __init__(self, checkpoint: str | os.PathLike, device: torch.device, topk: int) -> None:
         from vidattn.data.transforms import VideoTransform
         from vidattn.engine.checkpoint import load_model
+        from vidattn.engine.modeling import amp_mode, autocast_for
 
         path = Path(checkpoint)
-        self.net, self.classes, config = load_model(path, device)
-        self.data = config.get("data") or {}
-        self.tag = _checkpoint_tag(path, (config.get("model") or {}).get("name", "model"))
+        self.net, self.classes, cfg = load_model(path, device)
+        self.data = cfg.data
+        self.autocast = functools.partial(autocast_for, device, amp_mode(cfg.train.amp, device))  # as in training
+        self.tag = _checkpoint_tag(path, cfg.model.name)
         self.device = device
         self.topk = max(1, min(topk, len(self.classes)))
-        self.transform = VideoTransform(int(self.data.get("crop_size", 112)), train=False).to(device)
+        self.transform = VideoTransform(cfg.data.crop_size, train=False).to(device)
 
     @torch.inference_mode()
     def __call__(self, videos: list[torch.Tensor]) -> list[list[tuple[str, float]]]:
         batch = torch.stack(videos).to(self.device, non_blocking=True)  # (B, V, T, S, S, C) uint8
         b, v = batch.shape[:2]
         x = self.transform(batch).flatten(0, 1)  # (B*V, C, T, S, S)
-        probs = self.net(x).float().softmax(-1).view(b, v, -1).mean(1)  # views averaged
+        with self.autocast():
+            logits = self.net(x)
+        probs = logits.float().softmax(-1).view(b, v, -1).mean(1)  # views averaged
         top = probs.topk(self.topk, dim=-1)
         return [
             [(self.classes[int(i)], round(float(p), 6)) for p, i in zip(ps, idx, strict=True)]
@@ -282,10 +287,10 @@ def run_score(
             backend=backend,
             timeout_s=timeout_s,
             keyframes_k=keyframes or None,
-            clip_len=int(model.data.get("clip_len", 16)),
-            stride=int(model.data.get("stride", 1)),
+            clip_len=model.data.clip_len,
+            stride=model.data.stride,
             num_clips=clips,
-            size=int(model.data.get("size", 128)),
+            size=model.data.size,
         )
     kf_fn = keyframe_fn or (resolve_keyframe_fn(timeout_s) if keyframes else None)
 

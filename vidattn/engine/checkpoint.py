@@ -69,32 +69,25 @@ def checkpoint_config(ckpt: dict[str, Any], source: str | os.PathLike) -> Config
 
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", *, use_ema: bool = True
-) -> tuple[torch.nn.Module, list[str], dict[str, Any]]:
+) -> tuple[torch.nn.Module, list[str], Config]:
     """Rebuild the model saved in a `vidattn train` checkpoint, in eval mode on `device`.
 
     Returns:
-        ``(model, classes, config)``; `config` is the resolved training config as a dict (its
-        ``data`` section gives clip_len, stride, size, crop_size used in training).
+        ``(model, classes, config)``: `config` is the `Config` it was trained with (its ``data`` section
+        gives the clip_len, stride, size and crop_size of training; ``train.amp`` through
+        `modeling.amp_mode` the precision to run it in).
     """
-    from vidattn.models import create_model
+    from vidattn.engine.modeling import build_model
 
     ckpt = load_checkpoint(path)
-    config = ckpt.get("config") or {}
+    cfg = checkpoint_config(ckpt, path)
     classes = list(ckpt.get("classes") or [])
-    mcfg = config.get("model") or {}
-    if not mcfg.get("name") or not classes:
-        raise VidattnError(f"{path}: checkpoint lacks the model config or class list")
-    model = create_model(
-        mcfg["name"],
-        num_classes=len(classes),
-        attn=mcfg.get("attn"),
-        head=mcfg.get("head"),
-        drop_rate=mcfg.get("dropout"),
-        **(mcfg.get("kwargs") or {}),
-    )
+    if not classes:
+        raise VidattnError(f"{path}: checkpoint lacks the class list")
+    model = build_model(cfg, len(classes), pretrained=False)
     state = ckpt["ema"] if use_ema and isinstance(ckpt.get("ema"), dict) else ckpt["model"]
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise VidattnError(f"{path}: weights do not match model {mcfg['name']!r}: {str(exc)[:200]}") from None
-    return model.to(device).eval(), classes, config
+        raise VidattnError(f"{path}: weights do not match model {cfg.model.name!r}: {str(exc)[:200]}") from None
+    return model.to(device).eval(), classes, cfg

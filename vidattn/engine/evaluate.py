@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,41 +12,52 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vidattn._io import atomic_write_text, ensure_output_dir, writing_to
-from vidattn.config import Config, DataConfig
+from vidattn.config import DataConfig
 from vidattn.data import (
+    ClipSampler,
     ErrorsManifest,
-    SegmentSampler,
-    UniformClipSampler,
     VideoDataset,
     VideoTransform,
     build_loader,
+    create_sampler,
     load_annotations,
 )
 from vidattn.engine.metrics import ClassificationMeter
+from vidattn.engine.modeling import amp_mode, autocast_for
 from vidattn.errors import ConfigError
 
-__all__ = ["eval_dataset", "evaluate", "run_eval", "autocast_for"]
+__all__ = ["clip_sampler", "eval_dataset", "evaluate", "run_eval"]
 
 
-def autocast_for(device: torch.device, amp: str) -> Any:
-    """An autocast context for `amp` ("off", "bf16", "fp16") on `device`."""
-    if amp == "off":
-        return nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def clip_sampler(data: DataConfig, *, train: bool) -> ClipSampler:
+    """The clip sampler ``data.sampler`` names, for training (random clips) or testing (`test_clips` views).
+
+    The one place training, validation and `vidattn eval` get their samplers from.
+    """
+    views = 1 if train else data.test_clips
+    if data.sampler == "segment":
+        return create_sampler("segment", num_segments=data.clip_len, random=train, num_clips=views, short=data.short)
+    if data.sampler == "random":
+        if train:
+            return create_sampler("random", clip_len=data.clip_len, stride=data.stride, short=data.short)
+        return create_sampler("uniform", clip_len=data.clip_len, stride=data.stride, num_clips=views, short=data.short)
+    raise ConfigError(f"data.sampler must be random or segment, got {data.sampler!r}")
 
 
 def eval_dataset(data: DataConfig, root: str, classes: list[str], split: str = "val", seed: int = 0) -> VideoDataset:
     """The evaluation dataset: `test_clips` temporal x `test_crops` spatial views per video."""
     ann = data.val_ann if split != "train" else data.train_ann
     records, _ = load_annotations(root, split, fmt=data.format, ann_file=ann, split_id=data.split_id, classes=classes)
-    if data.sampler == "segment":
-        sampler = SegmentSampler(data.clip_len, random=False, num_clips=data.test_clips, short=data.short)
-    else:
-        sampler = UniformClipSampler(data.clip_len, data.stride, data.test_clips, short=data.short)
     crop = "three" if data.test_crops == 3 else "center"
     return VideoDataset(
-        records, classes, sampler, size=data.size, crop=crop, seed=seed, backend=data.backend, cache_mb=data.cache_mb
+        records,
+        classes,
+        clip_sampler(data, train=False),
+        size=data.size,
+        crop=crop,
+        seed=seed,
+        backend=data.backend,
+        cache_mb=data.cache_mb,
     )
 
 
@@ -110,8 +120,7 @@ def run_eval(
     from vidattn.engine.distributed import resolve_device
 
     dev = resolve_device(device)
-    model, classes, cfg_dict = load_model(checkpoint, dev)
-    cfg = Config.from_dict(cfg_dict, source=str(checkpoint))
+    model, classes, cfg = load_model(checkpoint, dev)
     ckpt_path = Path(checkpoint).resolve()
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     out = ensure_output_dir(out_dir if out_dir is not None else run_dir / f"eval-{split}")
@@ -123,11 +132,12 @@ def run_eval(
     loader = build_loader(ds, batch_size or cfg.train.eval_batch_size, num_workers=workers, persistent_workers=False)
     manifest = ErrorsManifest(out / "errors.jsonl")
     transform = VideoTransform(cfg.data.crop_size, train=False).to(dev)
-    amp = "off" if dev.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    amp = amp_mode(cfg.train.amp, dev)  # as in training, so the validation accuracy is reproduced
     metrics, meter = evaluate(model, loader, transform, dev, classes, amp=amp, manifest=manifest, progress=progress)
     with writing_to(out):
         metrics["checkpoint"] = str(ckpt_path)
         metrics["split"] = split
+        metrics["amp"] = amp
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         from vidattn.viz import plot_confusion
 

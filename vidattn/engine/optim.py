@@ -10,7 +10,19 @@ from torch import nn
 from vidattn.config import OptimConfig
 from vidattn.errors import ConfigError
 
-__all__ = ["param_groups", "build_optimizer", "cosine_schedule", "ModelEma", "mix_batch"]
+__all__ = [
+    "REFERENCE_BATCH_SIZE",
+    "param_groups",
+    "build_optimizer",
+    "scaled_lr",
+    "cosine_schedule",
+    "ModelEma",
+    "mix_batch",
+]
+
+#: The global batch (clips per optimiser step, over all processes) that ``optim.lr`` is tuned for; other
+#: batches scale the learning rate linearly (Goyal et al. 2017, "Accurate, Large Minibatch SGD").
+REFERENCE_BATCH_SIZE = 16
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -30,6 +42,11 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.opti
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
     raise ConfigError(f"optim.name: unknown optimiser {cfg.name!r}; choose adamw or sgd")
+
+
+def scaled_lr(lr: float, global_batch: int) -> float:
+    """``optim.lr`` scaled linearly from `REFERENCE_BATCH_SIZE` to `global_batch` clips per optimiser step."""
+    return lr * global_batch / REFERENCE_BATCH_SIZE
 
 
 def cosine_schedule(

@@ -32,29 +32,34 @@ class KeyframeModel:
     name: str = ""
     checkpoint: str = ""
     transform: Any = field(default=None, repr=False)
+    amp: str = "off"  # mixed precision of training (engine.modeling.amp_mode)
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, device: torch.device) -> KeyframeModel:
         """Rebuild the model of a `vidattn train` checkpoint with its data settings."""
         from vidattn.data.transforms import VideoTransform
         from vidattn.engine.checkpoint import load_model
+        from vidattn.engine.modeling import amp_mode
 
-        model, classes, config = load_model(checkpoint, device)
+        model, classes, cfg = load_model(checkpoint, device)
         if not hasattr(model, "frame_weights"):
             raise VidattnError(f"{checkpoint}: model has no frame_weights(); it cannot score key frames")
-        data = config.get("data") or {}
-        clip_len, stride = int(data.get("clip_len", 16)), int(data.get("stride", 1))
-        size = int(data.get("size", 112))
-        crop = int(data.get("crop_size", size))
-        name = str((config.get("model") or {}).get("name", ""))
-        transform = VideoTransform(crop, train=False).to(device)
-        return cls(model, classes, clip_len, stride, size, crop, device, name, os.fspath(checkpoint), transform)
+        d = cfg.data
+        transform = VideoTransform(d.crop_size, train=False).to(device)
+        amp = amp_mode(cfg.train.amp, device)
+        return cls(
+            model, classes, d.clip_len, d.stride, d.size, d.crop_size, device, cfg.model.name, os.fspath(checkpoint),
+            transform, amp,
+        )  # fmt: skip
 
     @torch.no_grad()
     def score_windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(B, T, S, S, C)`` square clips -> frame weights ``(B, T)`` (uniform = 1) and class probs."""
+        from vidattn.engine.modeling import autocast_for
+
         x = self.transform(clips.to(self.device, non_blocking=True))
-        logits, weights = self.model.frame_weights(x, return_logits=True)
+        with autocast_for(self.device, self.amp):
+            logits, weights = self.model.frame_weights(x, return_logits=True)
         return (weights * weights.shape[1]).float().cpu(), torch.softmax(logits.float(), -1).cpu()
 
 
