@@ -373,3 +373,50 @@ def test_read_only_output_is_one_line(synth_root, tmp_path, make_read_only):
         line = one_error_line(vidattn(*args))
         assert line.startswith(f"Error: cannot write {path}: "), (args[0], line)
     assert sorted(p.relative_to(ro) for p in ro.rglob("*")) == before
+
+
+def test_model_learns_a_tiny_set(tmp_path):
+    """Training works, not just runs: the loss falls and the model beats chance on the videos it saw."""
+    from vidattn.engine.evaluate import run_eval
+    from vidattn.engine.train import train
+
+    root = generate_dataset(
+        tmp_path / "data", per_class=4, val_per_class=1, seed=0, classes=("move_left", "move_right")
+    )
+    tiny = [*TINY, "data.clip_len=16", "optim.lr=0.02", "train.epochs=5", f"data.root={root}"]
+    last = train(load_config(None, tiny), tmp_path / "run")
+    metrics = read_metrics(tmp_path / "run")
+    assert last == metrics[-1] and len(metrics) == 5
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+    seen = run_eval(tmp_path / "run" / "checkpoints" / "last.pt", split="train", progress=False)
+    assert seen["num_videos"] == 8 and seen["top1"] > 0.5  # two classes: chance is 0.5
+
+
+def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
+    """Loading a checkpoint gives its Config; eval, key frames and scoring read size and AMP from it alike."""
+    from vidattn.apps.score import _Model
+    from vidattn.config import Config
+    from vidattn.engine.checkpoint import FORMAT, atomic_save, load_model
+    from vidattn.engine.evaluate import run_eval
+    from vidattn.engine.modeling import amp_mode, build_model
+    from vidattn.keyframes.model import KeyframeModel
+
+    cfg = load_config(None, [*TINY, "data.clip_len=4", "train.amp=bf16", f"data.root={synth_root}"])
+    classes = load_annotations(synth_root, "train")[1]
+    config = cfg.to_dict()
+    del config["data"]["size"]  # written before `size` existed: the DataConfig default, everywhere
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    atomic_save({"format": FORMAT, "model": build_model(cfg, len(classes)).state_dict(), "classes": classes,
+                 "config": config}, path)  # fmt: skip
+
+    cpu = torch.device("cpu")
+    _, loaded_classes, loaded = load_model(path, cpu)
+    assert isinstance(loaded, Config) and loaded_classes == classes
+    assert loaded.data.size == Config().data.size and loaded.data.clip_len == 4
+    assert KeyframeModel.load(path, cpu).size == loaded.data.size
+    assert _Model(path, cpu, topk=3).data.size == loaded.data.size
+    # train.amp is honoured by eval, key frames and scoring (bf16 runs on the CPU too); auto means off on a CPU.
+    assert amp_mode("auto", cpu) == "off" and amp_mode("bf16", cpu) == "bf16"
+    assert KeyframeModel.load(path, cpu).amp == "bf16"
+    result = run_eval(path, progress=False)
+    assert result["amp"] == "bf16" and result["num_videos"] == 12
