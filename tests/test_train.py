@@ -283,25 +283,19 @@ def test_resume_continues_the_run_as_it_was_configured(synth_root, tmp_path, mak
     assert config["train"]["epochs"] == 2
     assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
 
+    # Giving the first command's flags again (a relative --data-root included) only repeats the config.
+    rel_root = os.path.relpath(synth_root, REPO)
+    res = vidattn("train", *first, "--data-root", rel_root, "--epochs", "2", "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "resume:" not in res.stderr
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+
     # Resuming a run whose folder became read-only: one line naming it, nothing lost.
     make_read_only(run)
     line = one_error_line(vidattn("train", "--out", str(run), "--resume", "--epochs", "3"))
     assert line.startswith(f"Error: cannot write {run}"), line
     assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
-
-
-def test_resume_may_repeat_the_first_flags(synth_root, tmp_path):
-    run = tmp_path / "run"
-    first = ["--data-root", str(synth_root), "--out", str(run), *overrides("data.clip_len=4")]
-    res = vidattn("train", *first, "--epochs", "1")
-    assert res.returncode == 0, res.stderr
-    # Giving the first command's flags again (a relative --data-root included) only repeats the config.
-    rel_root = os.path.relpath(synth_root, REPO)
-    res = vidattn("train", *first, "--data-root", rel_root, "--epochs", "1", "--resume")
-    assert res.returncode == 0, res.stderr
-    assert "resume:" not in res.stderr
-    assert [m["epoch"] for m in read_metrics(run)] == [1]
 
 
 @pytest.mark.parametrize(
