@@ -267,7 +267,11 @@ def test_resume_continues_the_run_as_it_was_configured(synth_root, tmp_path, mak
     saved = (run / "config.yaml").read_text()
 
     # A resume that would change the data or the model refuses with one line and leaves the run as it was.
-    for flags, key in ((["-o", "model.attn=none"], "model.attn"), (["--data-root", str(tmp_path)], "data.root")):
+    for flags, key in (
+        (["-o", "model.attn=none"], "model.attn"),
+        (["--data-root", str(tmp_path)], "data.root"),
+        (["-o", "data.clip_len=8", "--dry-run"], "data.clip_len"),
+    ):
         line = one_error_line(vidattn("train", "--out", str(run), "--resume", *flags))
         assert key in line and str(run) in line, line
     assert (run / "config.yaml").read_text() == saved

@@ -390,7 +390,7 @@ def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dr
       torchrun --nproc_per_node 2 -m vidattn.cli train --out runs/ddp
       vidattn train --out runs/ucf --resume
     """
-    from vidattn.config import dump_config, load_config
+    from vidattn.config import dump_config, load_config, resume_changes
 
     if resume and out_dir is None:
         raise click.UsageError("--resume needs --out RUN_DIR")
@@ -403,6 +403,8 @@ def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dr
 
         base = saved_config(out_dir)
     cfg = load_config(config_path, flags + list(overrides), base=base)
+    if base is not None:
+        resume_changes(base, cfg, run=out_dir)  # refused here too, so --dry-run says so; train() prints the changes
     if dry_run:
         click.echo(dump_config(cfg), nl=False)
         return
