@@ -87,6 +87,16 @@ def test_fade_and_dissolve_are_transitions_not_cuts(edited):
         assert not any(t["start_frame"] <= key["frame_index"] <= t["end_frame"] for t in doc["transitions"])
 
 
+def test_k_shots_puts_a_key_frame_in_every_shot(edited):
+    for name in ("cuts", "gradual"):
+        path, truth = edited[name]
+        doc = score_video(path, KeyframeOptions(k=len(truth["shots"])))
+        picks = _frames_of(doc, "keyframes")
+        for start, end in truth["shots"]:
+            if end - start + 1 >= 25:  # every shot of at least 1 s
+                assert any(start <= p <= end for p in picks), (name, start, end, picks)
+
+
 def test_black_frames_are_never_key_frames_and_the_json_says_why(edited, tmp_path):
     path, truth = edited["black"]
     doc = score_video(path, KeyframeOptions(k=12, min_gap_s=0))

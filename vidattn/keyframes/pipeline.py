@@ -9,7 +9,12 @@ Pipeline, one sequential pass per video with bounded memory:
    quality statistics (`vidattn.keyframes.descriptors`) and is dropped. Memory is O(samples x 200
    floats), so a two-hour video costs a few tens of MB. The training-free path is numpy only (no
    torch import, ~2 s of CPU); the CLI decodes the first video in a child process while it starts.
-2. **Cuts.** Hard cuts from spikes of the consecutive descriptor distance (`vidattn.keyframes.shots`).
+   On its way the decoder shows every frame it decodes to a `probe.FrameProbe` (16 bytes a frame).
+2. **Cuts and transitions.** Frame-exact hard cuts (`vidattn.keyframes.shots.find_cuts`): gaps between
+   samples whose descriptors differ are examined frame by frame through the probe's steps, and only
+   where the cut falls on frames the decoder skipped are those few decoded. Fades and dissolves
+   (`vidattn.keyframes.transitions`) are blends of the samples around them; they are not cuts. Times
+   are the frames' presentation times (`VideoReader.frame_times`: right on variable frame rate).
 3. **Score.** Without a model, the training-free scorer (`vidattn.keyframes.scorer`)::
 
        A_tu  = softmax_{u in N(t)} (d_t . d_u / 0.07)    N(t): samples within +-8 s, same shot, u != t
@@ -22,10 +27,12 @@ Pipeline, one sequential pass per video with bounded memory:
    training, every ``stride`` frames) go through the model in batches on the device; a frame's score
    is its temporal attention weight (``model.frame_weights``, times ``clip_len`` so uniform = 1),
    averaged over the windows covering it. Each window's predicted class goes into the JSON.
-   Scores are divided by their maximum, so they lie in [0, 1] and ``threshold`` means the same for
-   every video.
-4. **Select** (`vidattn.keyframes.select`): one key frame per shot while ``k`` allows, then greedy
-   top-k with a minimum time gap and near-duplicate removal; or every frame above a threshold.
+   Scores lie in [0, 1]: divided by the best frame's (by at least 0.2 for the training-free scorer,
+   so an all-black video is not lifted to 1), ``threshold`` means the same for every video.
+4. **Select** (`vidattn.keyframes.select`): among usable samples only (above the absolute quality
+   floor, outside transitions), one key frame per shot while ``k`` allows, then greedy top-k with a
+   minimum time gap and near-duplicate removal, relaxing the gap until ``k`` are found; or every
+   frame above a threshold. ``selection`` in the document says what was excluded and why.
 5. **Write** (`vidattn.keyframes.outputs.write_outputs`; atomic: temp file + rename, only under
    ``out_dir``): ``<stem>/keyframes.json``, one JPEG per key frame (re-decoded exactly at
    ``image_size``; after the training-free pass the chosen frames are reference frames, so the decoder
@@ -116,24 +123,33 @@ def _sample_pass(frames: PrefetchedFrames, opts: KeyframeOptions, model: Keyfram
 class _Frames:
     """Frame-level facts after the sampled pass: presentation times, and `DenseSteps` between samples.
 
-    Steps come from the probe of the sampled pass when it ran; otherwise the frames asked for are
-    decoded here at the descriptor size (a few per candidate cut), through one PyAV reader that also
-    reads the timestamps. Without a reader (PyAV cannot open the source), times are index / fps and
-    there are no steps.
+    Steps and times come from the probe of the sampled pass when it ran (the time of a frame the
+    decoder skipped is interpolated between its decoded neighbours). Otherwise, and for the few frames
+    a cut must be placed among, frames are decoded here at the descriptor size by one PyAV reader,
+    opened on first need, which also reads the timestamps. Without a reader (PyAV cannot open the
+    source), times are index / fps and there are no steps beyond the probe's.
     """
 
     def __init__(self, source: Any, opts: KeyframeOptions, dense: DenseSteps | None, fps: float) -> None:
-        self.fps = fps
-        self.probe = dense
-        self.reader: VideoReader | None = None
+        self.source, self.opts, self.fps, self.probe = source, opts, fps, dense
+        self._reader: VideoReader | None = None
+        self._opened = False
         self._rows: dict[int, tuple[float, float, float]] = {}
-        try:
-            self.reader = open_video(source, backend="pyav", size=opts.decode_size, timeout_s=opts.timeout_s)
-        except VideoDecodeError:
-            self.reader = None
+
+    @property
+    def reader(self) -> VideoReader | None:
+        """The PyAV reader at the descriptor size (None if the source does not open)."""
+        if not self._opened:
+            self._opened = True
+            with contextlib.suppress(VideoDecodeError):
+                size, timeout = self.opts.decode_size, self.opts.timeout_s
+                self._reader = open_video(self.source, backend="pyav", size=size, timeout_s=timeout)
+        return self._reader
 
     def times(self, indices: Sequence[int]) -> np.ndarray:
         """Presentation time of each frame (from its timestamp where the file has reliable ones)."""
+        if self.probe is not None and self.probe.time is not None:
+            return np.interp(np.asarray(indices, dtype=np.float64), self.probe.index, self.probe.time)
         if self.reader is not None:
             with contextlib.suppress(VideoDecodeError):
                 return self.reader.frame_times(indices)
@@ -141,6 +157,7 @@ class _Frames:
 
     @property
     def has_steps(self) -> bool:
+        """Whether frame steps are available (from the probe, or by decoding)."""
         return self.probe is not None or self.reader is not None
 
     def __call__(self, lo: int, hi: int) -> DenseSteps:
@@ -151,13 +168,14 @@ class _Frames:
 
     def exact(self, lo: int, hi: int) -> DenseSteps:
         """`DenseSteps` of every frame ``lo < index <= hi``, decoded here."""
-        if self.reader is None:
+        reader = self.reader
+        if reader is None:
             return DenseSteps(*(np.zeros(0, dtype=d) for d in (np.int64, np.float32, np.float32, np.float32)))
-        lo, hi = max(lo, 0), min(hi, self.reader.num_frames - 1)
+        lo, hi = max(lo, 0), min(hi, reader.num_frames - 1)
         missing = [i for i in range(lo + 1, hi + 1) if i not in self._rows]
         if missing:
             want = list(range(missing[0] - 1 if missing[0] > 0 else 0, missing[-1] + 1))
-            steps = luma_steps(want, self.reader.get_frames(want, numpy=True))
+            steps = luma_steps(want, reader.get_frames(want, numpy=True))
             for i, st, m, sd in zip(steps.index.tolist(), steps.step, steps.mean, steps.std, strict=True):
                 if i != want[0] or i == 0:
                     self._rows.setdefault(i, (float(st), float(m), float(sd)))
@@ -166,8 +184,9 @@ class _Frames:
         return DenseSteps(np.asarray(idx, dtype=np.int64), rows[:, 0], rows[:, 1], rows[:, 2])
 
     def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
+        """Release the reader, if one was opened."""
+        if self._reader is not None:
+            self._reader.close()
 
 
 def _usable(stats: FrameStats, indices: np.ndarray, transitions: list[Transition]) -> tuple[np.ndarray, dict]:
@@ -223,8 +242,7 @@ def score_video(
         times = facts.times(indices)
         if facts.has_steps:
             min_shot = int(round(opts.min_shot_s * native_fps))
-            exact = facts.exact if facts.reader is not None else None
-            cuts = find_cuts(indices, stats.desc, facts, exact=exact, min_shot=min_shot)
+            cuts = find_cuts(indices, stats.desc, facts, exact=facts.exact, min_shot=min_shot)
         else:
             cuts = [int(indices[c]) for c in detect_cuts(stats.desc)]
         transitions = find_transitions(indices, stats, cuts)
@@ -233,7 +251,7 @@ def score_video(
     finally:
         facts.close()
     cut_times, bound_times = event_times[: len(cuts)], event_times[len(cuts) :].reshape(-1, 2)
-    shots = shot_of(indices, cuts)
+    shots = shot_of(indices, sorted(cuts + [t.end_frame + 1 for t in transitions]))  # a transition ends a shot too
     eff_fps = len(indices) / max(float(times[-1] - times[0]), 1e-9) if len(indices) > 1 else DEFAULT_SAMPLE_FPS
     terms = free_scores(stats, shots, sample_fps=eff_fps, window_s=opts.window_s)
     if sampled.windows is not None:

@@ -7,11 +7,13 @@ without any colour conversion or resize (about 3,000 sampled pixels, some 30 us 
 
 - ``step``: the distance of its luma signature to the previous decoded frame's; a hard cut is one
   step that dwarfs the steps around it, motion and gradual transitions spread the change;
-- ``mean``, ``std``: luma statistics in [0, 1], which see a fade pass through black.
+- ``mean``, ``std``: luma statistics in [0, 1], which see a fade pass through black;
+- ``time``: the frame's presentation time (from its timestamp), so the times of variable-frame-rate
+  video need no second look at the file.
 
 The signature is a 16-bin histogram (Hellinger) plus a 6 x 8 grid of block means of the luma
 normalised to zero mean and unit variance, so the step reacts both to what is in the picture and to
-where it is, but not to a fade, which only scales the picture. Memory is 16 bytes per decoded frame.
+where it is, but not to a fade, which only scales the picture. Memory is 24 bytes per decoded frame.
 
 Where no probe ran (decord, a model's exact frames, files without reliable timestamps), `luma_steps`
 computes the same numbers from decoded RGB frames.
@@ -37,17 +39,20 @@ _RGB_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 @dataclass
 class DenseSteps:
     """Per decoded frame, in index order: ``index``, ``step`` (to the previous decoded frame; 0 for the
-    first), ``mean`` and ``std`` of luma in [0, 1]."""
+    first), ``mean`` and ``std`` of luma in [0, 1], and ``time`` (presentation time in seconds from
+    the first frame; None where unknown)."""
 
     index: np.ndarray
     step: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    time: np.ndarray | None = None
 
     def between(self, lo: int, hi: int) -> DenseSteps:
         """The frames with ``lo < index <= hi``."""
         a, b = np.searchsorted(self.index, [lo, hi], side="right")
-        return DenseSteps(self.index[a:b], self.step[a:b], self.mean[a:b], self.std[a:b])
+        time = None if self.time is None else self.time[a:b]
+        return DenseSteps(self.index[a:b], self.step[a:b], self.mean[a:b], self.std[a:b], time)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -83,6 +88,7 @@ class FrameProbe:
 
     def __init__(self) -> None:
         self._rows: list[tuple[int, float, float, float]] = []
+        self._times: list[float] = []
         self._prev: tuple | None = None
         self._ok = True
 
@@ -98,13 +104,18 @@ class FrameProbe:
         step = _distance(self._prev, sig) if self._prev is not None else 0.0
         self._prev = sig
         self._rows.append((int(index), step, sig[2], sig[3]))
+        self._times.append(float(frame.time) if frame.time is not None else np.nan)
 
     def result(self) -> DenseSteps | None:
         """What was recorded (None if a frame could not be read)."""
         if not self._ok or not self._rows:
             return None
         cols = list(zip(*self._rows, strict=True))
-        return DenseSteps(np.asarray(cols[0], dtype=np.int64), *(np.asarray(c, dtype=np.float32) for c in cols[1:]))
+        index = np.asarray(cols[0], dtype=np.int64)
+        time = np.asarray(self._times, dtype=np.float64)
+        # Seconds from the first frame: the decoder starts at frame 0 and outputs in presentation order.
+        time = time - time[0] if index[0] == 0 and not np.isnan(time).any() else None
+        return DenseSteps(index, *(np.asarray(c, dtype=np.float32) for c in cols[1:]), time)
 
 
 def luma_steps(indices: list[int], frames: np.ndarray) -> DenseSteps:

@@ -5,10 +5,11 @@ when fewer are usable than asked for, fewer come back.
 
 1. **Shot pass.** Each shot's best frame is a candidate, shots taken by priority
    ``best score * (1 - exp(-duration / 2 s))`` (so a one-sample flash does not outrank a real shot);
-   shots whose usable frames all have quality below `min_quality` are skipped. A shot whose best
-   frame looks like a frame already chosen (cosine similarity at least `shot_dup_similarity`: the
-   same scene recurring) is passed over; a second shot pass gives those shots a frame too if `k`
-   still allows (a recurring shot is shown once unless `k` needs more).
+   shots whose usable frames all have quality below `min_quality` are skipped. A shot with no frame
+   `min_gap_s` from those chosen gets one at half the gap, then at any distance (a short shot between
+   two others). A shot whose frames look like one already chosen (cosine similarity at least
+   `shot_dup_similarity`: the same scene recurring) is passed over; a second round gives those shots
+   a frame too if `k` still allows (a recurring shot is shown once unless `k` needs more).
 2. **Fill pass.** The remaining frames in descending score order (greedy non-maximum suppression).
 3. **Relaxed fill.** While fewer than `k` are chosen, the fill pass again with half the gap, then
    none: `k` frames come back whenever the video has `k` usable frames that are not near-duplicates.
@@ -79,6 +80,7 @@ def select_keyframes(
     reasons: list[str] = []
     usable = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     chosen_set: set[int] = set()
+    gaps = (min_gap_s, min_gap_s / 2, 0.0) if k is not None else (min_gap_s,)  # relaxed only to reach k
 
     def acceptable(i: int, gap: float, dup: float) -> bool:
         if not usable[i] or i in chosen_set:
@@ -122,13 +124,15 @@ def select_keyframes(
             priority = float(scores[best]) * (1 - math.exp(-duration / 2.0))
             candidates.append((priority, order.tolist()))
         candidates.sort(key=lambda c: -c[0])
-        shown = [take(order, "shot", min_gap_s, min(shot_dup_similarity, dup_similarity)) for _, order in candidates]
-        for (_, order), done in zip(candidates, shown, strict=True):
-            if not done:  # a recurring scene, or no room by the gap: now if k still allows
-                take(order, "shot", min_gap_s, dup_similarity)
+        pending = [order for _, order in candidates]
+        # A shot's frame may stand closer than the gap to its neighbours' (a short shot between two
+        # others has no frame a full gap from both); a recurring scene waits for the second round.
+        for dup in (min(shot_dup_similarity, dup_similarity), dup_similarity):
+            for gap in gaps:
+                pending = [order for order in pending if not take(order, "shot", gap, dup)]
 
     everything = _by_score(scores).tolist()
-    for gap in (min_gap_s, min_gap_s / 2, 0.0) if k is not None else (min_gap_s,):
+    for gap in gaps:
         for i in everything:  # one scan per gap: greedy non-maximum suppression
             if len(chosen) >= limit:
                 break

@@ -16,7 +16,7 @@ as one side. So a stretch of samples ``s..e`` is a transition when
 
 Stretches are grown greedily to the longest that passes (up to `max_samples`), then narrowed to the
 samples around the mid-blend ones (``0.2 <= a_t <= 0.8``). A fade-out and a fade-in joined by black
-samples are one transition. It is reported between the two samples that bound it,
+(or nearly black) samples are one transition. It is reported between the two samples that bound it,
 ``(index[s], index[e])`` exclusive; no sample inside, nor those two, is taken as a key frame.
 """
 
@@ -98,7 +98,7 @@ def find_transitions(
     indices = np.asarray(indices, dtype=np.int64)
     n = indices.shape[0]
     cut_arr = np.asarray(sorted(cuts), dtype=np.int64)
-    flat = stats.luma_std < flat_std
+    dim = stats.luma_std < 3 * flat_std  # black, or nearly: the hold between a fade-out and a fade-in
     found: list[Transition] = []
     s = 0
     while s < n - 2:
@@ -123,7 +123,7 @@ def find_transitions(
         s0, e0 = (s + int(mid[0]), s + int(mid[-1]) + 2) if mid.size else (s, e)
         t = Transition(kind, int(indices[s0]) + 1, int(indices[e0]) - 1, s0 + 1, e0 - 1)
         prev = found[-1] if found else None
-        if prev is not None and prev.kind == "fade" == kind and flat[prev.last_sample + 1 : s + 1].all():
+        if prev is not None and prev.kind == "fade" == kind and dim[prev.last_sample + 1 : t.first_sample].all():
             prev.end_frame, prev.last_sample = t.end_frame, t.last_sample  # fade-out, black, fade-in: one fade
         else:
             found.append(t)
