@@ -204,6 +204,27 @@ def _usable(stats: FrameStats, indices: np.ndarray, transitions: list[Transition
     return ~bad, excluded
 
 
+def _boundaries(
+    path: Any, opts: KeyframeOptions, sampled: _Pass, native_fps: float
+) -> tuple[list[int], list[Transition], np.ndarray, np.ndarray, np.ndarray]:
+    """Cuts, transitions, and the presentation times of the samples, the cuts and the transitions' ends."""
+    indices, stats = sampled.indices, sampled.stats
+    facts = _Frames(path, opts, sampled.dense, native_fps)
+    try:
+        times = facts.times(indices)
+        if facts.has_steps:
+            min_shot = int(round(opts.min_shot_s * native_fps))
+            cuts = find_cuts(indices, stats.desc, facts, exact=facts.exact, min_shot=min_shot)
+        else:
+            cuts = [int(indices[c]) for c in detect_cuts(stats.desc)]
+        transitions = find_transitions(indices, stats, cuts)
+        bounds = [f for t in transitions for f in (t.start_frame, t.end_frame)]
+        event_times = facts.times(cuts + bounds) if cuts or bounds else np.zeros(0)
+    finally:
+        facts.close()
+    return cuts, transitions, times, event_times[: len(cuts)], event_times[len(cuts) :].reshape(-1, 2)
+
+
 def score_video(
     path: str | os.PathLike,
     options: KeyframeOptions | None = None,
@@ -237,20 +258,7 @@ def score_video(
         raise VideoDecodeError(path, "no frames decode")
     info, indices, stats = sampled.info, sampled.indices, sampled.stats
     native_fps = info.fps if info.fps > 0 else 25.0
-    facts = _Frames(path, opts, sampled.dense, native_fps)
-    try:
-        times = facts.times(indices)
-        if facts.has_steps:
-            min_shot = int(round(opts.min_shot_s * native_fps))
-            cuts = find_cuts(indices, stats.desc, facts, exact=facts.exact, min_shot=min_shot)
-        else:
-            cuts = [int(indices[c]) for c in detect_cuts(stats.desc)]
-        transitions = find_transitions(indices, stats, cuts)
-        bounds = [f for t in transitions for f in (t.start_frame, t.end_frame)]
-        event_times = facts.times(cuts + bounds) if cuts or bounds else np.zeros(0)
-    finally:
-        facts.close()
-    cut_times, bound_times = event_times[: len(cuts)], event_times[len(cuts) :].reshape(-1, 2)
+    cuts, transitions, times, cut_times, bound_times = _boundaries(path, opts, sampled, native_fps)
     shots = shot_of(indices, sorted(cuts + [t.end_frame + 1 for t in transitions]))  # a transition ends a shot too
     eff_fps = len(indices) / max(float(times[-1] - times[0]), 1e-9) if len(indices) > 1 else DEFAULT_SAMPLE_FPS
     terms = free_scores(stats, shots, sample_fps=eff_fps, window_s=opts.window_s)

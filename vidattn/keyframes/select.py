@@ -107,22 +107,7 @@ def select_keyframes(
         return False
 
     if shots is not None and limit > 1:
-        candidates = []
-        shots = np.asarray(shots)
-        for shot in np.unique(shots).tolist():
-            members = np.flatnonzero((shots == shot) & usable)
-            if members.size == 0:
-                continue
-            order = members[_by_score(scores[members])]
-            if quality is not None:  # a shot's black or flat frames never stand in for it
-                order = order[np.asarray(quality)[order] >= min_quality]
-            if order.size == 0:
-                continue
-            best = int(order[0])
-            all_members = np.flatnonzero(shots == shot)
-            duration = float(times_s[all_members[-1]] - times_s[all_members[0]]) + _sample_period(times_s)
-            priority = float(scores[best]) * (1 - math.exp(-duration / 2.0))
-            candidates.append((priority, order.tolist()))
+        candidates = _shot_candidates(scores, times_s, np.asarray(shots), usable, quality, min_quality)
         candidates.sort(key=lambda c: -c[0])
         pending = [order for _, order in candidates]
         # A shot's frame may stand closer than the gap to its neighbours' (a short shot between two
@@ -143,6 +128,32 @@ def select_keyframes(
 
     order = sorted(range(len(chosen)), key=lambda j: (-float(scores[chosen[j]]), chosen[j]))
     return Selection([chosen[j] for j in order], [reasons[j] for j in order])
+
+
+def _shot_candidates(
+    scores: np.ndarray,
+    times_s: np.ndarray,
+    shots: np.ndarray,
+    usable: np.ndarray,
+    quality: np.ndarray | None,
+    min_quality: float,
+) -> list[tuple[float, list[int]]]:
+    """Per shot with a usable frame: (priority, its usable frames best first), unsorted."""
+    candidates = []
+    for shot in np.unique(shots).tolist():
+        members = np.flatnonzero((shots == shot) & usable)
+        if members.size == 0:
+            continue
+        order = members[_by_score(scores[members])]
+        if quality is not None:  # a shot's black or flat frames never stand in for it
+            order = order[np.asarray(quality)[order] >= min_quality]
+        if order.size == 0:
+            continue
+        everyone = np.flatnonzero(shots == shot)
+        duration = float(times_s[everyone[-1]] - times_s[everyone[0]]) + _sample_period(times_s)
+        priority = float(scores[int(order[0])]) * (1 - math.exp(-duration / 2.0))
+        candidates.append((priority, order.tolist()))
+    return candidates
 
 
 def _by_score(scores: np.ndarray) -> np.ndarray:
