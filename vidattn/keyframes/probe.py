@@ -13,7 +13,7 @@ without any colour conversion or resize (about 3,000 sampled pixels, some 30 us 
 
 The signature is a 16-bin histogram (Hellinger) plus a 6 x 8 grid of block means of the luma
 normalised to zero mean and unit variance, so the step reacts both to what is in the picture and to
-where it is, but not to a fade, which only scales the picture. Memory is 24 bytes per decoded frame.
+where it is, but not to a fade, which only scales the picture. Memory is 28 bytes per decoded frame.
 
 Where no probe ran (decord, a model's exact frames, files without reliable timestamps), `luma_steps`
 computes the same numbers from decoded RGB frames.
@@ -21,6 +21,7 @@ computes the same numbers from decoded RGB frames.
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,8 +88,9 @@ class FrameProbe:
     """
 
     def __init__(self) -> None:
-        self._rows: list[tuple[int, float, float, float]] = []
-        self._times: list[float] = []
+        # Compact columns (28 bytes a frame): a two-hour video's record is a few MB, not Python objects.
+        self._index, self._time = array.array("q"), array.array("d")
+        self._step, self._mean, self._std = array.array("f"), array.array("f"), array.array("f")
         self._prev: tuple | None = None
         self._ok = True
 
@@ -103,19 +105,22 @@ class FrameProbe:
         sig = _signature(luma)
         step = _distance(self._prev, sig) if self._prev is not None else 0.0
         self._prev = sig
-        self._rows.append((int(index), step, sig[2], sig[3]))
-        self._times.append(float(frame.time) if frame.time is not None else np.nan)
+        self._index.append(int(index))
+        self._step.append(step)
+        self._mean.append(sig[2])
+        self._std.append(sig[3])
+        self._time.append(float(frame.time) if frame.time is not None else np.nan)
 
     def result(self) -> DenseSteps | None:
         """What was recorded (None if a frame could not be read)."""
-        if not self._ok or not self._rows:
+        if not self._ok or not self._index:
             return None
-        cols = list(zip(*self._rows, strict=True))
-        index = np.asarray(cols[0], dtype=np.int64)
-        time = np.asarray(self._times, dtype=np.float64)
+        index = np.frombuffer(self._index, dtype=np.int64).copy()
+        time = np.frombuffer(self._time, dtype=np.float64).copy()
         # Seconds from the first frame: the decoder starts at frame 0 and outputs in presentation order.
         time = time - time[0] if index[0] == 0 and not np.isnan(time).any() else None
-        return DenseSteps(index, *(np.asarray(c, dtype=np.float32) for c in cols[1:]), time)
+        cols = (np.frombuffer(c, dtype=np.float32).copy() for c in (self._step, self._mean, self._std))
+        return DenseSteps(index, *cols, time)
 
 
 def luma_steps(indices: list[int], frames: np.ndarray) -> DenseSteps:
