@@ -31,9 +31,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
 
-    from vidattn.apps.keyframes import KeyframeOptions, score_video
     from vidattn.engine.distributed import resolve_device
     from vidattn.keyframes.model import KeyframeModel
+    from vidattn.keyframes.pipeline import KeyframeOptions, score_video
 
     rows = list(csv.DictReader((args.split_dir / "events.csv").open()))[: args.limit]
     if not rows:

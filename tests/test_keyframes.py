@@ -11,10 +11,12 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from vidattn.apps.keyframes import KeyframeOptions, expand_inputs, safe_stem, score_video
 from vidattn.cli import main
 from vidattn.data.encode import write_video
 from vidattn.keyframes.descriptors import DESCRIPTOR_DIM, describe_frames
+from vidattn.keyframes.outputs import safe_stem
+from vidattn.keyframes.pipeline import KeyframeOptions, score_video
+from vidattn.keyframes.pipeline import expand_globs as expand_inputs
 from vidattn.keyframes.scorer import free_scores
 from vidattn.keyframes.select import select_keyframes
 from vidattn.keyframes.shots import detect_cuts, shot_ids

@@ -186,6 +186,13 @@ def export(databases, out, fmt) -> int:
     show_default=True,
     help="Minimum seconds between two key frames.",
 )
+@click.option(
+    "--min-shot",
+    type=click.FloatRange(min=0),
+    default=0.25,
+    show_default=True,
+    help="Minimum seconds between two cuts (a shorter shot joins the one before it).",
+)
 # Output
 @click.option(
     "--out",
@@ -200,7 +207,19 @@ def export(databases, out, fmt) -> int:
     "--image-size", type=click.IntRange(16), default=None, help="Short side of the key-frame JPEGs [default: native]."
 )
 def keyframes(
-    videos, checkpoint, sample_fps, device, backend, k, threshold, min_gap, out_dir, as_json, csv_out, image_size
+    videos,
+    checkpoint,
+    sample_fps,
+    device,
+    backend,
+    k,
+    threshold,
+    min_gap,
+    min_shot,
+    out_dir,
+    as_json,
+    csv_out,
+    image_size,
 ) -> int:
     """Score every frame of each video and pick the key frames.
 
@@ -226,6 +245,7 @@ def keyframes(
         threshold=threshold,
         sample_fps=sample_fps,
         min_gap_s=min_gap,
+        min_shot_s=min_shot,
         image_size=image_size,
         device=device,
         backend=backend,

@@ -114,15 +114,15 @@ def resolve_shard(shard: tuple[int, int] | None, env: dict[str, str] | None = No
 
 
 # ------------------------------------------------------------------------------------------------
-# Key frames: the seam to the key-frame app
+# Key frames: the seam to the key-frame pipeline
 # ------------------------------------------------------------------------------------------------
 def resolve_keyframe_fn(timeout_s: float | None = 60.0) -> KeyframeFn:
-    """The key-frame scorer for ``--keyframes``: `vidattn.apps.keyframes.score_video` (training-free).
+    """The key-frame scorer for ``--keyframes``: `vidattn.keyframes.pipeline.score_video` (training-free).
 
     Contract of the seam: ``fn(source, reader, k) -> [{"rank", "frame_index", "time_s", "score", ...}]``,
     best first.
     """
-    from vidattn.apps.keyframes import KeyframeOptions, score_video
+    from vidattn.keyframes.pipeline import KeyframeOptions, score_video
 
     options = KeyframeOptions(k=None, device="cpu", timeout_s=timeout_s)
 

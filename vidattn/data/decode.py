@@ -389,6 +389,7 @@ class VideoReader(ABC):
         *,
         nearest: bool = False,
         numpy: bool = False,
+        on_decoded: Callable[[int, Any], None] | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]] | Iterator[tuple[int, np.ndarray]]:
         """Stream ``(frame_index, frame)`` pairs in order, one uint8 ``(H, W, C)`` frame at a time.
 
@@ -404,11 +405,14 @@ class VideoReader(ABC):
                 reliable timestamps can skip (it then decodes from the first frame, whatever `start`);
                 elsewhere the wanted frames come back exactly.
             numpy: yield numpy arrays instead of tensors (this path never imports torch).
+            on_decoded: with `nearest`, called as ``on_decoded(index, av.VideoFrame)`` for every frame the
+                PyAV decoder outputs on its way, yielded or not: a cheap look at the frames between the
+                samples (key frames use it to place cuts). Never called by other paths or backends.
         """
         wanted = self.stream_indices(step=step, fps=fps, start=start, end=end)
         if not wanted:
             return
-        gen = self._iter_nearest(wanted) if nearest else self._iter_sorted(wanted)
+        gen = self._iter_nearest(wanted, on_decoded) if nearest else self._iter_sorted(wanted)
         try:
             while True:
                 item = self._call(lambda: next(gen, None))
@@ -418,6 +422,15 @@ class VideoReader(ABC):
         finally:
             if not self._broken:  # a consumer that stops early: clean up now, while the decoder is open
                 gen.close()
+
+    def frame_times(self, indices: Sequence[int]) -> np.ndarray:
+        """Presentation time in seconds, from the first frame, of each frame at `indices` (float64).
+
+        The PyAV backend reads it from the stream's timestamps where they are reliable, so variable
+        frame rate video is right; otherwise (and on other backends) it is ``index / fps``.
+        """
+        idx = np.asarray(indices, dtype=np.float64)
+        return idx / self.fps if self.fps > 0 else np.zeros_like(idx)
 
     def stream_indices(
         self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None
@@ -523,7 +536,9 @@ class VideoReader(ABC):
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Decode in order, yielding the frames at sorted `indices`."""
 
-    def _iter_nearest(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    def _iter_nearest(
+        self, indices: list[int], on_decoded: Callable[[int, Any], None] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Like `_iter_sorted`, but may return a nearby frame for each index (see `iter_frames`)."""
         return self._iter_sorted(indices)
 
@@ -782,6 +797,13 @@ class PyAVReader(VideoReader):
             self._build_seek_index()
         return bool(self._pts_by_index)
 
+    def frame_times(self, indices: Sequence[int]) -> np.ndarray:
+        if not self._call(self.can_seek):
+            return super().frame_times(indices)
+        pts = np.asarray(self._pts_by_index, dtype=np.int64)
+        idx = np.clip(np.asarray(indices, dtype=np.int64), 0, len(pts) - 1)
+        return (pts[idx] - pts[0]).astype(np.float64) * float(self._stream.time_base)
+
     def _key_before(self, index: int) -> int:
         """Position of the last key frame at or before `index` that a seek reaches; -1 when seeks are unsafe."""
         if not self.can_seek():
@@ -949,7 +971,9 @@ class PyAVReader(VideoReader):
             out[missed] = self._read_sorted([indices[k] for k in missed])
         return out
 
-    def _iter_nearest(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    def _iter_nearest(
+        self, indices: list[int], on_decoded: Callable[[int, Any], None] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         if not self.can_seek():  # no reliable pts -> index map to place the frames that do decode
             yield from self._iter_sorted(indices)
             return
@@ -972,6 +996,8 @@ class PyAVReader(VideoReader):
                     idx = index_of.get(frame.pts, -1)
                     if idx < 0:
                         raise VideoDecodeError(self.path, f"decoded a frame with unknown timestamp {frame.pts}")
+                    if on_decoded is not None:
+                        on_decoded(idx, frame)
                 while k < len(indices) and (frame is None or idx >= indices[k]):
                     target = indices[k]
                     k += 1

@@ -31,7 +31,7 @@ __all__ = ["PrefetchedFrames"]
 
 
 def _produce(put: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict) -> None:
-    """Open, then stream frames into `put`: ("open", info), ("frame", index, array)..., ("done", info).
+    """Open, then stream frames into `put`: ("open", info), ("frame", index, array)..., ("done", info, probe result).
 
     Failures become ("error", path, reason). The reader has no per-call timeout thread (every hand-over
     to it costs GIL switches per frame); the consumer applies the time limit while it waits.
@@ -52,7 +52,8 @@ def _produce(put: Any, stop: Any, source: Source, backend: str, size: Size, kwar
             for index, frame in reader.iter_frames(numpy=True, **kwargs):
                 if stop.is_set() or not put(("frame", index, frame)):
                     return
-            put(("done", reader.info()))
+            probe = kwargs.get("on_decoded")  # its findings travel back with the final info
+            put(("done", reader.info(), probe.result() if hasattr(probe, "result") else None))
         except VideoDecodeError as exc:
             put(("error", exc.path, exc.reason))
         except Exception as exc:
@@ -87,7 +88,9 @@ class PrefetchedFrames:
             the next frame (a stuck decoder raises `VideoDecodeError` instead of hanging).
         depth: frames held in the queue at most (the memory bound).
         process: decode in a child process (see the module docstring) instead of a thread.
-        **iter_kwargs: passed to `VideoReader.iter_frames` (``step``, ``fps``, ``start``, ``end``, ``nearest``).
+        **iter_kwargs: passed to `VideoReader.iter_frames` (``step``, ``fps``, ``start``, ``end``, ``nearest``,
+            ``on_decoded``). An ``on_decoded`` callback runs where the decoder runs (a picklable object in
+            process mode); if it has a ``result()`` method, its value is `probe_result` after iteration.
 
     Use as a context manager. `info()` waits until the file is open and returns its metadata (final
     once iteration has finished: ``num_frames`` is corrected on a truncated file); it raises
@@ -109,6 +112,7 @@ class PrefetchedFrames:
         self._name = _source_name(source)
         self._info: VideoInfo | None = None
         self._done = False
+        self.probe_result: Any = None  # the ``on_decoded`` callback's result(), once iteration has finished
         args = (source, backend, size, iter_kwargs)
         if process:
             ctx = mp.get_context("spawn")
@@ -161,7 +165,7 @@ class PrefetchedFrames:
         while not self._done:
             item = self._next()
             if item[0] == "done":
-                self._info, self._done = item[1], True
+                self._info, self.probe_result, self._done = item[1], item[2], True
                 return
             yield item[1], item[2]
 

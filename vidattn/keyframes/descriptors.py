@@ -42,22 +42,24 @@ class FrameStats:
         desc: ``(B, D)`` unit descriptors.
         luma_mean, luma_std: ``(B,)`` in [0, 1].
         sharpness: ``(B,)`` variance of the Laplacian of luma (in [0, 1] pixel units).
+        thumb: ``(B, 64)`` the 8 x 8 grey thumbnail in [0, 1] (gradual transitions are blends of them).
     """
 
     desc: np.ndarray
     luma_mean: np.ndarray
     luma_std: np.ndarray
     sharpness: np.ndarray
+    thumb: np.ndarray
 
     @classmethod
     def concat(cls, parts: list[FrameStats]) -> FrameStats:
         """The statistics of consecutive batches as one (an empty list gives zero frames)."""
         if not parts:
             zeros = np.zeros(0, dtype=np.float32)
-            return cls(np.zeros((0, DESCRIPTOR_DIM), dtype=np.float32), zeros, zeros, zeros)
-        return cls(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("desc", "luma_mean", "luma_std", "sharpness"))
-        )
+            thumbs = np.zeros((0, _THUMB * _THUMB), dtype=np.float32)
+            return cls(np.zeros((0, DESCRIPTOR_DIM), dtype=np.float32), zeros, zeros, zeros, thumbs)
+        fields = ("desc", "luma_mean", "luma_std", "sharpness", "thumb")
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -158,4 +160,5 @@ def describe_frames(frames: np.ndarray) -> FrameStats:
         luma_mean=flat.mean(1, dtype=np.float64).astype(np.float32),
         luma_std=flat.std(1, ddof=1, dtype=np.float64).astype(np.float32),
         sharpness=lap.reshape(b, -1).var(1, ddof=1, dtype=np.float64).astype(np.float32),
+        thumb=thumb.astype(np.float32),
     )

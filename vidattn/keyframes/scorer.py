@@ -10,7 +10,9 @@ samples and ``N(t) = {u : 0 < |u - t| <= H, shot(u) = shot(t)}``:
     nov_t  = 1 - max_{u in N(t), u < t} d_t . d_u                  novelty against the recent past (0 at a shot start)
     nov'_t = nov_t / (nov_t + max(median(nov), 0.02))              in [0, 1)
     q_t    = q_sharp * q_expo * q_flat * q_trans                   quality, in [0, 1]
-    s_t    = q_t * (rel_t + lambda * nov'_t) / (1 + lambda),  lambda = 0.5;  scores are divided by max_t s_t
+    s_t    = q_t * (rel_t + lambda * nov'_t) / (1 + lambda),  lambda = 0.5
+    score  = s_t / max(max_u s_u, 0.2)                            relative to the video's best frame, but a
+                                                                   poor best frame (all black) is not lifted to 1
 
 A frame scores high when the other frames of its stretch attend to it (it looks like them: a
 medoid of the stretch), or when it brings content the recent past did not show, and when it is a
@@ -22,6 +24,13 @@ good picture. The quality factors, with luma mean ``m``, luma std ``sigma``, Lap
     q_flat  = clip((sigma - 0.02) / 0.06, 0, 1)                    black, white or uniform frame -> 0
     q_trans = 1 / (1 + (min(delta_t, delta_{t+1}) / (3 * max(median(delta), 0.01))) ** 2)
                                                                    unlike BOTH neighbours: mid-dissolve, flash -> 0
+
+Those factors rank frames; `quality_floor` is the absolute bar a key frame must clear whatever its
+rank: not black or white (luma mean under 0.04 or over 0.97), not flat (luma std under 0.04), not
+blurred: Laplacian variance under 3e-4 at the 160 px descriptor size, and under 0.015 times the
+luma variance (so a dim but sharp frame passes). Sharp frames of every clip in ../shared/realvids
+measure at least 7.7e-4 and 0.018, the same frames under a 2 px Gaussian blur at most 2.5e-4 and
+(but for a smooth optical-flow rendering) 0.012.
 """
 
 from __future__ import annotations
@@ -33,10 +42,12 @@ import numpy as np
 from vidattn.keyframes.descriptors import FrameStats
 from vidattn.keyframes.shots import consecutive_distances
 
-__all__ = ["quality_terms", "attention_terms", "free_scores", "TAU", "LAMBDA"]
+__all__ = ["quality_terms", "quality_floor", "attention_terms", "free_scores", "TAU", "LAMBDA"]
 
 TAU = 0.07
 LAMBDA = 0.5
+SCORE_FLOOR = 0.2  # scores are divided by max(best raw score, this)
+BLACK, WHITE, FLAT_STD, BLUR, BLUR_RELATIVE = 0.04, 0.97, 0.04, 3e-4, 0.015  # the quality floor (module docstring)
 
 
 def _banded(values: np.ndarray, radius: int, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
@@ -72,6 +83,17 @@ def quality_terms(stats: FrameStats, radius: int) -> dict[str, np.ndarray]:
     q = q_sharp * q_expo * q_flat * q_trans
     terms = {"q": q, "q_sharp": q_sharp, "q_expo": q_expo, "q_flat": q_flat, "q_trans": q_trans}
     return {key: value.astype(np.float32) for key, value in terms.items()}
+
+
+def quality_floor(stats: FrameStats) -> dict[str, np.ndarray]:
+    """``(T,)`` bool masks of the frames below the absolute quality floor: ``black`` (or white), ``flat``,
+    ``blurred``. Such a frame is never a key frame."""
+    m = stats.luma_mean
+    return {
+        "black": (m < BLACK) | (m > WHITE),
+        "flat": stats.luma_std < FLAT_STD,
+        "blurred": (stats.sharpness < BLUR) & (stats.sharpness <= BLUR_RELATIVE * stats.luma_std**2),
+    }
 
 
 def attention_terms(desc: np.ndarray, shots: np.ndarray, radius: int, tau: float = TAU) -> dict[str, np.ndarray]:
@@ -111,7 +133,7 @@ def attention_terms(desc: np.ndarray, shots: np.ndarray, radius: int, tau: float
 def free_scores(
     stats: FrameStats, shots: np.ndarray, sample_fps: float, window_s: float = 8.0
 ) -> dict[str, np.ndarray]:
-    """Training-free score per sampled frame (the module formula), normalised to max 1.
+    """Training-free score per sampled frame (the module formula), in [0, 1], 1 for a good video's best frame.
 
     Returns:
         dict with ``score`` and the terms ``q``, ``rel``, ``nov``, ``q_sharp``, ``q_expo``, ``q_flat``,
@@ -127,7 +149,7 @@ def free_scores(
     raw = quality["q"] * (attn["rel"] + LAMBDA * attn["nov"]) / (1 + LAMBDA)
     # Keep an order among frames that all score 0 (an all-black video): a tiny tie-breaker.
     raw = raw + 1e-6 * (attn["rel"] + quality["q_sharp"])
-    score = raw / max(float(raw.max()), 1e-12)
+    score = raw / max(float(raw.max()), SCORE_FLOOR)
     out = {"score": score.astype(np.float32), "rel": attn["rel"], "nov": attn["nov"]}
     out.update(quality)
     return out

@@ -1,10 +1,18 @@
 """Key-frame selection from per-frame scores: shot-aware, gap-suppressed, de-duplicated.
 
+Only *usable* samples are candidates (`eligible`: the absolute quality floor, outside transitions);
+when fewer are usable than asked for, fewer come back.
+
 1. **Shot pass.** Each shot's best frame is a candidate, shots taken by priority
    ``best score * (1 - exp(-duration / 2 s))`` (so a one-sample flash does not outrank a real shot);
-   shots whose best frame has quality below `min_quality` (black, flat) are skipped. This gives at
-   least one key frame per shot while `k` allows.
+   shots whose usable frames all have quality below `min_quality` are skipped. A shot with no frame
+   `min_gap_s` from those chosen gets one at half the gap, then at any distance (a short shot between
+   two others). A shot whose frames look like one already chosen (cosine similarity at least
+   `shot_dup_similarity`: the same scene recurring) is passed over; a second round gives those shots
+   a frame too if `k` still allows (a recurring shot is shown once unless `k` needs more).
 2. **Fill pass.** The remaining frames in descending score order (greedy non-maximum suppression).
+3. **Relaxed fill.** While fewer than `k` are chosen, the fill pass again with half the gap, then
+   none: `k` frames come back whenever the video has `k` usable frames that are not near-duplicates.
 
 A candidate is taken only if its score reaches `threshold` (when given), it lies at least
 `min_gap_s` from every chosen frame, and its descriptor's cosine similarity to every chosen frame
@@ -41,6 +49,8 @@ def select_keyframes(
     quality: np.ndarray | None = None,
     dup_similarity: float = 0.97,
     min_quality: float = 0.1,
+    eligible: np.ndarray | None = None,
+    shot_dup_similarity: float = 0.9,
 ) -> Selection:
     """Choose key frames from per-sample scores.
 
@@ -54,6 +64,10 @@ def select_keyframes(
         desc: ``(T, D)`` unit descriptors, for near-duplicate removal; None skips it.
         quality: ``(T,)`` quality in [0, 1]; shots whose best frame is below `min_quality` are skipped.
         dup_similarity: cosine similarity at or above which two frames are duplicates.
+        min_quality: shots whose best usable frame has lower quality are skipped by the shot pass.
+        eligible: ``(T,)`` bool, the samples that may be chosen at all; None = all.
+        shot_dup_similarity: in the first shot pass, similarity to a chosen frame at which a shot
+            counts as a recurrence of a shot already shown.
     """
     scores = np.asarray(scores, dtype=np.float64)
     times_s = np.asarray(times_s, dtype=np.float64)
@@ -64,51 +78,82 @@ def select_keyframes(
         return Selection([], [])
     chosen: list[int] = []
     reasons: list[str] = []
+    usable = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    chosen_set: set[int] = set()
+    gaps = (min_gap_s, min_gap_s / 2, 0.0) if k is not None else (min_gap_s,)  # relaxed only to reach k
 
-    def acceptable(i: int) -> bool:
+    def acceptable(i: int, gap: float, dup: float) -> bool:
+        if not usable[i] or i in chosen_set:
+            return False
         if threshold is not None and float(scores[i]) < threshold:
             return False
-        if any(abs(float(times_s[i] - times_s[j])) < min_gap_s for j in chosen):
+        if any(abs(float(times_s[i] - times_s[j])) < gap for j in chosen):
             return False
         if desc is not None and chosen:
             sims = desc[chosen] @ desc[i]
-            if float(sims.max()) >= dup_similarity:
+            if float(sims.max()) >= dup:
                 return False
         return True
 
+    def take(order: list[int], reason: str, gap: float, dup: float) -> bool:
+        for i in order:
+            if len(chosen) >= limit:
+                return False
+            if acceptable(i, gap, dup):
+                chosen.append(i)
+                chosen_set.add(i)
+                reasons.append(reason)
+                return True
+        return False
+
     if shots is not None and limit > 1:
-        candidates = []
-        shots = np.asarray(shots)
-        for shot in np.unique(shots).tolist():
-            members = np.flatnonzero(shots == shot)
-            order = members[_by_score(scores[members])]
-            if quality is not None:  # a shot's black or flat frames never stand in for it
-                order = order[np.asarray(quality)[order] >= min_quality]
-            if order.size == 0:
-                continue
-            best = int(order[0])
-            duration = float(times_s[members[-1]] - times_s[members[0]]) + _sample_period(times_s)
-            priority = float(scores[best]) * (1 - math.exp(-duration / 2.0))
-            candidates.append((priority, order.tolist()))
+        candidates = _shot_candidates(scores, times_s, np.asarray(shots), usable, quality, min_quality)
         candidates.sort(key=lambda c: -c[0])
-        for _, order in candidates:
+        pending = [order for _, order in candidates]
+        # A shot's frame may stand closer than the gap to its neighbours' (a short shot between two
+        # others has no frame a full gap from both); a recurring scene waits for the second round.
+        for dup in (min(shot_dup_similarity, dup_similarity), dup_similarity):
+            for gap in gaps:
+                pending = [order for order in pending if not take(order, "shot", gap, dup)]
+
+    everything = _by_score(scores).tolist()
+    for gap in gaps:
+        for i in everything:  # one scan per gap: greedy non-maximum suppression
             if len(chosen) >= limit:
                 break
-            for i in order:
-                if acceptable(i):
-                    chosen.append(i)
-                    reasons.append("shot")
-                    break
-
-    for i in _by_score(scores).tolist():
-        if len(chosen) >= limit:
-            break
-        if i not in chosen and acceptable(i):
-            chosen.append(i)
-            reasons.append("score")
+            if acceptable(i, gap, dup_similarity):
+                chosen.append(i)
+                chosen_set.add(i)
+                reasons.append("score")
 
     order = sorted(range(len(chosen)), key=lambda j: (-float(scores[chosen[j]]), chosen[j]))
     return Selection([chosen[j] for j in order], [reasons[j] for j in order])
+
+
+def _shot_candidates(
+    scores: np.ndarray,
+    times_s: np.ndarray,
+    shots: np.ndarray,
+    usable: np.ndarray,
+    quality: np.ndarray | None,
+    min_quality: float,
+) -> list[tuple[float, list[int]]]:
+    """Per shot with a usable frame: (priority, its usable frames best first), unsorted."""
+    candidates = []
+    for shot in np.unique(shots).tolist():
+        members = np.flatnonzero((shots == shot) & usable)
+        if members.size == 0:
+            continue
+        order = members[_by_score(scores[members])]
+        if quality is not None:  # a shot's black or flat frames never stand in for it
+            order = order[np.asarray(quality)[order] >= min_quality]
+        if order.size == 0:
+            continue
+        everyone = np.flatnonzero(shots == shot)
+        duration = float(times_s[everyone[-1]] - times_s[everyone[0]]) + _sample_period(times_s)
+        priority = float(scores[int(order[0])]) * (1 - math.exp(-duration / 2.0))
+        candidates.append((priority, order.tolist()))
+    return candidates
 
 
 def _by_score(scores: np.ndarray) -> np.ndarray:

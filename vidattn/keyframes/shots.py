@@ -1,20 +1,35 @@
-"""Hard-cut detection on the sampled frames' descriptors.
+"""Shot boundaries: hard cuts, frame-exact, from the sampled frames plus the decoder's look at the rest.
 
-A cut between samples ``t-1`` and ``t`` is declared where the cosine distance
-``delta_t = 1 - d_t . d_{t-1}`` is both large in absolute terms and a spike against its
-neighbourhood (the adaptive rule of PySceneDetect's AdaptiveDetector):
+Two levels:
 
-    delta_t >= min_distance   and   delta_t >= ratio * mean(delta_{t-w..t+w} without delta_t) + margin
+1. **Samples.** The cosine distance ``delta_t = 1 - d_t . d_{t-1}`` between consecutive sampled
+   descriptors. Every gap with ``delta_t >= candidate`` is examined, also those below the distance
+   that makes a cut by itself: at 4 fps a cut between two similar shots (a jump cut) hides there.
+2. **Frames.** Between the two samples that straddle a candidate, the decoder has already decoded
+   frames on its way (`probe.FrameProbe` recorded a luma step per decoded frame; where it could not,
+   the few frames in between are decoded: `probe.luma_steps`). A hard cut is one step that stands
+   far above the median step around it (the neighbourhood's two largest steps left out, so a
+   neighbouring cut, as around a short shot, does not hide it); it is placed on that frame.
+   Motion, fades and dissolves spread the change over many frames and are not cuts; a step between
+   a black or flat frame and a dim one is the end of a fade, not a cut (a cut to black from a
+   picture of full contrast is a cut).
 
-Camera motion raises several consecutive distances together and fails the spike test; a cut
-raises one. Cuts are located to the sampling interval (the first sample of the new shot).
+Cuts closer than ``min_shot`` frames: the later one is dropped (PySceneDetect's ``min_scene_len``);
+if the picture after it is the picture before the first one (a flash), both are dropped.
+
+`detect_cuts` is the samples-only rule (PySceneDetect AdaptiveDetector-like) for sequences of
+descriptors without a decoder behind them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["consecutive_distances", "detect_cuts", "shot_ids"]
+from vidattn.keyframes.probe import DenseSteps
+
+__all__ = ["consecutive_distances", "detect_cuts", "find_cuts", "shot_ids", "shot_of"]
 
 
 def consecutive_distances(desc: np.ndarray) -> np.ndarray:
@@ -34,7 +49,7 @@ def detect_cuts(
     Args:
         desc: ``(T, D)`` unit descriptors in time order.
         min_distance: smallest cosine distance that can be a cut.
-        ratio, margin: how far above the local mean distance a cut must stand.
+        ratio, margin: how far above the local median distance a cut must stand.
         window: neighbours on each side (samples) for the local mean.
     """
     delta = consecutive_distances(desc)
@@ -46,7 +61,7 @@ def detect_cuts(
             continue
         lo, hi = max(1, t - window), min(n, t + window + 1)
         neigh = np.concatenate([delta[lo:t], delta[t + 1 : hi]])
-        local = float(neigh.mean()) if neigh.size else 0.0
+        local = float(np.median(neigh)) if neigh.size else 0.0  # median: a neighbouring cut does not count
         if value >= ratio * local + margin:
             cuts.append(t)
     return cuts
@@ -58,3 +73,107 @@ def shot_ids(num_samples: int, cuts: list[int]) -> np.ndarray:
     for c in cuts:
         ids[c:] += 1
     return ids
+
+
+def shot_of(indices: np.ndarray, cuts: list[int]) -> np.ndarray:
+    """``(T,)`` shot number of frames at `indices` given the cut frames (first frames of new shots)."""
+    return np.searchsorted(np.asarray(sorted(cuts), dtype=np.int64), np.asarray(indices), side="right")
+
+
+def find_cuts(
+    indices: np.ndarray,
+    desc: np.ndarray,
+    dense: Callable[[int, int], DenseSteps],
+    *,
+    exact: Callable[[int, int], DenseSteps] | None = None,
+    candidate: float = 0.06,
+    min_distance: float = 0.15,
+    step_min: float = 0.25,
+    ratio: float = 2.0,
+    strong_ratio: float = 6.0,
+    margin: float = 0.05,
+    flat_std: float = 0.03,
+    min_shot: int = 0,
+) -> list[int]:
+    """Frame-exact hard cuts: the first frame of each new shot (see the module docstring).
+
+    Args:
+        indices: ``(T,)`` frame index of each sample, increasing (every sample is a decoded frame).
+        desc: ``(T, D)`` unit descriptors of the samples.
+        dense: ``dense(lo, hi)`` -> `DenseSteps` of the decoded frames with ``lo < index <= hi``.
+        exact: like `dense`, but decoding every frame; where the cut step spans frames the decoder
+            skipped, they are decoded to place the cut on the exact frame. None: place it on the
+            first decoded frame of the new shot.
+        candidate: sample distance from which a gap is examined.
+        min_distance: sample distance from which a dominant step is a cut; below it (down to
+            `candidate`) only a step `strong_ratio` times its surroundings is.
+        step_min: smallest frame step that can be a cut.
+        ratio, margin: a cut's step is at least ``ratio * expected step + margin``, the expected step
+            being the median step per frame around it (its two largest left out), or in its own gap if
+            larger, times the frames it spans.
+        flat_std: luma standard deviation below which a frame is black or flat.
+        min_shot: fewest frames between two cuts.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    delta = consecutive_distances(desc)
+    n = indices.shape[0]
+    found: list[tuple[int, int]] = []  # (cut frame, sample position of the gap)
+    for t in range(1, n):
+        if delta[t] < candidate:
+            continue
+        lo, hi = int(indices[t - 1]), int(indices[t])
+        gap = dense(lo, hi)
+        if len(gap) == 0:
+            continue
+        span = np.diff(gap.index, prepend=lo).astype(np.float32)
+        wide_lo = int(indices[max(t - 3, 0)])
+        around = dense(wide_lo, int(indices[min(t + 2, n - 1)]))
+        rate = np.sort(around.step / np.maximum(np.diff(around.index, prepend=wide_lo), 1))
+        rate = rate[:-2] if rate.shape[0] > 6 else rate
+        base = float(np.median(rate)) if rate.size else 0.0
+        need = ratio if delta[t] >= min_distance else strong_ratio
+        j = int(np.argmax(gap.step / (need * base * span + margin)))
+        others = np.delete(gap.step / span, j)
+        if others.size >= 2:  # it must stand out in its own gap too: a fade's steps are all alike
+            base = max(base, float(np.median(others)))
+        if gap.step[j] < step_min or gap.step[j] < need * base * span[j] + margin:
+            continue
+        sides = sorted((float(gap.std[j]), _std_before(dense, gap, j, lo)))
+        if sides[0] < flat_std and sides[1] < 3 * flat_std:
+            continue  # the last step of a fade into black (or the first out of it), not a cut to black
+        frame = int(gap.index[j])
+        if span[j] > 1 and exact is not None:  # the decoder skipped frames here: look at each of them
+            fine = exact(frame - int(span[j]), frame)
+            if len(fine):
+                frame = int(fine.index[int(np.argmax(fine.step))])
+        found.append((frame, t))
+    return _min_shot(found, indices, desc, min_shot, candidate)
+
+
+def _std_before(dense: Callable[[int, int], DenseSteps], gap: DenseSteps, j: int, lo: int) -> float:
+    """Luma std of the decoded frame before ``gap.index[j]`` (the sample at `lo` if it is the first)."""
+    if j > 0:
+        return float(gap.std[j - 1])
+    prev = dense(lo - 1, lo)
+    return float(prev.std[-1]) if len(prev) else 1.0
+
+
+def _min_shot(
+    found: list[tuple[int, int]], indices: np.ndarray, desc: np.ndarray, min_shot: int, candidate: float
+) -> list[int]:
+    """Apply the minimum shot length; a too-short shot that returns to the picture before it is a flash."""
+    cuts: list[int] = []
+    last_t = -1
+    k = 0
+    while k < len(found):
+        frame, t = found[k]
+        if cuts and frame - cuts[-1] < min_shot:
+            before, after = max(last_t - 1, 0), t
+            if float(desc[before] @ desc[after]) >= 1 - candidate:
+                cuts.pop()  # a flash: the shot did not change
+            k += 1
+            continue
+        cuts.append(frame)
+        last_t = t
+        k += 1
+    return cuts

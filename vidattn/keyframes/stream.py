@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from vidattn.data.decode import DEFAULT_TIMEOUT_S
 from vidattn.data.prefetch import PrefetchedFrames
+from vidattn.keyframes.probe import FrameProbe
 
 __all__ = ["KeyframeOptions", "DEFAULT_SAMPLE_FPS", "decoder_backend", "open_frames"]
 
@@ -23,6 +24,7 @@ class KeyframeOptions:
     threshold: float | None = None  # smallest normalised score of a key frame
     sample_fps: float | None = None  # frames per second scored; None = 4 (training-free) or the model's stride
     min_gap_s: float = 1.0  # minimum time between two key frames
+    min_shot_s: float = 0.25  # minimum time between two cuts (PySceneDetect's min_scene_len)
     dup_similarity: float = 0.97  # descriptor cosine similarity that makes two frames duplicates
     decode_size: int = 160  # short side at decode time for descriptors (training-free)
     window_s: float = 8.0  # self-attention neighbourhood half-width in seconds
@@ -58,8 +60,10 @@ def open_frames(
 
     Without ``step`` (the training-free scorer): samples at ``sample_fps`` (default 4) at
     ``decode_size``, letting the decoder skip non-reference frames (each sample is then the nearest
-    frame that decodes, with its true index). With ``step`` and ``size`` (a model): exact frames every
-    ``step`` frames (or at ``sample_fps``) at the model's size, sampled like its training clips.
+    frame that decodes, with its true index); a `FrameProbe` looks at every frame the decoder decodes
+    on the way (``probe_result`` of the stream, for frame-exact cuts). With ``step`` and ``size`` (a
+    model): exact frames every ``step`` frames (or at ``sample_fps``) at the model's size, sampled like
+    its training clips.
     ``process`` decodes in a child process (`PrefetchedFrames`).
     """
     backend = decoder_backend(options.backend)
@@ -73,6 +77,7 @@ def open_frames(
             process=process,
             fps=fps,
             nearest=True,
+            on_decoded=FrameProbe(),
         )
     return PrefetchedFrames(
         path,

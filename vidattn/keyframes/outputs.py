@@ -1,0 +1,160 @@
+"""Writing the key frames of one video: JPEGs, contact sheet, score plot, ``keyframes.json``, ``scores.csv``.
+
+Every file is written atomically (temp file + rename) and only inside ``out_dir/<safe stem>``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidattn._io import atomic_write_bytes
+from vidattn.data.decode import open_video
+from vidattn.errors import VidattnError
+from vidattn.keyframes.pipeline import SCORER_FREE
+from vidattn.keyframes.stream import KeyframeOptions, decoder_backend
+
+__all__ = ["clock", "safe_stem", "write_outputs"]
+
+
+_UNSAFE = re.compile(r"[^\w.\-]+", flags=re.UNICODE)
+
+
+def safe_stem(path: str | os.PathLike, limit: int = 100) -> str:
+    """A folder name made from a video's file name: no separators, no leading dots, not empty."""
+    stem = Path(os.fspath(path)).stem
+    cleaned = _UNSAFE.sub("_", stem).strip("._-")
+    return cleaned[:limit] or "video"
+
+
+def _inside(child: Path, root: Path) -> bool:
+    try:
+        child.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _video_dir(out_dir: Path, stem: str, used: set[str]) -> Path:
+    name, n = stem, 1
+
+    def taken(candidate: str) -> bool:
+        target = out_dir / candidate
+        return candidate in used or target.is_symlink() or (target.exists() and not target.is_dir())
+
+    while taken(name):
+        n += 1
+        name = f"{stem}-{n}"
+    used.add(name)
+    target = out_dir / name
+    if not _inside(target, out_dir):  # defence in depth: safe_stem already removed separators and dots
+        raise VidattnError(f"refusing to write outside {out_dir}: {target}")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _read_frames(video: str, indices: list[int], opts: KeyframeOptions, *, reference: bool) -> dict[int, np.ndarray]:
+    """The key frames at ``image_size`` (exact frames), by index.
+
+    ``reference``: the frames came from a pass that skipped non-reference frames (the training-free
+    scorer's), so the decoder may skip them too on its way (exact either way; see `get_frames`).
+    """
+    backend = decoder_backend(opts.backend)
+    with open_video(video, backend=backend, size=opts.image_size, timeout_s=opts.timeout_s) as reader:
+        return dict(zip(indices, reader.get_frames(indices, numpy=True, skip_nonref=reference), strict=True))
+
+
+def write_outputs(
+    doc: dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    options: KeyframeOptions | None = None,
+    csv_out: bool = False,
+    used: set[str] | None = None,
+) -> Path:
+    """Write JPEGs, contact sheet, score plot, ``keyframes.json`` (and ``scores.csv``) for one video.
+
+    Fills the ``image``, ``contact_sheet`` and ``plot`` fields of `doc` (paths relative to the
+    video's folder) and returns that folder, ``out_dir/<safe stem>``.
+    """
+    from vidattn.viz import contact_sheet, plot_keyframe_scores
+
+    opts = options or KeyframeOptions()
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = _video_dir(root, safe_stem(doc["video"]), used if used is not None else set())
+    keys = doc["keyframes"]
+    wanted = sorted({k["frame_index"] for k in keys})
+    # Re-decode the key frames in a thread (FFmpeg releases the GIL) while the score plot renders here.
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-keyframe-images") as pool:
+        reference = doc["scorer"] == SCORER_FREE
+        pending = pool.submit(_read_frames, doc["video"], wanted, opts, reference=reference) if wanted else None
+        plot = plot_keyframe_scores(
+            [s["time_s"] for s in doc["scores"]],
+            [s["score"] for s in doc["scores"]],
+            keyframes=[(k["time_s"], k["score"], k["rank"]) for k in keys],
+            cuts=[c["time_s"] for c in doc.get("cuts", [])],
+            title=f"{Path(doc['video']).name}  ({doc['scorer']})",
+            threshold=opts.threshold,
+        )
+        images = pending.result() if pending is not None else {}
+    written = set()
+    for key in keys:
+        name = f"keyframe_{key['rank']:02d}_f{key['frame_index']:07d}.jpg"
+        atomic_write_bytes(folder / name, _jpeg(images[key["frame_index"]]))
+        key["image"] = name
+        written.add(name)
+    for stale in folder.glob("keyframe_*.jpg"):  # from an earlier run with other settings
+        if stale.name not in written:
+            stale.unlink(missing_ok=True)
+
+    by_time = sorted(keys, key=lambda k: k["frame_index"])
+    sheet = contact_sheet(
+        [images[k["frame_index"]] for k in by_time],
+        [f"#{k['rank']}  {clock(k['time_s'])}  {k['score']:.2f}" for k in by_time],
+    )
+    atomic_write_bytes(folder / "contact_sheet.png", _png(sheet))
+    doc["contact_sheet"] = "contact_sheet.png"
+    atomic_write_bytes(folder / "scores.png", plot)
+    doc["plot"] = "scores.png"
+    if csv_out:
+        rank_of = {k["frame_index"]: k["rank"] for k in keys}
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["frame_index", "time_s", "score", "keyframe_rank"])
+        for s in doc["scores"]:
+            writer.writerow([s["frame_index"], s["time_s"], s["score"], rank_of.get(s["frame_index"], "")])
+        atomic_write_bytes(folder / "scores.csv", buf.getvalue().encode())
+        doc["csv"] = "scores.csv"
+    atomic_write_bytes(folder / "keyframes.json", (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
+    return folder
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(max(seconds, 0.0), 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:05.2f}" if h else f"{m}:{s:05.2f}"
