@@ -8,8 +8,10 @@ Two levels:
 2. **Frames.** Between the two samples that straddle a candidate, the decoder has already decoded
    frames on its way (`probe.FrameProbe` recorded a luma step per decoded frame; where it could not,
    the few frames in between are decoded: `probe.luma_steps`). A hard cut is one step that stands
-   far above the median step around it (the neighbourhood's two largest steps left out, so a
-   neighbouring cut, as around a short shot, does not hide it); it is placed on that frame.
+   far above the median step per frame around it (the neighbourhood's two largest steps left out, so
+   a neighbouring cut, as around a short shot, does not hide it) and in its own gap; it is placed on
+   that frame, and where the step spans frames the decoder skipped, those few are decoded to find
+   the exact one.
    Motion, fades and dissolves spread the change over many frames and are not cuts; a step between
    a black or flat frame and a dim one is the end of a fade, not a cut (a cut to black from a
    picture of full contrast is a cut).
