@@ -32,21 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidattn.tracking import DCFConfig, DCFTracker, evaluate, make_sequence  # noqa: E402
-
-
-def load_otb(seq_dir: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames (RGB uint8) and ground truth of an OTB folder (``img/*.jpg``, ``groundtruth_rect.txt``)."""
-    from PIL import Image
-
-    from vidattn.apps.track import read_boxes_file
-
-    paths = sorted((seq_dir / "img").glob("*.jpg"))
-    if not paths:
-        raise SystemExit(f"{seq_dir}: no img/*.jpg frames")
-    frames = [np.array(Image.open(p).convert("RGB")) for p in paths]  # writable copies for torch
-    gt = read_boxes_file(seq_dir / "groundtruth_rect.txt", all_lines=True)
-    n = min(len(frames), len(gt))
-    return frames[:n], np.asarray(gt[:n], dtype=np.float64)
+from vidattn.tracking.otb import load_sequence  # noqa: E402
 
 
 # --------------------------------------------------------------------------------- trackers
@@ -206,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     for d in args.seq_dirs:
-        frames, gt = load_otb(d)
+        frames, gt = load_sequence(d)
         rows += bench_sequence(d.name, frames, gt, trackers, args.repeats, args.device)
     syn_rows: list[dict] = []
     for seed in range(args.seed0, args.seed0 + args.synthetic):

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from vidattn.apps.track import BoxError, parse_box, read_boxes_file, run_track, validate_boxes
+from vidattn.apps.track import run_track
 from vidattn.cli import main
 from vidattn.testing import shared_dir
 from vidattn.tracking import evaluate, make_sequence
+from vidattn.tracking.otb import BoxError, parse_box, read_boxes_file, validate_boxes
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -122,6 +123,16 @@ def test_validate_boxes():
         validate_boxes([(10, -40, 20, 20)], 100, 80)
     with pytest.raises(BoxError, match="no initial box"):
         validate_boxes([], 100, 80)
+
+
+def test_validate_boxes_clips_with_a_note_and_names_the_minimum_size():
+    notes: list[str] = []
+    clipped = validate_boxes([(-5, 0, 10, 10), (10, 10, 20, 20)], 100, 80, note=notes.append)
+    np.testing.assert_allclose(clipped, [[0, 0, 5, 10], [10, 10, 20, 20]])
+    assert len(notes) == 1 and "box 0" in notes[0] and "0,0,5,10" in notes[0]
+    with pytest.raises(BoxError, match="minimum target size") as exc:
+        validate_boxes([(0, 0, 1, 1)], 340, 256)
+    assert "outside" not in str(exc.value)
 
 
 @pytest.mark.parametrize(

@@ -280,7 +280,7 @@ class BoxParam(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        from vidattn.apps.track import BoxError, parse_box
+        from vidattn.tracking.otb import BoxError, parse_box
 
         try:
             return parse_box(value)
@@ -328,8 +328,6 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
     """
     from vidattn.apps.track import LOW_CONFIDENCE, run_track
 
-    if bool(boxes) == bool(init_file):
-        raise click.UsageError("give the initial boxes with --box x,y,w,h (repeatable) or --init FILE, not both")
     res = run_track(
         source,
         boxes=list(boxes) or None,
@@ -339,6 +337,8 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
         render=render,
         progress=True,
     )
+    for note in res["notes"]:
+        click.echo(f"note: {note}", err=True)
     fps = f"{res['tracking_fps']:.0f} fps" if res["tracking_fps"] else "1 frame"
     click.echo(
         f"tracked {len(res['targets'])} target(s) over {res['num_frames']} frames ({fps}, {res['device']})"

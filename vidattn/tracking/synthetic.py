@@ -49,15 +49,9 @@ class SyntheticSequence:
 
     def write_otb(self, out_dir: str | os.PathLike, target: int = 0) -> Path:
         """Write an OTB-layout folder: ``img/0001.jpg...`` and ``groundtruth_rect.txt`` of ``target``."""
-        from PIL import Image
+        from vidattn.tracking.otb import write_sequence
 
-        out = Path(out_dir)
-        (out / "img").mkdir(parents=True, exist_ok=True)
-        for i, frame in enumerate(self.frames):
-            Image.fromarray(frame).save(out / "img" / f"{i + 1:04d}.jpg", quality=95)
-        lines = [",".join(f"{v:.2f}" for v in box) for box in self.boxes[target]]
-        (out / "groundtruth_rect.txt").write_text("\n".join(lines) + "\n")
-        return out
+        return write_sequence(out_dir, self.frames, self.boxes[target])
 
     def write_video(self, path: str | os.PathLike) -> Path:
         """Encode the frames to a video file with PyAV (H.264 in MP4 by default)."""
