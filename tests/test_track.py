@@ -52,6 +52,8 @@ def load_track(out: Path) -> dict:
         assert len(t["boxes"]) == doc["num_frames"] == len(t["scores"])
         assert all(len(b) == 4 for b in t["boxes"])
         assert all(0.0 <= s <= 1.0 for s in t["scores"])
+        assert len(t["lost"]) == doc["num_frames"] and all(isinstance(v, bool) for v in t["lost"])
+        assert not t["lost"][0]
         lines = (out / f"target_{i}.txt").read_text().splitlines()
         assert len(lines) == doc["num_frames"]
         np.testing.assert_allclose([[float(v) for v in ln.split(",")] for ln in lines], t["boxes"], atol=0.01)
@@ -239,6 +241,8 @@ def test_target_leaving_the_frame_is_low_confidence(tmp_path):
     assert len(scores) == 45 and np.isfinite(boxes).all()
     assert scores[:10].min() > 0.4  # tracked while visible
     assert scores[-8:].max() < 0.3  # gone: reported as low confidence, no crash
+    lost = res["targets"][0]["lost"]
+    assert not any(lost[:10]) and all(lost[-8:])  # and flagged lost in track.json
 
 
 def test_crossing_otb_sequence(tmp_path):

@@ -318,7 +318,7 @@ class BoxParam(click.ParamType):
 def track(source, boxes, init_file, out_dir, device, render) -> None:
     """Track objects from their first-frame boxes through a video or an OTB frame folder.
 
-    Writes DIR/track.json (one box and confidence per frame per target) and DIR/target_<id>.txt
+    Writes DIR/track.json (one box, confidence and lost flag per frame per target) and DIR/target_<id>.txt
     (OTB format). Target ids are 0, 1, ... in the order the boxes are given.
 
     \b
@@ -326,7 +326,7 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
       vidattn track clip.mp4 --box 120,80,40,60 --box 300,90,30,50 --out tracks --render
       vidattn track ../shared/tracking/Crossing --init ../shared/tracking/Crossing/groundtruth_rect.txt
     """
-    from vidattn.apps.track import LOW_CONFIDENCE, run_track
+    from vidattn.apps.track import run_track
 
     res = run_track(
         source,
@@ -345,9 +345,9 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
         f" -> {res['out_dir']}/track.json"
     )
     for t in res["targets"]:
-        low = sum(s < LOW_CONFIDENCE for s in t["scores"])
-        if low:
-            click.echo(f"  target {t['id']}: low confidence in {low} of {res['num_frames']} frames")
+        lost = sum(t["lost"])
+        if lost:
+            click.echo(f"  target {t['id']}: lost in {lost} of {res['num_frames']} frames")
     if res["overlay"]:
         click.echo(f"overlay: {res['overlay']}")
 

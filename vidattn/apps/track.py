@@ -24,9 +24,7 @@ from vidattn.errors import VidattnError
 from vidattn.tracking.otb import BoxError, read_boxes_file, validate_boxes
 from vidattn.tracking.source import open_frame_source
 
-__all__ = ["LOW_CONFIDENCE", "run_track"]
-
-LOW_CONFIDENCE = 0.25  # below this a target is reported as (probably) lost
+__all__ = ["run_track"]
 
 
 def run_track(
@@ -95,7 +93,7 @@ def run_track(
 
         def on_frame(frame: torch.Tensor, b: np.ndarray, s: np.ndarray) -> None:
             if writer is not None:
-                writer.write(_overlay(frame, b, s))
+                writer.write(_overlay(frame, b, s, tracker))
             if bar is not None:
                 bar.update(1)
 
@@ -119,9 +117,11 @@ def run_track(
     }
 
 
-def _overlay(frame: torch.Tensor, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def _overlay(frame: torch.Tensor, boxes: np.ndarray, scores: np.ndarray, tracker: object) -> np.ndarray:
     from vidattn.viz import color_for, draw_boxes
 
-    labels = [f"{i} {s:.2f}" + (" lost?" if s < LOW_CONFIDENCE else "") for i, s in enumerate(scores)]
-    colors = [color_for(i) if s >= LOW_CONFIDENCE else (128, 128, 128) for i, s in enumerate(scores)]
+    lost = getattr(tracker, "lost", None)
+    lost = [False] * len(scores) if lost is None else lost.tolist()  # None before the first update
+    labels = [f"{i} {s:.2f}" + (" lost" if lost[i] else "") for i, s in enumerate(scores)]
+    colors = [(128, 128, 128) if lost[i] else color_for(i) for i in range(len(scores))]
     return draw_boxes(frame.numpy(), boxes, labels, colors)

@@ -2,7 +2,8 @@
 
 The output contract (MISSION.md): ``DIR/track.json`` with ``{"num_frames", "fps", "targets":
 [{"id", "boxes", "scores"}]}``, one ``[x, y, w, h]`` box (pixels, top-left origin) and one
-confidence in [0, 1] per frame and target, and ``DIR/target_<id>.txt`` in OTB format.
+confidence in [0, 1] per frame and target, a per-frame ``lost`` flag (the tracker does not see the
+target: it holds the last box and searches wider), and ``DIR/target_<id>.txt`` in OTB format.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ __all__ = ["TrackRun", "track_stream", "write_outputs"]
 
 @dataclass
 class TrackRun:
-    """What a run produced: ``boxes`` (N, T, 4), ``scores`` (N, T), and the time spent in the tracker."""
+    """What a run produced: ``boxes`` (N, T, 4), ``scores`` and ``lost`` (N, T), and the time spent in the tracker."""
 
     boxes: np.ndarray
     scores: np.ndarray
+    lost: np.ndarray
     track_time_s: float
 
     @property
@@ -54,6 +56,7 @@ class TrackRun:
                     "id": i,
                     "boxes": [[round(float(v), 2) for v in box] for box in self.boxes[i]],
                     "scores": [round(float(v), 4) for v in self.scores[i]],
+                    "lost": [bool(v) for v in self.lost[i]],
                 }
                 for i in range(self.boxes.shape[0])
             ],
@@ -79,6 +82,7 @@ def track_stream(
     """
     all_boxes = [np.asarray(init, dtype=np.float64).copy()]
     all_scores = [np.ones(len(init))]
+    all_lost = [np.zeros(len(init), dtype=bool)]
     if on_frame is not None:
         on_frame(first, all_boxes[0], all_scores[0])
     t = time.perf_counter()
@@ -91,9 +95,10 @@ def track_stream(
         track_time += time.perf_counter() - t
         all_boxes.append(b_np)
         all_scores.append(s_np)
+        all_lost.append(tracker.lost.cpu().numpy().copy())
         if on_frame is not None:
             on_frame(frame, b_np, s_np)
-    return TrackRun(np.stack(all_boxes, 1), np.stack(all_scores, 1), track_time)
+    return TrackRun(np.stack(all_boxes, 1), np.stack(all_scores, 1), np.stack(all_lost, 1), track_time)
 
 
 def write_outputs(out: Path, doc: dict) -> None:
