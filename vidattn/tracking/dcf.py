@@ -514,7 +514,7 @@ class DCFTracker:
         cfg = self.cfg
         self.frame_index += 1
         img = self._to_image(frame)
-        self._pyramid: dict[int, torch.Tensor] = {}  # pooled copies of this frame, shared by all samplers
+        self._pyramid: dict[int, tuple] = {}  # pooled crops of this frame, shared by all samplers
         gh, gw = self.grid
 
         # Translation: one window per target, all targets in one batch, centred where each target's
@@ -530,99 +530,117 @@ class DCFTracker:
         psr, side = self._psr(resp, r, c)
         shift_cells = self._displacement(r, c, dy, dx, gh, gw)  # (B, 2) x, y in cells
         new_pos = centre + shift_cells * (cfg.cell * self.step).view(-1, 1)
-
-        # Re-detection, only for the lost targets: a k-times larger window, the same filter
-        # zero-padded. Targets that are tracked pay nothing for it.
-        lost_idx = self.lost.nonzero().flatten()
-        if lost_idx.numel():
-            self.wide_searches += int(lost_idx.numel())
-            k = cfg.redetect_factor
-            hf_big, win_big, bh, bw = self._wide_filter(k, lost_idx)
-            pos_l, step_l = self.pos.index_select(0, lost_idx), self.step.index_select(0, lost_idx)
-            pw = self._sample(img, pos_l, step_l, bh, bw)
-            zb, _ = self._features(pw, win_big)
-            rb = self._detect(zb.unsqueeze(1), hf_big, self.chan_w.index_select(0, lost_idx), bh, bw)[:, 0]
-            _, r2, c2, peak2 = self._peak(rb.unsqueeze(1))
-            dy2, dx2 = self._subcell(rb, r2, c2)
-            psr2, _ = self._psr(rb, r2, c2)
-            disp2 = self._displacement(r2, c2, dy2, dx2, bh, bw) * (cfg.cell * step_l).view(-1, 1)
-            use = torch.zeros_like(self.lost)
-            use[lost_idx] = psr2 > psr.index_select(0, lost_idx)
-            full = torch.zeros_like(psr)
-            full_pos = self.pos.clone()
-            full_pos[lost_idx] = pos_l + disp2
-            new_pos = torch.where(use.view(-1, 1), full_pos, new_pos)
-            # A re-detected target is re-sampled below: the small window does not contain it.
-            shift_cells = torch.where(use.view(-1, 1), torch.full_like(shift_cells, float(max(gh, gw))), shift_cells)
-            full[lost_idx] = psr2
-            psr = torch.where(use, full, psr)
-            full[lost_idx] = peak2 * k
-            peak = torch.where(use, full, peak)
-
-        # Agreement with the first-frame template: its response where the target was found. (A
-        # re-detected target is outside the normal window; it is judged by PSR and peak alone.)
+        # Agreement with the first-frame template: its response where the target was found.
         at = self._detect(zf.unsqueeze(1), self.anchor_f, self.anchor_w, gh, gw)[:, 0]
         grid_wh = torch.tensor([gw, gh], device=self.device)
         iy_ix = (shift_cells.round().long() + grid_wh) % grid_wh
         anchor = at[torch.arange(self.num_targets, device=self.device), iy_ix[:, 1], iy_ix[:, 0]]
 
-        # Confidence: each cue relative to its own running reference for this target, so that one
-        # threshold works for a crisp textured target and a blurry pedestrian at night alike:
-        # - PSR: a clean, isolated peak (Bolme et al. 2010);
-        # - the peak height: a filter that locks onto background texture can still produce a clean
-        #   (high-PSR) but low peak;
-        # - the first-frame template's response at the same place: a look-alike or background that
-        #   the adapted filter has drifted onto answers the original template weakly.
-        # The weakest cue decides. (Motion consistency enters earlier, through the motion prior
-        # that picks the peak.)
-        if self.psr_ref is None:
-            self.psr_ref = psr.clamp_min(cfg.psr_lost + 1)
-            self.peak_ref = peak.clamp_min(1e-6)
-            self.anchor_ref = anchor.clamp_min(1e-6)
-        redetected = shift_cells[:, 0] >= max(gh, gw)
-        anchor = torch.where(redetected, self.anchor_ref, anchor)
-        conf_psr = (psr - cfg.psr_floor) / (self.psr_ref - cfg.psr_floor).clamp_min(1e-3)
-        conf_peak = (peak / self.peak_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
-        conf_anchor = (anchor / self.anchor_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
-        conf = torch.minimum(torch.minimum(conf_psr, conf_peak), conf_anchor).clamp(0, 1)
-        self.cues = torch.stack([conf_psr, conf_peak, conf_anchor], 1)  # (B, 3), for diagnostics
-        lost = (conf < cfg.lost_score) | (psr < cfg.psr_lost)
-        # Confidence gates everything that learns: lost targets keep their model and their scale.
-        warm = self.frame_index <= cfg.ref_warmup
-        ref_lr = torch.where(
-            torch.as_tensor(warm, device=self.device) & ~lost,
-            torch.full_like(conf, 1.0 / max(1, self.frame_index)),
-            cfg.psr_ref_lr * (conf > cfg.ref_gate),
-        )
-        self.psr_ref = (1 - ref_lr) * self.psr_ref + ref_lr * psr
-        self.peak_ref = (1 - ref_lr) * self.peak_ref + ref_lr * peak
-        self.anchor_ref = (1 - ref_lr) * self.anchor_ref + ref_lr * anchor
-        # A lost target stays where it was last seen (its window there is where re-detection
-        # looks); a found one moves, and its velocity follows its motion.
+        found = self._redetect(img, psr)
+        if found is not None:
+            use, pos2, psr2, peak2 = found
+            new_pos = torch.where(use.view(-1, 1), pos2, new_pos)
+            psr, peak = torch.where(use, psr2, psr), torch.where(use, peak2, peak)
+            # Outside the normal window the first-frame template was not asked: PSR and peak judge.
+            anchor = torch.where(use, torch.full_like(anchor, math.inf), anchor)
+        conf, conf_psr, lost = self._confidence(psr, peak, anchor)
+
         # A lost target whose response still has a clean, isolated peak (a deforming target that
         # matches its model poorly) follows that peak; otherwise it stays where it was last seen
         # (and the wide search looks around there) instead of wandering onto background.
         hold = lost & (conf_psr < cfg.follow_psr)
         new_pos = torch.where(hold.view(-1, 1), self.pos, new_pos)
         new_pos = torch.minimum(new_pos.clamp_min(0), lim)  # a target that leaves is searched for at the border
-        vel = new_pos - self.pos
         self.vel = torch.where(
             lost.view(-1, 1) | self.lost.view(-1, 1),
             torch.zeros_like(self.vel),
-            (1 - cfg.velocity_lr) * self.vel + cfg.velocity_lr * vel,
+            (1 - cfg.velocity_lr) * self.vel + cfg.velocity_lr * (new_pos - self.pos),
         )
-        self.pos = new_pos
-        self.lost = lost
-        self.scores = conf
-        self.psr = psr
-        self.peak = peak
+        self.pos, self.lost, self.scores, self.psr, self.peak = new_pos, lost, conf, psr, peak
         active = ~lost
-        if not bool(active.any()):
-            return self.boxes(), self.scores
+        if bool(active.any()):
+            # The detection window re-centred on the target is the training sample, unless the
+            # target was found outside it (then it is re-sampled).
+            offset = (new_pos - centre) / (cfg.cell * self.step).view(-1, 1)
+            self._rescale(img, active)
+            self._learn(img, zf, zcells, side, offset, conf, active)
+        return self.boxes(), self.scores
 
-        # Scale: the 1-D scale filter at the new position; for small targets, the translation
-        # filter itself on a three-level pyramid (the scale filter's crops of a 10 px target carry
-        # too little detail to respond).
+    def _redetect(self, img: torch.Tensor, psr: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """Wide search for the lost targets only; targets that are tracked pay nothing for it.
+
+        A ``redetect_factor``-times larger window around where each lost target was last seen, with
+        its filter zero-padded to the larger grid.
+
+        Returns:
+            None when no target is lost, else ``(use, pos, psr, peak)`` for all ``B`` targets: ``use``
+            marks the lost targets whose wide search answered with a cleaner peak (PSR) than the
+            normal window did.
+        """
+        idx = self.lost.nonzero().flatten()
+        if not idx.numel():
+            return None
+        cfg = self.cfg
+        self.wide_searches += int(idx.numel())
+        k = cfg.redetect_factor
+        hf_big, win_big, bh, bw = self._wide_filter(k, idx)
+        pos, step = self.pos.index_select(0, idx), self.step.index_select(0, idx)
+        zb, _ = self._features(self._sample(img, pos, step, bh, bw), win_big)
+        rb = self._detect(zb.unsqueeze(1), hf_big, self.chan_w.index_select(0, idx), bh, bw)[:, 0]
+        _, r, c, peak = self._peak(rb.unsqueeze(1))
+        dy, dx = self._subcell(rb, r, c)
+        psr_wide, _ = self._psr(rb, r, c)
+        use = torch.zeros_like(self.lost)
+        use[idx] = psr_wide > psr.index_select(0, idx)
+        out_pos, out_psr, out_peak = self.pos.clone(), psr.clone(), torch.zeros_like(psr)
+        out_pos[idx] = pos + self._displacement(r, c, dy, dx, bh, bw) * (cfg.cell * step).view(-1, 1)
+        out_psr[idx] = psr_wide
+        out_peak[idx] = peak * k  # orthonormal FFTs of a k-times larger grid scale the response by 1/k
+        return use, out_pos, out_psr, out_peak
+
+    def _confidence(self, psr: torch.Tensor, peak: torch.Tensor, anchor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Confidence in [0, 1], its PSR part and the lost flag per target, from cues relative to running references.
+
+        Each cue is measured against its own reference for this target, so that one threshold works
+        for a crisp textured target and a blurry pedestrian at night alike:
+
+        - PSR: a clean, isolated peak (Bolme et al. 2010);
+        - the peak height: a filter that locks onto background texture can still produce a clean
+          (high-PSR) but low peak;
+        - the first-frame template's response at the same place (``anchor``; ``inf`` = not asked): a
+          look-alike or background that the adapted filter has drifted onto answers the original
+          template weakly.
+
+        The weakest cue decides. (Motion consistency enters earlier, through the motion prior that
+        picks the peak.) The references are the mean of the first ``ref_warmup`` frames, then learn
+        only from confident frames, so slow drift cannot teach them that drift is normal.
+        """
+        cfg = self.cfg
+        if self.psr_ref is None:
+            self.psr_ref = psr.clamp_min(cfg.psr_lost + 1)
+            self.peak_ref = peak.clamp_min(1e-6)
+            self.anchor_ref = torch.where(anchor.isinf(), peak, anchor).clamp_min(1e-6)
+        anchor = torch.where(anchor.isinf(), self.anchor_ref, anchor)
+        conf_psr = (psr - cfg.psr_floor) / (self.psr_ref - cfg.psr_floor).clamp_min(1e-3)
+        conf_peak = (peak / self.peak_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
+        conf_anchor = (anchor / self.anchor_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
+        conf = torch.minimum(torch.minimum(conf_psr, conf_peak), conf_anchor).clamp(0, 1)
+        self.cues = torch.stack([conf_psr, conf_peak, conf_anchor], 1)  # (B, 3), for diagnostics
+        lost = (conf < cfg.lost_score) | (psr < cfg.psr_lost)
+        warm = torch.full_like(conf, 1.0 / self.frame_index) * ~lost
+        ref_lr = warm if self.frame_index <= cfg.ref_warmup else cfg.psr_ref_lr * (conf > cfg.ref_gate)
+        self.psr_ref = (1 - ref_lr) * self.psr_ref + ref_lr * psr
+        self.peak_ref = (1 - ref_lr) * self.peak_ref + ref_lr * peak
+        self.anchor_ref = (1 - ref_lr) * self.anchor_ref + ref_lr * anchor
+        return conf, conf_psr, lost
+
+    def _rescale(self, img: torch.Tensor, active: torch.Tensor) -> None:
+        """Scale of the active targets at their new position (lost targets keep theirs).
+
+        The 1-D scale filter, or, for small targets, the translation filter on a three-level pyramid
+        (the scale filter's crops of a 10 px target carry too little detail to respond).
+        """
+        cfg = self.cfg
         scale = self.scale_filter.detect(img, self.pos, self.size, self._pyramid) ** cfg.scale_damping
         small = active & (torch.sqrt(self.size.prod(1)) < cfg.small_target)
         if bool(small.any()):
@@ -634,10 +652,17 @@ class DCFTracker:
         self.step = self.step * scale
         self.size = self.size * scale.view(-1, 1)
 
-        # Learn from the new position, weighting the sample by confidence (temporal attention).
+    def _learn(self, img, zf, zcells, side, offset: torch.Tensor, conf: torch.Tensor, active: torch.Tensor) -> None:
+        """Learn from the new positions, weighting each sample by confidence (temporal attention).
+
+        ``offset`` (B, 2) is each target's position in the detection window, in cells from its centre.
+        Lost targets keep their model, channel weights, colour statistics and scale model.
+        """
+        cfg = self.cfg
+        gh, gw = self.grid
         weight = torch.where(conf >= cfg.good_score, torch.ones_like(conf), conf)
-        if cfg.reuse_sample and bool((shift_cells.abs() < 0.25 * min(gh, gw)).all()):
-            xf, cells = self._shift_sample(zf, zcells, shift_cells)
+        if cfg.reuse_sample and bool((offset.abs() < 0.25 * min(gh, gw)).all()):
+            xf, cells = self._shift_sample(zf, zcells, offset)
         else:
             patches = self._sample(img, self.pos, self.step, gh, gw)
             xf, cells = self._features(patches, self.window)
@@ -653,7 +678,6 @@ class DCFTracker:
             keep = (~active).view(-1, 1, 1, 1)
             self.filter_f = torch.where(keep, prev_f, self.filter_f)
             self.chan_w = torch.where(keep.view(-1, 1), prev_w, self.chan_w)
-        return self.boxes(), self.scores
 
     def _pyramid_scale(self, img: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Scale change of targets ``idx`` from the translation filter on windows ``1/a, 1, a`` times as large.
@@ -694,11 +718,6 @@ class DCFTracker:
         ry = torch.where(r > gh // 2, r - gh, r).float() + dy
         rx = torch.where(c > gw // 2, c - gw, c).float() + dx
         return torch.stack([rx, ry], 1)
-
-    def _translate(self, r, c, dy, dx, gh: int, gw: int) -> torch.Tensor:
-        """Peak location (cells, circular) -> new centre in pixels."""
-        px = (self.cfg.cell * self.step).view(-1, 1)  # pixels per cell
-        return self.pos + self._displacement(r, c, dy, dx, gh, gw) * px
 
     def _shift_sample(self, zf: torch.Tensor, cells: torch.Tensor, shift: torch.Tensor):
         """Re-centre the detection sample on the target by a Fourier phase ramp (ECO's sample reuse).
