@@ -156,6 +156,13 @@ def test_cli_box_errors_are_one_line(otb_dir, tmp_path, capsys, extra, message):
     assert not (tmp_path / "o" / "track.json").exists()
 
 
+def test_cli_box_sticking_out_is_clipped_with_a_note(otb_dir, tmp_path, capsys):
+    code, _, err = run_cli(["track", str(otb_dir), "--box", "-5,0,30,30", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert "note: box 0 (-5,0,30,30) sticks out" in err and "0,0,25,30" in err
+    assert load_track(tmp_path / "o")["targets"][0]["boxes"][0] == [0, 0, 25, 30]
+
+
 def test_cli_missing_input_and_unreadable_video(tmp_path, capsys):
     code, _, err = run_cli(["track", str(tmp_path / "nope.mp4"), "--box", "1,2,3,4"], capsys)
     assert code == 2 and "does not exist" in err
