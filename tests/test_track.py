@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from vidattn.apps.track import BoxError, parse_box, read_boxes_file, run_track, validate_boxes
+from vidattn.apps.track import run_track
 from vidattn.cli import main
 from vidattn.testing import shared_dir
 from vidattn.tracking import evaluate, make_sequence
+from vidattn.tracking.otb import BoxError, parse_box, read_boxes_file, validate_boxes
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -51,6 +52,8 @@ def load_track(out: Path) -> dict:
         assert len(t["boxes"]) == doc["num_frames"] == len(t["scores"])
         assert all(len(b) == 4 for b in t["boxes"])
         assert all(0.0 <= s <= 1.0 for s in t["scores"])
+        assert len(t["lost"]) == doc["num_frames"] and all(isinstance(v, bool) for v in t["lost"])
+        assert not t["lost"][0]
         lines = (out / f"target_{i}.txt").read_text().splitlines()
         assert len(lines) == doc["num_frames"]
         np.testing.assert_allclose([[float(v) for v in ln.split(",")] for ln in lines], t["boxes"], atol=0.01)
@@ -124,6 +127,16 @@ def test_validate_boxes():
         validate_boxes([], 100, 80)
 
 
+def test_validate_boxes_clips_with_a_note_and_names_the_minimum_size():
+    notes: list[str] = []
+    clipped = validate_boxes([(-5, 0, 10, 10), (10, 10, 20, 20)], 100, 80, note=notes.append)
+    np.testing.assert_allclose(clipped, [[0, 0, 5, 10], [10, 10, 20, 20]])
+    assert len(notes) == 1 and "box 0" in notes[0] and "0,0,5,10" in notes[0]
+    with pytest.raises(BoxError, match="minimum target size") as exc:
+        validate_boxes([(0, 0, 1, 1)], 340, 256)
+    assert "outside" not in str(exc.value)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -141,6 +154,13 @@ def test_cli_box_errors_are_one_line(otb_dir, tmp_path, capsys, extra, message):
     assert message in err
     assert "Traceback" not in err
     assert not (tmp_path / "o" / "track.json").exists()
+
+
+def test_cli_box_sticking_out_is_clipped_with_a_note(otb_dir, tmp_path, capsys):
+    code, _, err = run_cli(["track", str(otb_dir), "--box", "-5,0,30,30", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert "note: box 0 (-5,0,30,30) sticks out" in err and "0,0,25,30" in err
+    assert load_track(tmp_path / "o")["targets"][0]["boxes"][0] == [0, 0, 25, 30]
 
 
 def test_cli_missing_input_and_unreadable_video(tmp_path, capsys):
@@ -228,6 +248,8 @@ def test_target_leaving_the_frame_is_low_confidence(tmp_path):
     assert len(scores) == 45 and np.isfinite(boxes).all()
     assert scores[:10].min() > 0.4  # tracked while visible
     assert scores[-8:].max() < 0.3  # gone: reported as low confidence, no crash
+    lost = res["targets"][0]["lost"]
+    assert not any(lost[:10]) and all(lost[-8:])  # and flagged lost in track.json
 
 
 def test_crossing_otb_sequence(tmp_path):

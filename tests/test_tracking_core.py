@@ -92,3 +92,78 @@ def test_draw_boxes():
     assert not out[17, 20].any()  # the inside stays clear
     labelled = draw_boxes(frame, [[10, 20, 20, 15]], labels=["0 0.91"])
     assert labelled[:20].any()  # the tag sits above the box
+
+
+# ----------------------------------------------------------------------------- scale, confidence, cost
+def track_with_lost(seq, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray, DCFTracker]:
+    """Track ``boxes`` (N, 4) through ``seq``: boxes (N, T, 4), scores and lost flags (N, T), the tracker."""
+    trk = DCFTracker()
+    trk.init(seq.frames[0], boxes)
+    out, scores, lost = [np.asarray(boxes, float)], [np.ones(len(boxes))], [np.zeros(len(boxes), bool)]
+    for frame in seq.frames[1:]:
+        b, s = trk.update(torch.from_numpy(frame))
+        out.append(b.numpy())
+        scores.append(s.numpy())
+        lost.append(trk.lost.numpy().copy())
+    return np.stack(out, 1), np.stack(scores, 1), np.stack(lost, 1), trk
+
+
+def test_scale_follows_a_small_target_growing_four_times():
+    seq = make_sequence(seed=0, num_frames=60, size=10, growth=4.0, occlusion=False, background=None)
+    assert seq.boxes[0, -1, 2] / seq.boxes[0, 0, 2] == pytest.approx(4.0)
+    boxes, _, lost, _ = track_with_lost(seq, seq.boxes[:, 0])
+    ratio = boxes[0, :, 2] * boxes[0, :, 3] / (seq.boxes[0, :, 2] * seq.boxes[0, :, 3])
+    assert np.mean((ratio > 1 / 1.5) & (ratio < 1.5)) >= 0.9, ratio
+    assert not lost.any()
+
+
+@pytest.mark.parametrize("kind", ["leave", "lookalike"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_confidence_is_low_where_the_box_is_wrong(kind, seed):
+    """Drift shows as low confidence and a lost flag: the target leaves, or a look-alike replaces it."""
+    opts = {"leave_frame": True, "num_frames": 45} if kind == "leave" else {"lookalike": True, "num_frames": 50}
+    seq = make_sequence(seed=seed, occlusion=False, background=None, **opts)
+    assert not seq.visible[0, -1] and seq.visible[0, 0]
+    boxes, scores, lost, _ = track_with_lost(seq, seq.boxes[:, 0])
+    iou = seq.truth_iou(boxes[0])
+    assert (iou < 0.1).sum() >= 10 and (iou > 0.5).sum() >= 10
+    assert np.median(scores[0][iou < 0.1]) < 0.3
+    assert np.median(scores[0][iou > 0.5]) > 0.6
+    assert lost[0][~seq.visible[0]].mean() > 0.8  # gone: flagged lost
+    assert lost[0][seq.visible[0]].mean() < 0.1
+
+
+def test_only_lost_targets_pay_for_the_wide_search():
+    """Four targets, one of which vanishes after frame 3: only that one is searched for widely."""
+    four = make_sequence(seed=5, num_frames=30, num_targets=4, occlusion=False, background=None)
+    three = make_sequence(seed=5, num_frames=30, num_targets=3, occlusion=False, background=None)
+    np.testing.assert_array_equal(four.boxes[:3], three.boxes)  # the same first three targets
+    four.frames[3:] = three.frames[3:]  # target 3 vanishes
+    boxes, _, lost, trk = track_with_lost(four, four.boxes[:, 0])
+    _, _, lost_none, trk_none = track_with_lost(three, np.concatenate([three.boxes[:, 0], three.boxes[:1, 0]]))
+    assert lost[3, 8:].all() and lost[:3].mean() < 0.05 and lost_none.mean() < 0.05
+    # A wide search per lost target and frame (the flag of frame t decides the search in t + 1),
+    # none for the targets batched with it.
+    assert trk_none.wide_searches == lost_none[:, :-1].sum()
+    assert trk.wide_searches == lost[:, :-1].sum()
+    assert trk.wide_searches - lost[:3, :-1].sum() <= four.num_frames - 1
+    for i in range(3):
+        assert iou_xywh(boxes[i, -1], four.boxes[i, -1])[0] > 0.5
+
+
+def test_sample_windows_pools_only_what_the_windows_cover():
+    """Crop before pooling: a small window in a large frame pools a small region, with the same result."""
+    img = torch.rand(1, 3, 720, 1280)
+    centres, sizes = torch.tensor([[300.0, 200.0]]), torch.tensor([[192.0, 192.0]])
+    cache: dict = {}
+    win = sample_windows(img, centres, sizes, (24, 24), cache)
+    (pooled,) = [entry[-1] for entry in cache.values()]
+    factor = next(iter(cache))
+    assert factor == 4
+    assert pooled.shape[2] * pooled.shape[3] * factor**2 < img.shape[2] * img.shape[3] / 10
+    full = torch.nn.functional.avg_pool2d(img, factor)  # the whole frame pooled, then the same window
+    u = (torch.arange(24) + 0.5) / 24 - 0.5
+    grid_x, grid_y = (300 + u * 192) / 1280 * 2 - 1, (200 + u * 192) / 720 * 2 - 1
+    grid = torch.stack(torch.meshgrid(grid_y, grid_x, indexing="ij")[::-1], -1).unsqueeze(0)
+    ref = torch.nn.functional.grid_sample(full, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(win, ref, atol=1e-5, rtol=0)

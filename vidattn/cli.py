@@ -280,7 +280,7 @@ class BoxParam(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        from vidattn.apps.track import BoxError, parse_box
+        from vidattn.tracking.otb import BoxError, parse_box
 
         try:
             return parse_box(value)
@@ -318,7 +318,7 @@ class BoxParam(click.ParamType):
 def track(source, boxes, init_file, out_dir, device, render) -> None:
     """Track objects from their first-frame boxes through a video or an OTB frame folder.
 
-    Writes DIR/track.json (one box and confidence per frame per target) and DIR/target_<id>.txt
+    Writes DIR/track.json (one box, confidence and lost flag per frame per target) and DIR/target_<id>.txt
     (OTB format). Target ids are 0, 1, ... in the order the boxes are given.
 
     \b
@@ -326,10 +326,8 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
       vidattn track clip.mp4 --box 120,80,40,60 --box 300,90,30,50 --out tracks --render
       vidattn track ../shared/tracking/Crossing --init ../shared/tracking/Crossing/groundtruth_rect.txt
     """
-    from vidattn.apps.track import LOW_CONFIDENCE, run_track
+    from vidattn.apps.track import run_track
 
-    if bool(boxes) == bool(init_file):
-        raise click.UsageError("give the initial boxes with --box x,y,w,h (repeatable) or --init FILE, not both")
     res = run_track(
         source,
         boxes=list(boxes) or None,
@@ -339,15 +337,17 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
         render=render,
         progress=True,
     )
+    for note in res["notes"]:
+        click.echo(f"note: {note}", err=True)
     fps = f"{res['tracking_fps']:.0f} fps" if res["tracking_fps"] else "1 frame"
     click.echo(
         f"tracked {len(res['targets'])} target(s) over {res['num_frames']} frames ({fps}, {res['device']})"
         f" -> {res['out_dir']}/track.json"
     )
     for t in res["targets"]:
-        low = sum(s < LOW_CONFIDENCE for s in t["scores"])
-        if low:
-            click.echo(f"  target {t['id']}: low confidence in {low} of {res['num_frames']} frames")
+        lost = sum(t["lost"])
+        if lost:
+            click.echo(f"  target {t['id']}: lost in {lost} of {res['num_frames']} frames")
     if res["overlay"]:
         click.echo(f"overlay: {res['overlay']}")
 

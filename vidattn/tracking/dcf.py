@@ -19,11 +19,22 @@ they come from:
   2017). A blind running average would forget the first frame and absorb occluders.
 - **Scale** from a separate one-dimensional scale filter over 13 target crops (DSST, Danelljan et
   al., "Accurate Scale Estimation for Robust Visual Tracking", BMVC 2014), see
-  :mod:`vidattn.tracking.scale`. A scale pyramid through the translation filter was tried first:
-  three times the feature cost per frame and it missed the pedestrian's shrinking on OTB Crossing.
-- **Confidence** from the peak-to-sidelobe ratio (PSR, Bolme et al. 2010). Low confidence stops the
-  model update and widens the search window (the filter is zero-padded to a larger grid) until the
-  target is found again.
+  :mod:`vidattn.tracking.scale`. Its crops of a target under ``small_target`` pixels carry too little
+  detail to respond, so small targets take their scale from the translation filter on a
+  three-level pyramid instead (SAMF, Li and Zhu 2014), where the first-frame filter votes too: the
+  adapted filter learned from boxes of the estimated size and shares any lag of the estimate. The
+  translation template has a fixed size in pixels, so a 10 px target is upsampled to the same
+  number of cells as a 300 px one is downsampled to.
+- **Motion**: the search window is centred where the target's recent velocity predicts it, and a
+  peak far from that prediction must answer more strongly to win (SiamFC's window penalty).
+- **Confidence** from three cues, each relative to its own running reference for the target: the
+  peak-to-sidelobe ratio (PSR, Bolme et al. 2010), the peak height, and the response of the
+  first-frame filter at the same place (agreement between two templates: a look-alike or background
+  the adapted filter drifted onto answers the original weakly). The weakest cue decides. Below
+  ``lost_score`` a target is *lost*: its model and scale stop learning, its box stays where it was
+  last seen, and it alone pays for a wider re-detection search (the filter zero-padded to a larger
+  grid) until it is found again.
+- **Cost** follows the targets, not the frame: windows are cut from the frame before any pooling.
 
 Coordinates: boxes are ``(x, y, w, h)`` in pixels with a top-left origin; pixel ``i`` covers
 ``[i, i + 1)``, so a box centre is ``(x + w / 2, y + h / 2)``.
@@ -76,7 +87,18 @@ class DCFConfig:
     reuse_sample: bool = True  # train on the detection window shifted onto the target (ECO) instead of re-sampling
     psr_floor: float = 3.5  # PSR of a response with no target (noise level) -> confidence 0
     psr_lost: float = 4.0  # absolute PSR below which a target is lost whatever its history
-    psr_ref_lr: float = 0.1  # the PSR (and peak) that maps to confidence 1 is a running mean over confident frames
+    ref_gate: float = 0.6  # confidence above which the PSR / peak / anchor references learn
+    # The first frames set the references (their mean, unless lost): the first detection, one frame
+    # after training, answers far more strongly than any later one and would make every later frame
+    # look like drift.
+    ref_warmup: int = 5
+    follow_psr: float = 0.5  # a lost target still follows its peak while its relative PSR is above this
+    motion_sigma: float = 1.0  # motion prior width, in target sizes sqrt(w * h)
+    motion_penalty: float = 0.15  # share of the top peak a candidate far from the predicted position loses
+    velocity_lr: float = 0.3  # blending of the per-frame motion into the velocity that centres the search
+    small_target: float = 48.0  # targets under this size sqrt(w * h) in pixels get their scale from a pyramid
+    pyramid_step: float = 1.05  # scale ratio between the pyramid's three levels
+    psr_ref_lr: float = 0.1  # the PSR (peak, anchor) that maps to confidence 1 is a running mean over confident frames
     peak_low: float = 0.4  # response peak / its running mean at which peak confidence is 0 ...
     peak_high: float = 0.85  # ... and 1: an occluded or vanished target answers with a weak peak
     lost_score: float = 0.3  # confidence below this: lost (no update, wider search)
@@ -259,7 +281,13 @@ class DCFTracker:
         self.filter_f = None
         self.frame_index = 0
         self.lost = torch.zeros(b, dtype=torch.bool, device=self.device)
+        self.vel = torch.zeros(b, 2, device=self.device)  # pixels per frame, for the search centre
+        self.wide_searches = 0  # target-frames that paid for the wide re-detection search
         self._solve(xf, cells, det_rel=torch.ones(b, c, device=self.device), first=True)
+        # A second template that never learns: the first frame's filter. Where the adaptive filter
+        # and this one disagree about the target, the adaptive one has probably drifted.
+        self.anchor_f, self.anchor_w = self.filter_f.clone(), self.chan_w.clone()
+        self.anchor_ref: torch.Tensor | None = None
         self.scores = torch.ones(b, device=self.device)
         self.psr = torch.zeros(b, device=self.device)
         self.psr_ref: torch.Tensor | None = None  # set from the first detection
@@ -378,25 +406,28 @@ class DCFTracker:
         self.chan_w = (1 - lr) * self.chan_w + lr * rel
 
     # ------------------------------------------------------------------ detection
-    def _wide_filter(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """The filter zero-padded to a ``k``-times larger grid, for re-detection."""
+    def _wide_filter(self, k: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The filters of targets ``idx`` zero-padded to a ``k``-times larger grid, for re-detection.
+
+        Orthonormal FFTs of a ``k``-times larger grid scale the response by ``1 / k``; multiply peaks
+        by ``k`` to compare them with the normal window's.
+        """
         gh, gw = self.grid
         bh, bw = k * gh, k * gw
-        hs = torch.fft.irfft2(self.filter_f, s=(gh, gw), norm="ortho")
+        hs = torch.fft.irfft2(self.filter_f.index_select(0, idx), s=(gh, gw), norm="ortho")
         oy, ox = (bh - gh) // 2, (bw - gw) // 2
         big = F.pad(hs, (ox, bw - gw - ox, oy, bh - gh - oy))
         win = (_hann(bh, self.device).view(-1, 1) * _hann(bw, self.device).view(1, -1)).view(1, 1, bh, bw)
-        # Orthonormal FFTs of a k-times larger grid scale the response by 1/k; undo it so peaks compare.
-        self._wide_gain = float(k)
         return torch.fft.rfft2(big, norm="ortho"), win, bh, bw
 
-    def _detect(self, zf: torch.Tensor, hf: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+    @staticmethod
+    def _detect(zf: torch.Tensor, hf: torch.Tensor, chan_w: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
         """Channel-weighted response ``(B, S, gh, gw)`` of samples ``zf`` (B, S, C, gh, gw//2+1).
 
         Channels are summed in the Fourier domain (linearity), so one inverse FFT per scale is
         enough; per-channel maps are only formed for the winning scale (see :meth:`_peak_ratio`).
         """
-        weighted = hf.conj() * self.chan_w.view(self.num_targets, -1, 1, 1)  # (B, C, gh, gw')
+        weighted = hf.conj() * chan_w.view(chan_w.shape[0], -1, 1, 1)  # (B, C, gh, gw')
         return torch.fft.irfft2(torch.einsum("bchw,bschw->bshw", weighted, zf), s=(gh, gw), norm="ortho")
 
     @staticmethod
@@ -405,6 +436,22 @@ class DCFTracker:
         b, s, gh, gw = resp.shape
         val, idx = resp.reshape(b, -1).max(1)
         return idx // (gh * gw), (idx % (gh * gw)) // gw, idx % gw, val
+
+    def _peak_with_prior(self, resp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row, column and value of the response peak, chosen under a motion prior.
+
+        The window is centred on the predicted position; a candidate far from it must answer more
+        strongly than one close by to win (SiamFC's window penalty, as a Gaussian in target sizes).
+        The returned value is the raw response there, not the penalised one.
+        """
+        b, gh, gw = resp.shape
+        fy, fx = _signed_freq(gh, self.device), _signed_freq(gw, self.device)
+        d2 = fy.view(1, -1, 1) ** 2 + fx.view(1, 1, -1) ** 2  # squared displacement, cells
+        size_cells = torch.sqrt(self.size.prod(1)) / (self.cfg.cell * self.step)
+        prior = torch.exp(-0.5 * d2 / (self.cfg.motion_sigma * size_cells).view(-1, 1, 1) ** 2)
+        top = resp.flatten(1).amax(1).clamp_min(1e-9).view(-1, 1, 1)
+        _, r, c, _ = self._peak((resp - self.cfg.motion_penalty * top * (1 - prior)).unsqueeze(1))
+        return r, c, resp[torch.arange(b, device=self.device), r, c]
 
     @staticmethod
     def _subcell(m: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -467,77 +514,155 @@ class DCFTracker:
         cfg = self.cfg
         self.frame_index += 1
         img = self._to_image(frame)
-        self._pyramid: dict[int, torch.Tensor] = {}  # pooled copies of this frame, shared by all samplers
+        self._pyramid: dict[int, tuple] = {}  # pooled crops of this frame, shared by all samplers
         gh, gw = self.grid
 
-        # Translation: one window per target, all targets in one batch.
-        patches = self._sample(img, self.pos, self.step, gh, gw)
+        # Translation: one window per target, all targets in one batch, centred where each target's
+        # recent motion predicts it (a lost target is searched for where it was last seen).
+        H, W = self.frame_size
+        lim = torch.tensor([W, H], device=self.device, dtype=torch.float32)
+        centre = torch.minimum((self.pos + self.vel).clamp_min(0), lim)
+        patches = self._sample(img, centre, self.step, gh, gw)
         zf, zcells = self._features(patches, self.window)
-        resp = self._detect(zf.unsqueeze(1), self.filter_f, gh, gw)[:, 0]  # (B, gh, gw)
-        _, r, c, peak = self._peak(resp.unsqueeze(1))
+        resp = self._detect(zf.unsqueeze(1), self.filter_f, self.chan_w, gh, gw)[:, 0]  # (B, gh, gw)
+        r, c, peak = self._peak_with_prior(resp)
         dy, dx = self._subcell(resp, r, c)
         psr, side = self._psr(resp, r, c)
-        new_pos = self._translate(r, c, dy, dx, gh, gw)
         shift_cells = self._displacement(r, c, dy, dx, gh, gw)  # (B, 2) x, y in cells
+        new_pos = centre + shift_cells * (cfg.cell * self.step).view(-1, 1)
+        # Agreement with the first-frame template: its response where the target was found.
+        at = self._detect(zf.unsqueeze(1), self.anchor_f, self.anchor_w, gh, gw)[:, 0]
+        grid_wh = torch.tensor([gw, gh], device=self.device)
+        iy_ix = (shift_cells.round().long() + grid_wh) % grid_wh
+        anchor = at[torch.arange(self.num_targets, device=self.device), iy_ix[:, 1], iy_ix[:, 0]]
 
-        # Re-detection for lost targets: a k-times larger window, the same filter zero-padded.
-        if bool(self.lost.any()):
-            k = cfg.redetect_factor
-            hf_big, win_big, bh, bw = self._wide_filter(k)
-            pw = self._sample(img, self.pos, self.step, bh, bw)
-            zb, _ = self._features(pw, win_big)
-            rb = self._detect(zb.unsqueeze(1), hf_big, bh, bw)[:, 0]
-            _, r2, c2, peak2 = self._peak(rb.unsqueeze(1))
-            peak2 = peak2 * self._wide_gain
-            dy2, dx2 = self._subcell(rb, r2, c2)
-            psr2, _ = self._psr(rb, r2, c2)
-            pos2 = self._translate(r2, c2, dy2, dx2, bh, bw)
-            use = self.lost & (psr2 > psr)
+        found = self._redetect(img, psr)
+        if found is not None:
+            use, pos2, psr2, peak2 = found
             new_pos = torch.where(use.view(-1, 1), pos2, new_pos)
-            # A re-detected target is re-sampled below: the small window does not contain it.
-            shift_cells = torch.where(use.view(-1, 1), torch.full_like(shift_cells, float(max(gh, gw))), shift_cells)
-            psr = torch.where(use, psr2, psr)
-            peak = torch.where(use, peak2, peak)
+            psr, peak = torch.where(use, psr2, psr), torch.where(use, peak2, peak)
+            # Outside the normal window the first-frame template was not asked: PSR and peak judge.
+            anchor = torch.where(use, torch.full_like(anchor, math.inf), anchor)
+        conf, conf_psr, lost = self._confidence(psr, peak, anchor)
 
-        # Confidence: PSR relative to this target's typical PSR, so that one threshold works for a
-        # crisp textured target and a blurry pedestrian at night alike.
-        # The peak height relative to its own running mean catches what PSR misses: a filter that
-        # locks onto background texture can still produce a clean (high-PSR) but low peak.
+        # A lost target whose response still has a clean, isolated peak (a deforming target that
+        # matches its model poorly) follows that peak; otherwise it stays where it was last seen
+        # (and the wide search looks around there) instead of wandering onto background.
+        hold = lost & (conf_psr < cfg.follow_psr)
+        new_pos = torch.where(hold.view(-1, 1), self.pos, new_pos)
+        new_pos = torch.minimum(new_pos.clamp_min(0), lim)  # a target that leaves is searched for at the border
+        self.vel = torch.where(
+            lost.view(-1, 1) | self.lost.view(-1, 1),
+            torch.zeros_like(self.vel),
+            (1 - cfg.velocity_lr) * self.vel + cfg.velocity_lr * (new_pos - self.pos),
+        )
+        self.pos, self.lost, self.scores, self.psr, self.peak = new_pos, lost, conf, psr, peak
+        active = ~lost
+        if bool(active.any()):
+            # The detection window re-centred on the target is the training sample, unless the
+            # target was found outside it (then it is re-sampled).
+            offset = (new_pos - centre) / (cfg.cell * self.step).view(-1, 1)
+            self._rescale(img, active)
+            self._learn(img, zf, zcells, side, offset, conf, active)
+        return self.boxes(), self.scores
+
+    def _redetect(self, img: torch.Tensor, psr: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """Wide search for the lost targets only; targets that are tracked pay nothing for it.
+
+        A ``redetect_factor``-times larger window around where each lost target was last seen, with
+        its filter zero-padded to the larger grid.
+
+        Returns:
+            None when no target is lost, else ``(use, pos, psr, peak)`` for all ``B`` targets: ``use``
+            marks the lost targets whose wide search answered with a cleaner peak (PSR) than the
+            normal window did.
+        """
+        idx = self.lost.nonzero().flatten()
+        if not idx.numel():
+            return None
+        cfg = self.cfg
+        self.wide_searches += int(idx.numel())
+        k = cfg.redetect_factor
+        hf_big, win_big, bh, bw = self._wide_filter(k, idx)
+        pos, step = self.pos.index_select(0, idx), self.step.index_select(0, idx)
+        zb, _ = self._features(self._sample(img, pos, step, bh, bw), win_big)
+        rb = self._detect(zb.unsqueeze(1), hf_big, self.chan_w.index_select(0, idx), bh, bw)[:, 0]
+        _, r, c, peak = self._peak(rb.unsqueeze(1))
+        dy, dx = self._subcell(rb, r, c)
+        psr_wide, _ = self._psr(rb, r, c)
+        use = torch.zeros_like(self.lost)
+        use[idx] = psr_wide > psr.index_select(0, idx)
+        out_pos, out_psr, out_peak = self.pos.clone(), psr.clone(), torch.zeros_like(psr)
+        out_pos[idx] = pos + self._displacement(r, c, dy, dx, bh, bw) * (cfg.cell * step).view(-1, 1)
+        out_psr[idx] = psr_wide
+        out_peak[idx] = peak * k  # orthonormal FFTs of a k-times larger grid scale the response by 1/k
+        return use, out_pos, out_psr, out_peak
+
+    def _confidence(self, psr: torch.Tensor, peak: torch.Tensor, anchor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Confidence in [0, 1], its PSR part and the lost flag per target, from cues relative to running references.
+
+        Each cue is measured against its own reference for this target, so that one threshold works
+        for a crisp textured target and a blurry pedestrian at night alike:
+
+        - PSR: a clean, isolated peak (Bolme et al. 2010);
+        - the peak height: a filter that locks onto background texture can still produce a clean
+          (high-PSR) but low peak;
+        - the first-frame template's response at the same place (``anchor``; ``inf`` = not asked): a
+          look-alike or background that the adapted filter has drifted onto answers the original
+          template weakly.
+
+        The weakest cue decides. (Motion consistency enters earlier, through the motion prior that
+        picks the peak.) The references are the mean of the first ``ref_warmup`` frames, then learn
+        only from confident frames, so slow drift cannot teach them that drift is normal.
+        """
+        cfg = self.cfg
         if self.psr_ref is None:
             self.psr_ref = psr.clamp_min(cfg.psr_lost + 1)
             self.peak_ref = peak.clamp_min(1e-6)
+            self.anchor_ref = torch.where(anchor.isinf(), peak, anchor).clamp_min(1e-6)
+        anchor = torch.where(anchor.isinf(), self.anchor_ref, anchor)
         conf_psr = (psr - cfg.psr_floor) / (self.psr_ref - cfg.psr_floor).clamp_min(1e-3)
         conf_peak = (peak / self.peak_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
-        conf = torch.minimum(conf_psr, conf_peak).clamp(0, 1)
+        conf_anchor = (anchor / self.anchor_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
+        conf = torch.minimum(torch.minimum(conf_psr, conf_peak), conf_anchor).clamp(0, 1)
+        self.cues = torch.stack([conf_psr, conf_peak, conf_anchor], 1)  # (B, 3), for diagnostics
         lost = (conf < cfg.lost_score) | (psr < cfg.psr_lost)
-        # Confidence gates everything that learns: lost targets keep their model and their scale.
-        ref_lr = cfg.psr_ref_lr * (conf > cfg.good_score)
+        warm = torch.full_like(conf, 1.0 / self.frame_index) * ~lost
+        ref_lr = warm if self.frame_index <= cfg.ref_warmup else cfg.psr_ref_lr * (conf > cfg.ref_gate)
         self.psr_ref = (1 - ref_lr) * self.psr_ref + ref_lr * psr
         self.peak_ref = (1 - ref_lr) * self.peak_ref + ref_lr * peak
-        H, W = self.frame_size
-        # Keep the centre inside the frame: a target that leaves is searched for at the border.
-        lim = torch.tensor([W, H], device=self.device, dtype=torch.float32)
-        self.pos = torch.minimum(new_pos.clamp_min(0), lim)
-        self.lost = lost
-        self.scores = conf
-        self.psr = psr
-        self.peak = peak
-        active = ~lost
-        if not bool(active.any()):
-            return self.boxes(), self.scores
+        self.anchor_ref = (1 - ref_lr) * self.anchor_ref + ref_lr * anchor
+        return conf, conf_psr, lost
 
-        # Scale: the 1-D scale filter at the new position.
+    def _rescale(self, img: torch.Tensor, active: torch.Tensor) -> None:
+        """Scale of the active targets at their new position (lost targets keep theirs).
+
+        The 1-D scale filter, or, for small targets, the translation filter on a three-level pyramid
+        (the scale filter's crops of a 10 px target carry too little detail to respond).
+        """
+        cfg = self.cfg
         scale = self.scale_filter.detect(img, self.pos, self.size, self._pyramid) ** cfg.scale_damping
+        small = active & (torch.sqrt(self.size.prod(1)) < cfg.small_target)
+        if bool(small.any()):
+            idx = small.nonzero().flatten()
+            scale[idx] = self._pyramid_scale(img, idx)
         scale = torch.where(active, scale, torch.ones_like(scale))
         rel = self.step * scale / self.init_step
         scale = scale * rel.clamp(cfg.min_scale, cfg.max_scale) / rel
         self.step = self.step * scale
         self.size = self.size * scale.view(-1, 1)
 
-        # Learn from the new position, weighting the sample by confidence (temporal attention).
+    def _learn(self, img, zf, zcells, side, offset: torch.Tensor, conf: torch.Tensor, active: torch.Tensor) -> None:
+        """Learn from the new positions, weighting each sample by confidence (temporal attention).
+
+        ``offset`` (B, 2) is each target's position in the detection window, in cells from its centre.
+        Lost targets keep their model, channel weights, colour statistics and scale model.
+        """
+        cfg = self.cfg
+        gh, gw = self.grid
         weight = torch.where(conf >= cfg.good_score, torch.ones_like(conf), conf)
-        if cfg.reuse_sample and bool((shift_cells.abs() < 0.25 * min(gh, gw)).all()):
-            xf, cells = self._shift_sample(zf, zcells, shift_cells)
+        if cfg.reuse_sample and bool((offset.abs() < 0.25 * min(gh, gw)).all()):
+            xf, cells = self._shift_sample(zf, zcells, offset)
         else:
             patches = self._sample(img, self.pos, self.step, gh, gw)
             xf, cells = self._features(patches, self.window)
@@ -553,7 +678,39 @@ class DCFTracker:
             keep = (~active).view(-1, 1, 1, 1)
             self.filter_f = torch.where(keep, prev_f, self.filter_f)
             self.chan_w = torch.where(keep.view(-1, 1), prev_w, self.chan_w)
-        return self.boxes(), self.scores
+
+    def _pyramid_scale(self, img: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Scale change of targets ``idx`` from the translation filter on windows ``1/a, 1, a`` times as large.
+
+        The window whose content best matches the filter (highest response peak near the centre)
+        has the right scale; a parabola through the three peaks over ``log(scale)`` refines it.
+        """
+        cfg = self.cfg
+        gh, gw = self.grid
+        n = int(idx.numel())
+        a = cfg.pyramid_step
+        factors = torch.tensor([1 / a, 1.0, a], device=self.device)
+        step = self.step.index_select(0, idx)
+        centres = self.pos.index_select(0, idx).repeat_interleave(3, 0)
+        patches = self._sample(img, centres, (step.view(-1, 1) * factors.view(1, 3)).flatten(), gh, gw)
+        zf, _ = self._features(patches, self.window)  # (n*3, C, gh, gw')
+        zf = zf.view((n, 3) + tuple(zf.shape[1:]))
+        # Both templates vote: the adapted filter knows today's appearance, but it learned from boxes
+        # of the estimated size and so shares any lag of the estimate; the first-frame filter knows
+        # the true size relative to the box it was given.
+        fy, fx = _signed_freq(gh, self.device).abs(), _signed_freq(gw, self.device).abs()
+        near = (fy.view(-1, 1) <= gh / 4) & (fx.view(1, -1) <= gw / 4)  # the target is near the centre
+        p = torch.zeros(n, 3, device=self.device)
+        for hf, cw in ((self.filter_f, self.chan_w), (self.anchor_f, self.anchor_w)):
+            resp = self._detect(zf, hf.index_select(0, idx), cw.index_select(0, idx), gh, gw)
+            peaks = torch.where(near, resp, torch.full_like(resp, -1e9)).flatten(2).amax(2)  # (n, 3)
+            p = p + peaks / peaks[:, 1:2].abs().clamp_min(1e-9)
+        lo, mid, hi = p[:, 0], p[:, 1], p[:, 2]
+        den = lo - 2 * mid + hi
+        best = p.argmax(1).float() - 1  # -1, 0, 1
+        vertex = torch.where(den < -1e-12, 0.5 * (lo - hi) / den, best).clamp(-1, 1)
+        offset = torch.where(best == 0, vertex, best)
+        return a**offset
 
     @staticmethod
     def _displacement(r, c, dy, dx, gh: int, gw: int) -> torch.Tensor:
@@ -561,11 +718,6 @@ class DCFTracker:
         ry = torch.where(r > gh // 2, r - gh, r).float() + dy
         rx = torch.where(c > gw // 2, c - gw, c).float() + dx
         return torch.stack([rx, ry], 1)
-
-    def _translate(self, r, c, dy, dx, gh: int, gw: int) -> torch.Tensor:
-        """Peak location (cells, circular) -> new centre in pixels."""
-        px = (self.cfg.cell * self.step).view(-1, 1)  # pixels per cell
-        return self.pos + self._displacement(r, c, dy, dx, gh, gw) * px
 
     def _shift_sample(self, zf: torch.Tensor, cells: torch.Tensor, shift: torch.Tensor):
         """Re-centre the detection sample on the target by a Fourier phase ramp (ECO's sample reuse).

@@ -49,7 +49,7 @@ def sample_windows(
     centres: torch.Tensor,
     sizes: torch.Tensor,
     out_hw: tuple[int, int],
-    pyramid: dict[int, torch.Tensor] | None = None,
+    pyramid: dict[int, tuple[int, int, int, int, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Crop and resample ``N`` axis-aligned windows of a frame in one ``grid_sample`` call.
 
@@ -58,8 +58,8 @@ def sample_windows(
         centres: Window centres ``(N, 2)`` as ``x, y`` pixels.
         sizes: Window sizes ``(N, 2)`` as ``w, h`` pixels (may exceed the frame: borders replicate).
         out_hw: Output size ``(oh, ow)``.
-        pyramid: Optional per-frame cache of pooled frames, keyed by pooling factor, shared by the
-            calls that sample the same frame (the pooling touches every pixel of the frame).
+        pyramid: Optional per-frame cache of pooled crops of the frame, keyed by pooling factor,
+            shared by the calls that sample the same frame.
 
     Returns:
         ``(N, 3, oh, ow)`` patches.
@@ -67,29 +67,55 @@ def sample_windows(
     oh, ow = out_hw
     n = centres.shape[0]
     _, _, H, W = img.shape
-    # Shrinking a window by more than 2x with bilinear taps aliases; pool the frame first (once for
-    # all windows, by the smallest shrink factor) and sample the pooled frame instead.
+    x0 = y0 = 0
+    # Shrinking a window by more than 2x with bilinear taps aliases; pool first (once for all
+    # windows, by the smallest shrink factor) and sample the pooled image instead. Only the part of
+    # the frame the windows cover is pooled, so the cost follows the targets, not the frame size.
     factor = int(max(1.0, math.floor(0.5 * float(torch.minimum(sizes[:, 0] / ow, sizes[:, 1] / oh).min()))))
     if factor > 1:
-        # Pad to a multiple of the factor so pooled pixels keep the same coordinate frame.
-        pad_h, pad_w = (-H) % factor, (-W) % factor
-        pooled = pyramid.get(factor) if pyramid is not None else None
-        if pooled is None:
-            pooled = F.avg_pool2d(F.pad(img, (0, pad_w, 0, pad_h), mode="replicate"), factor)
+        x0, y0, x1, y1 = _covered_region(centres, sizes, factor, H, W)
+        cached = pyramid.get(factor) if pyramid is not None else None
+        if cached is not None and cached[0] <= x0 and cached[1] <= y0 and cached[2] >= x1 and cached[3] >= y1:
+            x0, y0, x1, y1, pooled = cached
+        else:
+            crop = img[:, :, y0 : min(y1, H), x0 : min(x1, W)]
+            # Pad to the aligned region so pooled pixels keep the frame's coordinate grid.
+            crop = F.pad(crop, (0, x1 - x0 - crop.shape[3], 0, y1 - y0 - crop.shape[2]), mode="replicate")
+            pooled = F.avg_pool2d(crop, factor)
             if pyramid is not None:
-                pyramid[factor] = pooled
+                pyramid[factor] = (x0, y0, x1, y1, pooled)
         img = pooled
-        H, W = H + pad_h, W + pad_w
+        W, H = x1 - x0, y1 - y0
     ux = (torch.arange(ow, device=img.device, dtype=torch.float32) + 0.5) / ow - 0.5
     uy = (torch.arange(oh, device=img.device, dtype=torch.float32) + 0.5) / oh - 0.5
-    xs = centres[:, 0:1] + ux.view(1, -1) * sizes[:, 0:1]  # (N, ow) pixel coordinates
-    ys = centres[:, 1:2] + uy.view(1, -1) * sizes[:, 1:2]  # (N, oh)
+    xs = centres[:, 0:1] - x0 + ux.view(1, -1) * sizes[:, 0:1]  # (N, ow) pixel coordinates in img
+    ys = centres[:, 1:2] - y0 + uy.view(1, -1) * sizes[:, 1:2]  # (N, oh)
     gx = (2 * xs / W - 1).view(n, 1, ow).expand(n, oh, ow)
     gy = (2 * ys / H - 1).view(n, oh, 1).expand(n, oh, ow)
     # Windows stacked along the height of one grid: one kernel launch for every target and scale.
     grid = torch.stack([gx, gy], -1).reshape(1, n * oh, ow, 2)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(3, n, oh, ow).transpose(0, 1)  # (N, 3, oh, ow)
+
+
+def _covered_region(centres: torch.Tensor, sizes: torch.Tensor, factor: int, H: int, W: int) -> tuple[int, ...]:
+    """``x0, y0, x1, y1`` of the frame the windows touch, one pooled pixel of margin, on the factor grid.
+
+    The region stays inside the frame rounded up to the factor: a window reaching beyond the frame
+    reads the frame's border (replicated), as it would without the crop.
+    """
+    lo = (centres - sizes / 2).amin(0).tolist()
+    hi = (centres + sizes / 2).amax(0).tolist()
+    wf, hf = -(-W // factor) * factor, -(-H // factor) * factor  # the frame padded to the factor
+
+    def span(a: float, b: float, limit: int) -> tuple[int, int]:
+        start = min(max(0, (math.floor(a) // factor - 1) * factor), limit - factor)
+        end = max(min(limit, (math.ceil(b) // factor + 2) * factor), start + factor)
+        return start, end
+
+    x0, x1 = span(lo[0], hi[0], wf)
+    y0, y1 = span(lo[1], hi[1], hf)
+    return x0, y0, x1, y1
 
 
 @functools.lru_cache(maxsize=32)

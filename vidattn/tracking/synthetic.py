@@ -42,6 +42,18 @@ class SyntheticSequence:
     fps: float
     background: str
     occlusions: list[tuple[int, int]]  # per target: [start, end) frames of the partial occlusion
+    visible: np.ndarray | None = None  # (N, T) bool: the target itself can be seen (None: always)
+
+    def truth_iou(self, boxes: np.ndarray, target: int = 0) -> np.ndarray:
+        """Per-frame IoU of ``boxes`` (T, 4) with the truth, 0 where the target cannot be seen.
+
+        A box on a look-alike that replaced the target, or on anything once the target has left
+        the frame, is wrong whatever it overlaps.
+        """
+        from vidattn.tracking.metrics import iou_xywh
+
+        iou = iou_xywh(boxes, self.boxes[target])
+        return iou if self.visible is None else iou * self.visible[target]
 
     @property
     def num_frames(self) -> int:
@@ -49,15 +61,9 @@ class SyntheticSequence:
 
     def write_otb(self, out_dir: str | os.PathLike, target: int = 0) -> Path:
         """Write an OTB-layout folder: ``img/0001.jpg...`` and ``groundtruth_rect.txt`` of ``target``."""
-        from PIL import Image
+        from vidattn.tracking.otb import write_sequence
 
-        out = Path(out_dir)
-        (out / "img").mkdir(parents=True, exist_ok=True)
-        for i, frame in enumerate(self.frames):
-            Image.fromarray(frame).save(out / "img" / f"{i + 1:04d}.jpg", quality=95)
-        lines = [",".join(f"{v:.2f}" for v in box) for box in self.boxes[target]]
-        (out / "groundtruth_rect.txt").write_text("\n".join(lines) + "\n")
-        return out
+        return write_sequence(out_dir, self.frames, self.boxes[target])
 
     def write_video(self, path: str | os.PathLike) -> Path:
         """Encode the frames to a video file with PyAV (H.264 in MP4 by default)."""
@@ -167,6 +173,9 @@ def make_sequence(
     occlusion: bool = True,
     fps: float = 25.0,
     leave_frame: bool = False,
+    size: float | None = None,
+    growth: float | None = None,
+    lookalike: bool = False,
 ) -> SyntheticSequence:
     """Generate one sequence.
 
@@ -181,6 +190,11 @@ def make_sequence(
         fps: Frame rate recorded with the sequence.
         leave_frame: Instead of a smooth path, move each target straight out through the right
             edge; it is fully outside for the last third of the frames (its boxes lie outside too).
+        size: Initial side ``sqrt(w * h)`` of each target in pixels (default: 12-20% of the frame's short side).
+        growth: Instead of the smooth scale swing, grow (or shrink) steadily by this factor over the sequence.
+        lookalike: At 40% of the sequence each target vanishes and a look-alike (its texture turned
+            half a turn and recoloured a little) appears next to it and moves on a parallel path;
+            ``visible`` is False from then on.
 
     Returns:
         The frames and the exact boxes.
@@ -205,15 +219,19 @@ def make_sequence(
 
     all_boxes = []
     occlusions = []
+    visible = []
     for _ in range(num_targets):
         tex = _texture(rng)
         side = rng.uniform(0.12, 0.2) * min(h, w)
+        side = side if size is None else float(size)
         aspect = rng.uniform(0.6, 1.6)
         bw0, bh0 = side * math.sqrt(aspect), side / math.sqrt(aspect)
         # Scale: a smooth swing of up to +-35% over the sequence.
         amp = rng.uniform(0.15, 0.3)
         phase = rng.uniform(0, 2 * math.pi)
         scale = np.exp(amp * np.sin(2 * math.pi * t / period * rng.uniform(0.5, 1.0) + phase))
+        if growth is not None:
+            scale = float(growth) ** np.clip(t / max(1, t_total - 1), 0, 1)
         bw, bh = bw0 * scale, bh0 * scale
         # Path: two sinusoids per axis, kept inside the frame with a margin.
         cx = np.zeros_like(t)
@@ -239,8 +257,24 @@ def make_sequence(
             start = int(rng.integers(t_total // 4, t_total * 3 // 4))
             occ = (start, min(t_total, start + int(rng.integers(6, 11))))
         occlusions.append(occ)
-        for i in range(t_total):
+        # Visible while at least a quarter of the box is inside the frame (and not replaced).
+        inside_w = np.clip(np.minimum(boxes[:, 0] + boxes[:, 2], w) - np.maximum(boxes[:, 0], 0), 0, None)
+        inside_h = np.clip(np.minimum(boxes[:, 1] + boxes[:, 3], h) - np.maximum(boxes[:, 1], 0), 0, None)
+        vis = inside_w * inside_h >= 0.25 * boxes[:, 2] * boxes[:, 3]
+        swap = int(0.4 * t_total) if lookalike else t_total
+        vis[swap:] = False
+        visible.append(vis)
+        for i in range(swap):
             _render(frames[i], tex, boxes[i])
+        if swap < t_total:
+            # Same colours and outline, another layout: close enough to fool a tracker that only
+            # asks "where is it most similar", different enough that the similarity drops.
+            twin = (
+                tex.flip(1, 2) * torch.from_numpy(rng.uniform(0.85, 1.15, 3).astype(np.float32)).view(3, 1, 1)
+            ).clamp(0, 1)
+            offset = 1.3 * boxes[swap, 2] * (1 if boxes[swap, 0] + 2.3 * boxes[swap, 2] < w else -1)
+            for i in range(swap, t_total):
+                _render(frames[i], twin, boxes[i] + np.array([offset, 0.0, 0.0, 0.0]))
 
     # Occluders go on top of every target: a flat grey-brown slab covering part of the box.
     for boxes, (s, e) in zip(all_boxes, occlusions, strict=True):
@@ -256,4 +290,5 @@ def make_sequence(
 
     out = (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     boxes_arr = np.stack(all_boxes) if all_boxes else np.zeros((0, t_total, 4))
-    return SyntheticSequence(out, boxes_arr.astype(np.float64), fps, name, occlusions)
+    vis_arr = np.stack(visible) if visible else np.zeros((0, t_total), dtype=bool)
+    return SyntheticSequence(out, boxes_arr.astype(np.float64), fps, name, occlusions, vis_arr)
