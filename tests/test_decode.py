@@ -460,9 +460,19 @@ def test_iter_frames_stopped_early_then_closed(tmp_path):
     path = make_index_video(tmp_path / "bf.mp4", 60, codec="libx264", gop=12, bframes=2)
     reader = open_video(path, backend="pyav")
     stream = reader.iter_frames(fps=5, nearest=True)
-    next(stream)
-    reader.close()  # the half-read stream must not touch the closed decoder when it is collected
-    del stream
+    index, frame = next(stream)
+    assert index == read_index(frame) == 0
+    reader.close()  # the half-read stream must not touch the closed decoder (it crashed the process)
+    with pytest.raises(VideoDecodeError, match="closed"):
+        next(stream)
+    stream.close()
+    with pytest.raises(VideoDecodeError, match="closed"):
+        reader.get_frames([1])
+    reader.pause()  # a no-op now, like a second close
+    reader.close()
+    with open_video(path, backend="pyav") as again:  # the file and the library are fine
+        got = [(i, read_index(f)) for i, f in again.iter_frames(fps=5, nearest=True)]
+        assert got[0] == (0, 0) and len(got) > 5 and all(i == shown for i, shown in got)
 
 
 def _idle_cpu_s(seconds: float = 0.5) -> float:
