@@ -1099,3 +1099,153 @@ def test_big_frames_decode_straight_to_the_working_size(tmp_path):
     status, grew_mb = run.stdout.splitlines()
     assert status == "opened"
     assert float(grew_mb) < 50
+
+
+# ------------------------------------------------------------------------------------------------
+# The right stream, the right colours: the same frames as `ffmpeg -pix_fmt rgb24`, from every backend
+# ------------------------------------------------------------------------------------------------
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg command is not installed")
+
+
+def ffmpeg_rgb(path: Path, num_frames: int, *extra: str) -> np.ndarray:
+    """The first frames as `ffmpeg -f rawvideo -pix_fmt rgb24` gives them, shaped (T, H, W, 3)."""
+    import json
+    import subprocess
+
+    info = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_streams", "-of", "json", str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    streams = json.loads(info.stdout)["streams"]
+    cmd = ["ffmpeg", "-v", "error", "-i", str(path), *extra, "-frames:v", str(num_frames)]
+    raw = subprocess.run([*cmd, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    sizes = {(s["width"], s["height"]) for s in streams}
+    for w, h in sizes:  # the stream ffmpeg picked is the one whose frame size divides the output
+        if len(raw) == num_frames * w * h * 3:
+            return np.frombuffer(raw, np.uint8).reshape(num_frames, h, w, 3)
+    raise AssertionError(f"ffmpeg gave {len(raw)} bytes for {num_frames} frames of {sizes}")
+
+
+def remux_streams(out: Path, *inputs: Path, default: int | None = None) -> Path:
+    """One file holding the video stream of each input, in order (no re-encoding)."""
+    import contextlib
+
+    import av
+
+    with contextlib.ExitStack() as stack, av.open(str(out), "w") as dst:
+        sources = [stack.enter_context(av.open(str(path))) for path in inputs]
+        pairs = []  # every stream is added before the first packet is written (the header)
+        for k, src in enumerate(sources):
+            stream = dst.add_stream_from_template(src.streams.video[0])
+            if default is not None:
+                stream.disposition = av.stream.Disposition.default if k == default else av.stream.Disposition(0)
+            pairs.append((src, stream))
+        for src, stream in pairs:
+            for packet in src.demux(src.streams.video[0]):
+                if packet.dts is not None:
+                    packet.stream = stream
+                    dst.mux(packet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def multi_stream_video(tmp_path_factory) -> Path:
+    """Stream 0: 320x180, 30 frames; stream 1: 480x270, 40 frames (FFmpeg's pick: more pixels)."""
+    root = tmp_path_factory.mktemp("multi")
+    small = make_index_video(root / "small.mp4", 30, width=320, height=180, gop=10, bframes=0)
+    big = make_index_video(root / "big.mp4", 40, width=480, height=272, gop=10, bframes=0, fps=30)
+    return remux_streams(root / "two_streams.mkv", small, big)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS_AND_AUTO)
+def test_every_backend_reads_ffmpegs_best_stream(multi_stream_video, backend_name):
+    with open_video(multi_stream_video, backend=backend_name) as reader:
+        assert (reader.stream, reader.width, reader.height, reader.num_frames) == (1, 480, 272, 40)
+        assert reader.fps == pytest.approx(30)
+        assert indices_of(reader.get_frames([39, 0, 21])) == [39, 0, 21]
+        # decord cannot choose a stream: it is not used for a file with several
+        assert reader.backend == "pyav"
+    with open_video(multi_stream_video, backend=backend_name, stream=0) as reader:
+        assert (reader.stream, reader.width, reader.height, reader.num_frames) == (0, 320, 180, 30)
+        assert indices_of(reader.get_frames([29, 3])) == [29, 3]
+    with pytest.raises(VideoDecodeError, match="not a video stream"):
+        open_video(multi_stream_video, backend=backend_name, stream=5)
+
+
+def test_probe_lists_the_streams(multi_stream_video):
+    info = probe(multi_stream_video).to_dict()
+    assert info["stream"] == 1
+    assert [(s["index"], s["width"], s["height"]) for s in info["streams"]] == [(0, 320, 180), (1, 480, 272)]
+    assert probe(multi_stream_video, stream=0).width == 320
+
+
+def test_default_disposition_breaks_a_tie_of_sizes(tmp_path):
+    a = make_index_video(tmp_path / "a.mp4", 20, width=192, gop=10, bframes=0)
+    b = make_index_video(tmp_path / "b.mp4", 30, width=192, gop=10, bframes=0)
+    assert probe(remux_streams(tmp_path / "first.mkv", a, b)).num_frames == 20  # a tie: the first stream
+    assert probe(remux_streams(tmp_path / "second.mkv", a, b, default=1)).num_frames == 30
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("backend_name", BACKENDS_AND_AUTO)
+def test_best_stream_frames_match_ffmpeg(multi_stream_video, backend_name):
+    with open_video(multi_stream_video, backend=backend_name) as reader:
+        assert np.array_equal(reader.get_frames(range(6), numpy=True), ffmpeg_rgb(multi_stream_video, 6))
+
+
+# name -> (pixel format, encoder, colour matrix, range): 8 and 10 bits, limited and full range, BT.601/709/2020.
+COLOUR_CASES = {
+    "bt601-8bit": ("yuv420p", "libx264", "smpte170m", "tv"),
+    "bt709-8bit": ("yuv420p", "libx264", "bt709", "tv"),
+    "bt709-8bit-full": ("yuvj420p", "libx264", "bt709", "pc"),
+    "untagged-8bit": ("yuv420p", "libx264", None, None),
+    "bt709-444-8bit": ("yuv444p", "libx264", "bt709", "tv"),
+    "bt709-10bit": ("yuv420p10le", "libx264", "bt709", "tv"),
+    "bt709-10bit-full": ("yuv420p10le", "libx264", "bt709", "pc"),
+    "bt2020-10bit-hevc": ("yuv420p10le", "libx265", "bt2020nc", "tv"),
+    "bt601-10bit-bframes": ("yuv420p10le", "libx264", "smpte170m", "tv"),
+}
+
+
+@pytest.fixture(scope="module")
+def colour_videos(tmp_path_factory) -> dict[str, Path]:
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg command is not installed")
+    root = tmp_path_factory.mktemp("colour")
+    out = {}
+    for name, (pix_fmt, codec, matrix, colour_range) in COLOUR_CASES.items():
+        tags = []
+        if matrix:
+            primaries = {"smpte170m": "smpte170m", "bt709": "bt709", "bt2020nc": "bt2020"}[matrix]
+            trc = {"smpte170m": "smpte170m", "bt709": "bt709", "bt2020nc": "bt2020-10"}[matrix]
+            tags = ["-colorspace", matrix, "-color_primaries", primaries, "-color_trc", trc]
+        if colour_range:
+            tags += ["-color_range", colour_range]
+        if codec == "libx265":
+            tags += ["-x265-params", "log-level=error"]
+        if "bframes" in name:
+            tags += ["-bf", "2", "-g", "12"]
+        out[name] = root / f"{name}.mkv"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=192x108:r=25:d=0.6", "-pix_fmt", pix_fmt]
+            + ["-c:v", codec, *tags, str(out[name])],
+            check=True,
+        )
+    return out
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS_AND_AUTO)
+@pytest.mark.parametrize("case", sorted(COLOUR_CASES))
+def test_colours_match_ffmpeg_rgb24(colour_videos, case, backend_name):
+    """Bit for bit the frames `ffmpeg -pix_fmt rgb24` gives: PyAV's bare swscale call was off by up to 131 levels
+    on 10-bit video (it did not tell swscale where the chroma samples sit)."""
+    path = colour_videos[case]
+    expected = ffmpeg_rgb(path, 15)
+    with open_video(path, backend=backend_name) as reader:
+        got = reader.get_frames([14, 0, 7, 3], numpy=True)
+        assert np.array_equal(got, expected[[14, 0, 7, 3]]), f"{case} ({reader.backend})"
+        assert np.array_equal(np.stack([f for _, f in reader.iter_frames(end=15, numpy=True)]), expected)

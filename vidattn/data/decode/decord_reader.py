@@ -61,6 +61,7 @@ class DecordReader(VideoReader):
         self._source = source
         self._num_threads = num_threads
         self.container, self.codec, self.rotation = header.container, header.codec, header.rotation
+        self.stream, self.streams = header.stream, list(header.streams)
         self._coded_size = header.coded_size  # (W, H) before rotation; None: PyAV could not decode frame 0
         self._vr: Any = None
         self._fallback: PyAVReader | None = None  # takes over after decord fails on a corrupt file
@@ -175,7 +176,9 @@ class DecordReader(VideoReader):
                 src.seek(0)
                 src = src.read()  # decord already holds the whole file object in memory
             # Same output size as decord, so frames from before and after the switch stack together.
-            self._fallback = PyAVReader(src, size=(self.width, self.height), timeout_s=None, max_pixels=self.max_pixels)
+            self._fallback = PyAVReader(
+                src, size=(self.width, self.height), timeout_s=None, max_pixels=self.max_pixels, stream=self.stream
+            )
             self._fallback.path = self.path
         self._vr = None  # decord's state after a failed read is undefined; stop using it
         fallback = self._fallback

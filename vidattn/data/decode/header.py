@@ -61,19 +61,69 @@ def is_image_demuxer(container_name: str) -> bool:
     return container_name in ("image2", "image2pipe") or container_name.endswith("_pipe")
 
 
-def check_video_stream(path: str, container: Any, max_pixels: int) -> Any:
-    """The open PyAV container's first video stream, once it is known to be a video to decode.
+def _stream_score(stream: Any) -> int:
+    """FFmpeg's rank of a video stream when none is chosen (``ffmpeg -i``'s automatic mapping).
+
+    The most pixels wins, a stream marked default gets 5,000,000 on top, and a cover picture
+    (attached_pic) ranks below everything; ties go to the first stream (fftools/ffmpeg_mux_init.c).
+    """
+    disposition = int(stream.disposition)
+    if disposition & 1024:  # AV_DISPOSITION_ATTACHED_PIC
+        return 1
+    ctx = stream.codec_context
+    return ctx.width * ctx.height + 5_000_000 * bool(disposition & 1)  # AV_DISPOSITION_DEFAULT
+
+
+def select_video_stream(path: str, container: Any, index: int | None = None) -> Any:
+    """The video stream to read: ``container.streams[index]``, or FFmpeg's best one when `index` is None.
+
+    Raises:
+        VideoDecodeError: the file has no video stream, or `index` is not one of its video streams.
+    """
+    videos = list(container.streams.video)
+    if not videos:
+        name = container.format.name.split(",")[0]
+        kinds = sorted({s.type for s in container.streams})
+        what = f"a {name} file with only {' and '.join(kinds)} streams" if kinds else f"a {name} file with no streams"
+        raise VideoDecodeError(path, f"no video stream ({what})")
+    if index is None:
+        return max(videos, key=_stream_score)  # max keeps the first of equals, as FFmpeg does
+    for stream in videos:
+        if stream.index == index:
+            return stream
+    raise VideoDecodeError(path, f"stream {index} is not a video stream (video streams: {[s.index for s in videos]})")
+
+
+def describe_streams(container: Any) -> list[dict[str, Any]]:
+    """One record per video stream, as `probe` lists them: index, codec, size, frames, fps, disposition."""
+    out = []
+    for stream in container.streams.video:
+        rate = stream.average_rate or stream.guessed_rate
+        disposition = int(stream.disposition)
+        out.append(
+            {
+                "index": stream.index,
+                "codec": stream.codec_context.name,
+                "width": stream.codec_context.width,
+                "height": stream.codec_context.height,
+                "num_frames": int(stream.frames or 0),  # the header's count; 0 when it has none
+                "fps": round(float(rate), 3) if rate else 0.0,
+                "default": bool(disposition & 1),
+                "attached_pic": bool(disposition & 1024),
+            }
+        )
+    return out
+
+
+def check_video_stream(path: str, container: Any, max_pixels: int, index: int | None = None) -> Any:
+    """The open PyAV container's video stream to read (`select_video_stream`), once it is a video to decode.
 
     Refuses, from the headers alone (before a frame is decoded): files with no video stream (audio,
     subtitles), text that FFmpeg renders as a "video" (`TEXT_DEMUXERS`), and frames over `max_pixels`.
     A still image is refused once the frames are counted (`check_not_still`).
     """
     name = container.format.name.split(",")[0]
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams})
-        what = f"a {name} file with only {' and '.join(kinds)} streams" if kinds else f"a {name} file with no streams"
-        raise VideoDecodeError(path, f"no video stream ({what})")
-    stream = container.streams.video[0]
+    stream = select_video_stream(path, container, index)
     if name in TEXT_DEMUXERS or stream.codec_context.name in TEXT_CODECS:
         raise VideoDecodeError(path, f"not a video: FFmpeg reads this file as text ({name} demuxer)")
     width, height = stream.codec_context.width, stream.codec_context.height
@@ -102,11 +152,15 @@ class StreamHeader:
         reorders: the stream has B-frames (frames decode out of presentation order).
         rotation: clockwise degrees from the display matrix (0 when the first frame was not read).
         coded_size: (W, H) of the first frame before rotation; None when it was not read or does not decode.
+        stream: index of the stream read (`select_video_stream`).
+        streams: every video stream (`describe_streams`).
     """
 
     container: str
     codec: str
     reorders: bool
+    stream: int = 0
+    streams: tuple[dict[str, Any], ...] = ()
     rotation: int = 0
     coded_size: tuple[int, int] | None = None
 
@@ -116,6 +170,7 @@ def read_header(
     path: str,
     max_pixels: int,
     want_first_frame: Callable[[StreamHeader], bool] = lambda header: True,
+    stream_index: int | None = None,
 ) -> StreamHeader:
     """Open `source` (path, bytes or file object) with PyAV, check it is a video, and describe its first stream.
 
@@ -136,11 +191,13 @@ def read_header(
         raise VideoDecodeError(path, f"cannot open: {_short(exc)}") from None
     try:
         with container:
-            stream = check_video_stream(path, container, max_pixels)
+            stream = check_video_stream(path, container, max_pixels, stream_index)
             header = StreamHeader(
                 container=container.format.name.split(",")[0],
                 codec=stream.codec_context.name,
                 reorders=bool(stream.codec_context.has_b_frames),
+                stream=stream.index,
+                streams=tuple(describe_streams(container)),
             )
             if not want_first_frame(header):
                 return header

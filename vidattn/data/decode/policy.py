@@ -83,6 +83,9 @@ def _why_pyav(header: StreamHeader, backend: str) -> str | None:
     """Why PyAV reads this file although decord was asked for (or ``auto``), or None to try decord."""
     if is_image_demuxer(header.container):
         return "images are read with PyAV"  # which refuses a still image
+    if len(header.streams) > 1:
+        # decord reads the stream av_find_best_stream picks, which is not always FFmpeg's best (by size).
+        return f"decord cannot choose among {len(header.streams)} video streams"
     proven = _decord_proven(header)
     if not proven and header.codec in SEEK_UNSAFE_CODECS:
         return f"decord does not index {header.codec} in {header.container} exactly"
@@ -120,7 +123,7 @@ def decord_is_exact(reader: DecordReader, header: StreamHeader, source: Source) 
     probes = sorted({min(n - 1, max(1, round(f * (n - 1)))) for f in _VERIFY_AT})
     truth_reader = None
     try:
-        truth_reader = PyAVReader(source, timeout_s=None, max_pixels=reader.max_pixels)
+        truth_reader = PyAVReader(source, timeout_s=None, max_pixels=reader.max_pixels, stream=header.stream)
         if n > _VERIFY_MAX_SERIAL_FRAMES and not truth_reader.can_seek():
             exact = False
         else:
@@ -150,6 +153,7 @@ def open_video(
     num_threads: int = 0,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     max_pixels: int | None = None,
+    stream: int | None = None,
 ) -> VideoReader:
     """Open a video file (path, bytes or binary file object) for frame access.
 
@@ -163,6 +167,9 @@ def open_video(
         timeout_s: give up on a decode call that blocks longer than this; None waits forever.
         max_pixels: refuse frames with more pixels than this, from the header, before decoding any
             (default `MAX_FRAME_PIXELS`, or ``$VIDATTN_MAX_FRAME_PIXELS``).
+        stream: index of the video stream to read, as `probe` lists them; None reads the one FFmpeg
+            picks (most pixels, then the default disposition). Every backend reads the same stream:
+            decord, which cannot choose, is not used for files with several video streams.
 
     Raises:
         VideoDecodeError: the file is missing, unreadable or not a decodable video: no video stream,
@@ -179,7 +186,9 @@ def open_video(
         raise VideoDecodeError(_source_name(source), "decord backend requested but decord2 is not installed")
 
     def pyav() -> PyAVReader:
-        return PyAVReader(source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels)
+        return PyAVReader(
+            source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels, stream=stream
+        )
 
     if backend == "pyav" or not has_decord:
         return pyav()
@@ -187,7 +196,9 @@ def open_video(
     # instead of decord is decided here: from the headers, then from decord's own output.
     path = _source_name(source)
     header = run_with_timeout(
-        lambda: read_header(source, path, max_pixels, want_first_frame=lambda h: _why_pyav(h, backend) is None),
+        lambda: read_header(
+            source, path, max_pixels, want_first_frame=lambda h: _why_pyav(h, backend) is None, stream_index=stream
+        ),
         timeout_s,
         path,
     )
@@ -217,7 +228,10 @@ def open_video(
     return reader
 
 
-def probe(source: Source, backend: str = "auto", timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoInfo:
-    """Open a video just long enough to read its metadata."""
-    with open_video(source, backend=backend, timeout_s=timeout_s) as reader:
+def probe(
+    source: Source, backend: str = "auto", timeout_s: float | None = DEFAULT_TIMEOUT_S, stream: int | None = None
+) -> VideoInfo:
+    """Open a video just long enough to read its metadata (of `stream`, FFmpeg's best by default; all
+    video streams are listed in ``streams``)."""
+    with open_video(source, backend=backend, timeout_s=timeout_s, stream=stream) as reader:
         return reader.info()

@@ -9,7 +9,7 @@ import os
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
@@ -76,6 +76,8 @@ class VideoInfo:
     rotation: int
     backend: str
     size_bytes: int | None = None
+    stream: int = 0
+    streams: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,6 +181,8 @@ class VideoReader(ABC):
         self.width = self.height = 0
         self.codec = self.container = ""
         self.rotation = 0
+        self.stream = 0  # index of the video stream read, as `probe` lists them
+        self.streams: list[dict[str, Any]] = []  # every video stream in the file (`header.describe_streams`)
         self._broken: str | None = None  # why the reader can no longer be used (a decoder that blocked)
         self._closed = False
         self._claimed_frames: int | None = None
@@ -206,6 +210,8 @@ class VideoReader(ABC):
             rotation=self.rotation,
             backend=self.backend,
             size_bytes=size,
+            stream=self.stream,
+            streams=list(self.streams),
         )
 
     def get_frames(
