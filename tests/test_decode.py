@@ -263,6 +263,34 @@ def test_decord_verdict_is_cached_per_file(container_videos, raw_decord_exact):
     assert verdicts == sorted([raw_decord_exact["mpeg4_nobf.avi"], raw_decord_exact["h264_nobf.avi"]])
 
 
+@needs_decord
+def test_decord_verdict_is_kept_on_disk_for_the_next_process(container_videos, raw_decord_exact, tmp_path, monkeypatch):
+    """A new process (here: the memory cleared) reuses the verdict from disk; a changed file is checked again."""
+    from vidattn.data.decode import policy, verdicts
+
+    monkeypatch.setenv("VIDATTN_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "clip.avi"
+    shutil.copy(container_videos["h264_nobf.avi"], path)
+    checks = []
+    compare = policy._compare_with_pyav
+    monkeypatch.setattr(policy, "_compare_with_pyav", lambda *a: checks.append(1) or compare(*a))
+
+    def open_fresh() -> str:
+        verdicts._DECORD_VERDICTS.clear()  # what a new process starts with
+        with open_video(path, backend="decord") as reader:
+            assert indices_of(reader.get_frames([40, 2])) == [40, 2]
+            return reader.backend
+
+    expected = "decord" if raw_decord_exact["h264_nobf.avi"] else "pyav"
+    assert open_fresh() == expected and len(checks) == 1
+    assert len(list((tmp_path / "cache" / "decord-verdicts").iterdir())) == 1
+    assert open_fresh() == expected and len(checks) == 1  # from disk, not checked again
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed: its old verdict does not apply
+    assert open_fresh() == expected and len(checks) == 2
+    monkeypatch.setenv("VIDATTN_CACHE_DIR", "")  # disabled: memory only
+    assert open_fresh() == expected and len(checks) == 3
+
+
 @pytest.mark.parametrize("backend_name", [*BACKENDS, "auto"])
 @pytest.mark.parametrize("name", [name for _, name, _ in CONTAINER_CASES])
 def test_exact_frames_in_every_container(container_videos, raw_decord_exact, backend_name, name):

@@ -41,9 +41,6 @@ another), and converts to RGB as ``ffmpeg -pix_fmt rgb24`` does, bit for bit.
 
 from vidattn.data.decode.decord_reader import SEEK_UNSAFE_CODECS, DecordReader
 from vidattn.data.decode.header import MAX_FRAME_PIXELS, TEXT_CODECS, TEXT_DEMUXERS, StreamHeader, max_frame_pixels
-
-# Private, kept importable from here for the modules and tests that used them before the split.
-from vidattn.data.decode.policy import _DECORD_VERDICTS as _DECORD_VERDICTS
 from vidattn.data.decode.policy import (
     DECORD_CODECS,
     DECORD_CONTAINERS,
@@ -63,6 +60,9 @@ from vidattn.data.decode.reader import (
     silence_ffmpeg_log,
 )
 from vidattn.data.decode.reader import _source_name as _source_name
+
+# Private, kept importable from here for the modules and tests that used them before the split.
+from vidattn.data.decode.verdicts import _DECORD_VERDICTS as _DECORD_VERDICTS
 
 __all__ = [
     "VideoReader",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidattn.data.decode import verdicts
 from vidattn.data.decode.decord_reader import SEEK_UNSAFE_CODECS, DecordReader
 from vidattn.data.decode.header import StreamHeader, is_image_demuxer, max_frame_pixels, read_header
 from vidattn.data.decode.pyav_reader import PyAVReader
@@ -48,8 +49,6 @@ PYAV_FASTER_ALWAYS = frozenset({"mpeg4"})
 # longest file checked when PyAV has to decode it from the start to do so.
 _VERIFY_AT = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 _VERIFY_MAX_SERIAL_FRAMES = 3000
-# File (path, size, mtime) -> whether decord's random access is exact there.
-_DECORD_VERDICTS: dict[tuple, bool] = {}
 
 
 def available_backends() -> list[str]:
@@ -107,7 +106,7 @@ def _why_pyav(header: StreamHeader, backend: str) -> str | None:
 
 
 def decord_is_exact(reader: DecordReader, header: StreamHeader, source: Source) -> bool:
-    """Whether decord's random access returns the right frames in this file (checked once per process).
+    """Whether decord's random access returns the right frames in this file (checked once, see `verdicts`).
 
     In AVI, MPEG-TS/PS and MPEG-4 part 2 files, decord is exact on some files and lands on other
     frames in others (B-frames, bad indexes), and nothing in the headers tells the good from the bad
@@ -117,12 +116,18 @@ def decord_is_exact(reader: DecordReader, header: StreamHeader, source: Source) 
     wrong). A file PyAV cannot seek in exactly and that is long to decode from the start is not
     checked: it stays with PyAV.
     """
-    key = None
-    if isinstance(source, (str, os.PathLike)):
-        st = os.stat(source)
-        key = (os.path.abspath(source), st.st_size, st.st_mtime_ns)
-        if key in _DECORD_VERDICTS:
-            return _DECORD_VERDICTS[key]
+    path = source if isinstance(source, (str, os.PathLike)) else None
+    known = verdicts.lookup(path) if path is not None else None
+    if known is not None:
+        return known
+    exact = _compare_with_pyav(reader, header, source)
+    if path is not None:
+        verdicts.store(path, exact)
+    return exact
+
+
+def _compare_with_pyav(reader: DecordReader, header: StreamHeader, source: Source) -> bool:
+    """The check `decord_is_exact` describes, run now."""
     if header.coded_size is None or header.reorders:
         return False  # PyAV could not decode the first frame: nothing to compare against
     n = reader.num_frames
@@ -145,10 +150,6 @@ def decord_is_exact(reader: DecordReader, header: StreamHeader, source: Source) 
             truth_reader.close()
         if hasattr(source, "seek"):
             source.seek(0)
-    if key is not None:
-        if len(_DECORD_VERDICTS) >= 100_000:
-            _DECORD_VERDICTS.clear()
-        _DECORD_VERDICTS[key] = exact
     return exact
 
 
