@@ -103,3 +103,11 @@ def make_read_only():
     yield make
     for step in reversed(undo):
         step()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _decode_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Per-file decode verdicts go to a fresh folder, not the user's ~/.cache (also for CLI subprocesses)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIDATTN_CACHE_DIR", str(tmp_path_factory.mktemp("vidattn_cache")))
+        yield

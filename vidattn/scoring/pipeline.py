@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vidattn.data.decode import VideoReader, open_video
+from vidattn.data.decode import silence_ffmpeg_log as no_ffmpeg_log_callback  # under the name apps/score.py uses
 from vidattn.data.sampling import UniformClipSampler
 from vidattn.data.transforms import spatial_views
 from vidattn.errors import VideoDecodeError
@@ -42,22 +43,6 @@ __all__ = [
 ]
 
 _MAX_WORKERS = 256
-
-
-def no_ffmpeg_log_callback() -> None:
-    """Drop PyAV's Python log callback (FFmpeg logs are then discarded without touching the GIL).
-
-    `vidattn.data.decode` quiets FFmpeg with ``av.logging.set_level(PANIC)``, which *installs* PyAV's
-    callback; an FFmpeg frame thread that logs then needs the GIL while the decoding thread holds it
-    and waits for that frame thread, and the process freezes (timeouts cannot fire: no thread runs).
-    Seen as a rare hang of a worker on h264 files. ``set_level(None)`` is PyAV's default and safe.
-    """
-    try:
-        import av.logging
-
-        av.logging.set_level(None)
-    except Exception:
-        pass
 
 
 #: ``fn(source, reader, k) -> [{"rank", "frame_index", "time_s", "score"}, ...]``: the key-frame seam.

@@ -1,0 +1,414 @@
+"""The reader contract every backend implements: frame access, streaming, the timeout and fork safety."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gc
+import math
+import os
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+import numpy as np
+
+from vidattn.data.decode.header import _short, max_frame_pixels
+from vidattn.errors import VideoDecodeError
+
+if TYPE_CHECKING:  # torch is imported where frames become tensors, so that decoding can start without it
+    import torch
+
+Source = str | os.PathLike | BinaryIO | bytes
+Size = int | tuple[int, int] | None
+T = TypeVar("T")
+
+#: Seconds one decode call may block before the reader gives up.
+DEFAULT_TIMEOUT_S = 120.0
+
+# A forked child (a DataLoader worker) inherits the parent's decoders but not their threads: freeing
+# one there kills the child (decord: SIGSEGV) or hangs it (PyAV joining frame threads that do not
+# exist), measured both ways. So the child never frees what it inherits: every live reader is pinned
+# for the child's whole life (copy-on-write memory, never touched; close() does nothing there), and
+# the garbage that existed at the fork (a decoder in a reference cycle, say) is frozen out of the
+# child's collector (`gc.freeze`, the pattern Python documents for fork without exec; the parent
+# unfreezes at once, unless the program froze objects itself: then its freezing is left as it was).
+_LIVE_READERS: weakref.WeakSet[VideoReader] = weakref.WeakSet()
+_INHERITED_READERS: list[VideoReader] = []
+_FROZE_FOR_FORK = False
+
+
+def _before_fork() -> None:
+    global _FROZE_FOR_FORK
+    _FROZE_FOR_FORK = gc.get_freeze_count() == 0
+    if _FROZE_FOR_FORK:
+        gc.freeze()
+
+
+def _after_fork_in_parent() -> None:
+    if _FROZE_FOR_FORK:
+        gc.unfreeze()
+
+
+def _pin_inherited_readers() -> None:
+    _INHERITED_READERS.extend(_LIVE_READERS)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_pin_inherited_readers
+    )
+
+
+@dataclass
+class VideoInfo:
+    """Container-level facts about a video, as `vidattn probe` prints them."""
+
+    path: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    num_frames: int
+    fps: float
+    duration_s: float
+    rotation: int
+    backend: str
+    size_bytes: int | None = None
+    stream: int = 0
+    streams: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def silence_ffmpeg_log() -> None:
+    """Keep FFmpeg's own log lines off stderr (they would repeat what `VideoDecodeError` says).
+
+    ``av.logging.set_level(None)``, PyAV's default, discards them inside FFmpeg. A level such as PANIC
+    would *install* PyAV's Python log callback: an FFmpeg frame thread that logs then needs the GIL
+    while the decoding thread holds it and waits for that frame thread, and the process freezes
+    (timeouts cannot fire; seen as a rare hang of a scoring worker on H.264 files). Run at import of
+    this package; call it again where something else may have changed the level (a worker process).
+    """
+    try:
+        import av.logging
+
+        av.logging.set_level(None)
+    except Exception:
+        pass
+
+
+silence_ffmpeg_log()
+
+
+def _source_name(src: Source) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src)
+    return getattr(src, "name", None) or f"<{type(src).__name__}>"
+
+
+def _output_size(width: int, height: int, size: Size) -> tuple[int, int]:
+    """Displayed (W, H) after an optional resize; `size` is a short side or an explicit (W, H)."""
+    if size is None:
+        return width, height
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        scale = size / min(width, height)
+        # Keep even dimensions: some scalers and encoders dislike odd sizes.
+        return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(w), int(h)
+
+
+def run_with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) -> T:
+    """Run `fn` (a step before a reader exists, such as reading the headers) within `timeout_s`.
+
+    Raises:
+        VideoDecodeError: `fn` blocked longer than `timeout_s` (its thread is abandoned: a native call
+            cannot be interrupted).
+    """
+    if timeout_s is None:
+        return fn()
+    executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-open")
+    try:
+        return executor.submit(fn).result(timeout=timeout_s)
+    except cf.TimeoutError:
+        raise VideoDecodeError(path, f"decoder blocked for more than {timeout_s:g} s; reader abandoned") from None
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A uint8 tensor sharing `array`'s memory (made contiguous first); imports torch on first use."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class VideoReader(ABC):
+    """A decoded video: metadata plus frame access. Use `open_video` to make one.
+
+    Attributes:
+        path: file name (or a description of the file object).
+        backend: "decord" or "pyav".
+        num_frames: frames in the video, corrected downwards if decoding ends early.
+        fps: average frame rate.
+        width, height: size of the frames returned (after rotation and resize).
+        codec, container, rotation: as reported by the demuxer.
+    """
+
+    backend: str = ""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        size: Size = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_pixels: int | None = None,
+    ) -> None:
+        self.path = _source_name(source)
+        self.size = size
+        self.timeout_s = timeout_s
+        self.max_pixels = max_frame_pixels(max_pixels)
+        self.num_frames = 0
+        self.fps = 0.0
+        self.width = self.height = 0
+        self.codec = self.container = ""
+        self.rotation = 0
+        self.stream = 0  # index of the video stream read, as `probe` lists them
+        self.streams: list[dict[str, Any]] = []  # every video stream in the file (`header.describe_streams`)
+        self._broken: str | None = None  # why the reader can no longer be used (a decoder that blocked)
+        self._closed = False
+        self._claimed_frames: int | None = None
+        self._pid = os.getpid()
+        self._executor: cf.ThreadPoolExecutor | None = None
+        _LIVE_READERS.add(self)
+
+    # -- public API -------------------------------------------------------------------------------
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+    def info(self) -> VideoInfo:
+        """Metadata as a `VideoInfo` record."""
+        size = os.path.getsize(self.path) if os.path.isfile(self.path) else None
+        return VideoInfo(
+            path=self.path,
+            container=self.container,
+            codec=self.codec,
+            width=self.width,
+            height=self.height,
+            num_frames=self.num_frames,
+            fps=round(self.fps, 3),
+            duration_s=round(self.duration_s, 3),
+            rotation=self.rotation,
+            backend=self.backend,
+            size_bytes=size,
+            stream=self.stream,
+            streams=list(self.streams),
+        )
+
+    def get_frames(
+        self, indices: Sequence[int], *, numpy: bool = False, skip_nonref: bool = False
+    ) -> torch.Tensor | np.ndarray:
+        """Decode the frames at `indices` (any order, repeats allowed) as uint8 ``(T, H, W, C)`` RGB.
+
+        Args:
+            indices: frame indices.
+            numpy: return a numpy array instead of a tensor (this path never imports torch).
+            skip_nonref: a speed hint for frames that are likely reference frames, such as those
+                `iter_frames(nearest=True)` yields. The PyAV backend leaves out unreferenced H.264 and
+                HEVC pictures a read does not need in any case; with this hint it also skips
+                non-reference frames of other codecs on its way to each wanted one. The result is exact
+                either way: a requested frame that turns out to be non-reference is read again.
+        """
+        idx = [int(i) for i in indices]
+        if not idx:
+            empty = np.empty((0, self.height, self.width, 3), dtype=np.uint8)
+            return empty if numpy else _to_tensor(empty)
+        bad = [i for i in idx if i < 0 or i >= self.num_frames]
+        if bad:
+            raise VideoDecodeError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
+        uniq = sorted(set(idx))
+        frames = self._call(lambda: self._read_sorted_ref(uniq) if skip_nonref else self._read_sorted(uniq))
+        pos = {i: k for k, i in enumerate(uniq)}
+        array = frames if len(uniq) == len(idx) and uniq == idx else frames[[pos[i] for i in idx]]
+        return array if numpy else _to_tensor(array)
+
+    def iter_frames(
+        self,
+        step: int = 1,
+        fps: float | None = None,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        nearest: bool = False,
+        numpy: bool = False,
+        on_decoded: Callable[[int, Any], None] | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor]] | Iterator[tuple[int, np.ndarray]]:
+        """Stream ``(frame_index, frame)`` pairs in order, one uint8 ``(H, W, C)`` frame at a time.
+
+        Args:
+            step: keep every `step`-th frame.
+            fps: keep frames at about this rate instead (by frame index, so bad timestamps don't matter).
+            start, end: frame range, end exclusive.
+            nearest: allow the decoder to skip frames no other frame refers to (non-reference B-frames,
+                often half of an H.264 stream) and yield, for each wanted index, the nearest frame that
+                decodes (usually within a frame or two; never the same frame twice). The yielded index
+                is always that frame's true index. For sparse sampling (key frames at a few fps) this
+                decodes markedly less than the whole stream. Only the PyAV backend on files with
+                reliable timestamps can skip (it then decodes from the first frame, whatever `start`);
+                elsewhere the wanted frames come back exactly.
+            numpy: yield numpy arrays instead of tensors (this path never imports torch).
+            on_decoded: with `nearest`, called as ``on_decoded(index, av.VideoFrame)`` for every frame the
+                PyAV decoder outputs on its way, yielded or not: a cheap look at the frames between the
+                samples (key frames use it to place cuts). Never called by other paths or backends.
+        """
+        wanted = self.stream_indices(step=step, fps=fps, start=start, end=end)
+        if not wanted:
+            return
+        gen = self._iter_nearest(wanted, on_decoded) if nearest else self._iter_sorted(wanted)
+        try:
+            while True:
+                item = self._call(lambda: next(gen, None))
+                if item is None:
+                    return
+                yield (item[0], item[1]) if numpy else (item[0], _to_tensor(item[1]))
+        finally:
+            if not self._broken:  # a consumer that stops early: clean up now, while the decoder is open
+                gen.close()
+
+    def frame_times(self, indices: Sequence[int]) -> np.ndarray:
+        """Presentation time in seconds, from the first frame, of each frame at `indices` (float64).
+
+        The PyAV backend reads it from the stream's timestamps where they are reliable, so variable
+        frame rate video is right; otherwise (and on other backends) it is ``index / fps``.
+        """
+        idx = np.asarray(indices, dtype=np.float64)
+        return idx / self.fps if self.fps > 0 else np.zeros_like(idx)
+
+    def stream_indices(
+        self, step: int = 1, fps: float | None = None, start: int = 0, end: int | None = None
+    ) -> list[int]:
+        """The frame indices `iter_frames` would yield."""
+        end = self.num_frames if end is None else min(end, self.num_frames)
+        if fps is not None:
+            if fps <= 0:
+                raise ValueError(f"fps must be positive, got {fps}")
+            native = self.fps if self.fps > 0 else fps
+            if fps >= native:
+                return list(range(start, end))
+            n_out = int(math.floor((end - start) * fps / native - 1e-9)) + 1
+            return sorted({start + int(round(k * native / fps)) for k in range(n_out)} & set(range(start, end)))
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+        return list(range(start, end, step))
+
+    def pause(self) -> None:
+        """Stop decoding in the background until the next read.
+
+        decord's threads go on decoding past each read, for seconds of every core on a long file, in case
+        the next read continues from there; a reader that waits for a later turn (in a cache of open
+        readers, say) should leave the CPU to the model and the other workers meanwhile. The next read
+        seeks, as a read of another part of the file would anyway. `ReaderCache` pauses a reader when
+        the next file is asked for, and a finished `iter_frames` stream pauses its reader. A no-op for
+        PyAV, after an error, after `close`, and in a forked child.
+        """
+        if self._pid == os.getpid() and not self._broken and not self._closed:
+            self._call(self._park)
+
+    def close(self) -> None:
+        """Release the decoder; safe to call twice. In a forked child, a reader from the parent stays as it is."""
+        if self._pid != os.getpid():
+            return
+        self._closed = True  # a stream still open on this reader must not reach the freed decoder (a crash)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.path!r}, {self.width}x{self.height}, {self.num_frames} frames, "
+            f"{self.fps:.3f} fps, codec={self.codec})"
+        )
+
+    # -- machinery --------------------------------------------------------------------------------
+    def _park(self) -> None:
+        """Stop background decoding (see `pause`); the backend's part."""
+        return None
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one decode step, with a time limit; errors become `VideoDecodeError` naming the file."""
+        if self._broken:
+            raise VideoDecodeError(self.path, self._broken)
+        if self._closed:
+            raise VideoDecodeError(self.path, "reader is closed")
+        if self._pid != os.getpid():
+            # Forked: the decoder's threads (and our executor's) stayed in the parent; a call would hang.
+            raise VideoDecodeError(self.path, "reader was opened in another process; open the file again")
+        try:
+            if self.timeout_s is None:
+                return fn()
+            if self._executor is None:
+                self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-decode")
+            future = self._executor.submit(fn)
+            try:
+                return future.result(timeout=self.timeout_s)
+            except cf.TimeoutError:
+                # The stuck native call cannot be interrupted; abandon the thread and this reader.
+                self._broken = f"decoder blocked for more than {self.timeout_s:g} s; reader abandoned"
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                raise VideoDecodeError(self.path, self._broken) from None
+        except VideoDecodeError:
+            raise
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # decoder libraries raise many types; the user needs the file and reason
+            raise VideoDecodeError(self.path, f"{type(exc).__name__}: {_short(exc)}") from exc
+
+    def _truncated(self, decoded: int) -> VideoDecodeError:
+        if self._claimed_frames is None:  # the header's count, kept for the message of later reads
+            self._claimed_frames = self.num_frames
+        self.num_frames = min(self.num_frames, decoded)
+        return VideoDecodeError(
+            self.path,
+            f"only {decoded} of {self._claimed_frames} frames decode (corrupt or truncated); num_frames corrected",
+        )
+
+    @abstractmethod
+    def _read_sorted(self, indices: list[int]) -> np.ndarray:
+        """Frames at sorted, unique, in-range `indices` as ``(T, H, W, C)`` uint8."""
+
+    @abstractmethod
+    def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode in order, yielding the frames at sorted `indices`."""
+
+    def _iter_nearest(
+        self, indices: list[int], on_decoded: Callable[[int, Any], None] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Like `_iter_sorted`, but may return a nearby frame for each index (see `iter_frames`)."""
+        return self._iter_sorted(indices)
+
+    def _read_sorted_ref(self, indices: list[int]) -> np.ndarray:
+        """`_read_sorted` for frames that are likely reference frames (see `get_frames`); exact."""
+        return self._read_sorted(indices)
+
+    @abstractmethod
+    def _close(self) -> None: ...
