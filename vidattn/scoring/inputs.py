@@ -33,6 +33,7 @@ from pathlib import Path
 
 from vidattn.data.datasets import VIDEO_EXTENSIONS
 from vidattn.errors import VidattnError
+from vidattn.scoring.remote import expand_url, is_url
 
 __all__ = [
     "InputItem",
@@ -177,6 +178,9 @@ def _tar_items(path: str) -> list[InputItem]:
 
 
 def _expand_one(arg: str, out: list[InputItem], warnings: list[str], *, allow_lists: bool = True) -> None:
+    if is_url(arg):  # s3://, gs://, https://: listed through fsspec (`vidattn.scoring.remote`)
+        out.extend(expand_url(arg, warnings))
+        return
     if allow_lists and arg.startswith("@"):
         _expand_list(arg[1:], out, warnings)
         return
@@ -210,7 +214,7 @@ def _expand_list(list_path: str, out: list[InputItem], warnings: list[str]) -> N
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        path = line if os.path.isabs(line) else os.path.join(base, line)
+        path = line if os.path.isabs(line) or is_url(line) else os.path.join(base, line)
         _expand_one(path, out, warnings, allow_lists=False)  # no nested lists: no cycles
 
 
