@@ -3,8 +3,9 @@
 
 ``--engines local ray`` also runs the Ray engine (decode tasks + model actors, `--workers` of each) on
 the same files in the same run, and prints its videos/s next to the local engine's. Without
-``--ray-address`` one local Ray cluster (token authentication) is started before the runs, so its
-start-up is not timed; each run's worker and actor start-up is. Run it where Ray's traffic stays on
+``--ray-address`` one local Ray cluster (token authentication) is started before the runs, and a
+warm-up run on 4 tiny clips starts its worker processes and model actors (``--cold`` skips it), so the
+figures are the steady state of a long job, not its start-up. Run it where Ray's traffic stays on
 loopback, e.g. ``unshare -n sh -c 'ip link set lo up && python scripts/bench_score.py ...'`` as root.
 
 Datasets:
@@ -85,6 +86,7 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=["realvids", "generated"])
     parser.add_argument("--engines", nargs="+", choices=["local", "ray"], default=["local"])
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster [default: start a local one]")
+    parser.add_argument("--cold", action="store_true", help="no warm-up: the first runs pay worker start-up")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -108,6 +110,19 @@ def main() -> int:
             from vidattn.scoring.ray_engine import connect
 
             connect(args.ray_address, num_cpus=os.cpu_count())  # once: cluster start-up is not a run's cost
+            if not args.cold:  # start the job's worker processes and actors once, as a long run does
+                warm = tmp / "warmup"
+                generated(warm, 4, 16, 64, 64)
+                run_score([str(warm)], tmp / "warm.sqlite", checkpoint=ckpt, progress=False, log=lambda _: None)
+                run_score(
+                    [str(warm)],
+                    tmp / "warm-ray.sqlite",
+                    checkpoint=ckpt,
+                    progress=False,
+                    log=lambda _: None,
+                    engine="ray",
+                    ray_address=args.ray_address,
+                )
         plan = [(e, w) for e in args.engines for w in args.workers if not (e == "ray" and w == 0)]
         for name, (root, n) in data.items():
             for model in [None, ckpt] if ckpt else [None]:
