@@ -13,6 +13,8 @@ Input kinds, decided per argument:
 - a list file (``.txt``, ``.lst``, ``.list``, or any path prefixed with ``@``): one input per line,
   ``#`` comments and blank lines skipped, relative paths taken from the list file's folder;
 - a pattern with ``*``, ``?`` or ``[``: expanded with `glob` (``**`` recurses);
+- a URL (``s3://``, ``gs://``, ``https://``): listed recursively through fsspec, keyed by the URL
+  (`vidattn.scoring.remote`);
 - anything else is a file, even when it does not exist or is a broken link: it still gets its
   one result row (an error saying why).
 
