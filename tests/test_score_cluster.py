@@ -364,3 +364,13 @@ def test_dead_node_is_not_a_lost_shard(env, checkpoint_tiny, baseline, quick, tm
     os.kill(raylets[0], signal.SIGKILL)
     finish(proc)
     assert_same_rows(_rows(db), {p: baseline[p] for p in quick})
+
+
+def test_unreachable_cluster_is_one_error_line(env, tmp_path):
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"")
+    argv = [sys.executable, "-m", "vidattn.cli", "score", str(clip), "--out", str(tmp_path / "r.sqlite")]
+    argv += ["--engine", "ray", "--ray-address", "127.0.0.1:1", "--quiet"]  # nothing listens on port 1
+    proc = subprocess.run(env["ns"].cmd(argv), env=env["env"], capture_output=True, text=True, timeout=WAIT_S)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "Error: cannot reach the Ray cluster at 127.0.0.1:1" in proc.stderr

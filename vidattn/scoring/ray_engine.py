@@ -98,6 +98,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     ray = _import_ray()
     if ray.is_initialized():
         return False
+    if address is not None:
+        _probe(address)
     try:
         if address is None:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
@@ -109,6 +111,19 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local cluster"
         raise VidattnError(f"cannot start or reach Ray at {where}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on: Ray itself keeps retrying for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://...: Ray resolves those
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise VidattnError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------
