@@ -1,6 +1,13 @@
 #!/usr/bin/env python
 """Benchmark `vidattn score`: videos/s with 0, 1 and 2 decoding workers, with and without a checkpoint.
 
+``--engines local ray`` also runs the Ray engine (decode tasks + model actors, `--workers` of each) on
+the same files in the same run, and prints its videos/s next to the local engine's. Without
+``--ray-address`` one local Ray cluster (token authentication) is started before the runs, and a
+warm-up run on 4 tiny clips starts its worker processes and model actors (``--cold`` skips it), so the
+figures are the steady state of a long job, not its start-up. Run it where Ray's traffic stays on
+loopback, e.g. ``unshare -n sh -c 'ip link set lo up && python scripts/bench_score.py ...'`` as root.
+
 Datasets:
 - ``realvids``: ../shared/realvids repeated ``--repeat`` times (through symlinks, so every copy is a
   distinct input; the bad file in it stays an error row);
@@ -77,6 +84,9 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: a fresh r2plus1d_tiny")
     parser.add_argument("--no-model", action="store_true", help="only runs without a checkpoint")
     parser.add_argument("--datasets", nargs="+", default=["realvids", "generated"])
+    parser.add_argument("--engines", nargs="+", choices=["local", "ray"], default=["local"])
+    parser.add_argument("--ray-address", default=None, help="existing Ray cluster [default: start a local one]")
+    parser.add_argument("--cold", action="store_true", help="no warm-up: the first runs pay worker start-up")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -96,12 +106,37 @@ def main() -> int:
         ckpt = None
         if not args.no_model:
             ckpt = args.checkpoint or make_checkpoint(tmp / "tiny.pt", clip_len=16, size=64)
+        if "ray" in args.engines:
+            from vidattn.scoring.ray_engine import connect
+
+            connect(args.ray_address, num_cpus=os.cpu_count())  # once: cluster start-up is not a run's cost
+            if not args.cold:  # start the job's worker processes and actors once, as a long run does
+                warm = tmp / "warmup"
+                generated(warm, 4, 16, 64, 64)
+                run_score([str(warm)], tmp / "warm.sqlite", checkpoint=ckpt, progress=False, log=lambda _: None)
+                run_score(
+                    [str(warm)],
+                    tmp / "warm-ray.sqlite",
+                    checkpoint=ckpt,
+                    progress=False,
+                    log=lambda _: None,
+                    engine="ray",
+                    ray_address=args.ray_address,
+                )
+        plan = [(e, w) for e in args.engines for w in args.workers if not (e == "ray" and w == 0)]
         for name, (root, n) in data.items():
             for model in [None, ckpt] if ckpt else [None]:
-                for workers in args.workers:
-                    db = tmp / f"{name}-{workers}-{'m' if model else 'n'}.sqlite"
+                for engine, workers in plan:
+                    db = tmp / f"{name}-{engine}-{workers}-{'m' if model else 'n'}.sqlite"
                     s = run_score(
-                        [str(root)], db, checkpoint=model, workers=workers, progress=False, log=lambda _: None
+                        [str(root)],
+                        db,
+                        checkpoint=model,
+                        workers=workers,
+                        progress=False,
+                        log=lambda _: None,
+                        engine=engine,
+                        ray_address=args.ray_address,
                     )
                     busy = s.decode_s + s.infer_s
                     runs.append(
@@ -109,6 +144,7 @@ def main() -> int:
                             "dataset": name,
                             "videos": n,
                             "checkpoint": bool(model),
+                            "engine": engine,
                             "workers": workers,
                             "videos_per_s": round(s.videos_per_s, 3),
                             "wall_s": round(s.wall_s, 2),
@@ -121,18 +157,25 @@ def main() -> int:
                     )
                     print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
 
-    base = {(r["dataset"], r["checkpoint"]): r["videos_per_s"] for r in runs if r["workers"] == 0}
+    local = [r for r in runs if r["engine"] == "local"]
+    base = {(r["dataset"], r["checkpoint"]): r["videos_per_s"] for r in local if r["workers"] == 0}
+    same = {(r["dataset"], r["checkpoint"], r["workers"]): r["videos_per_s"] for r in local}
     cpu = f"{os.cpu_count()} CPUs, torch {torch.__version__}, {platform.processor() or platform.machine()}"
     print(f"\n`vidattn score` throughput ({cpu})\n")
-    print("| dataset | videos | checkpoint | workers | videos/s | vs workers=0 | decode s | model s | decode share |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| dataset | videos | checkpoint | engine | workers | videos/s | vs local workers=0 | vs local same workers "
+        "| decode s | model s | decode share |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         ref = base.get((r["dataset"], r["checkpoint"]))
+        peer = same.get((r["dataset"], r["checkpoint"], r["workers"]))
         speedup = f"{r['videos_per_s'] / ref:.2f}x" if ref else "-"
+        vs_local = f"{r['videos_per_s'] / peer:.2f}x" if peer and r["engine"] != "local" else "-"
         print(
-            f"| {r['dataset']} | {r['videos']} | {'yes' if r['checkpoint'] else 'no'} | {r['workers']} | "
-            f"{r['videos_per_s']:.2f} | {speedup} | {r['decode_s']:.1f} | {r['infer_s']:.1f} | "
-            f"{r['decode_share'] if r['decode_share'] is not None else '-'} |"
+            f"| {r['dataset']} | {r['videos']} | {'yes' if r['checkpoint'] else 'no'} | {r['engine']} | "
+            f"{r['workers']} | {r['videos_per_s']:.2f} | {speedup} | {vs_local} | {r['decode_s']:.1f} | "
+            f"{r['infer_s']:.1f} | {r['decode_share'] if r['decode_share'] is not None else '-'} |"
         )
     result = {"machine": cpu, "runs": runs}
     print("\n" + json.dumps(result, indent=1))

@@ -63,6 +63,18 @@ class ShardParam(click.ParamType):
     default=None,
     help="Score shard i of n into OUT's .shard-i-of-n file [default: torchrun RANK/WORLD_SIZE].",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: decoding processes here; ray: decode tasks and model actors on a Ray cluster.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Existing Ray cluster (host:port, ray://..., auto) [default: start a local one, token auth].",
+)
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option(
     "--timeout",
@@ -84,6 +96,8 @@ def score(
     device,
     workers,
     shard,
+    engine,
+    ray_address,
     backend,
     timeout,
     retry_errors,
@@ -92,7 +106,8 @@ def score(
     """Score every video of an archive into a SQLite database, one row per file; reruns resume.
 
     INPUT: video files, directories (recursive), quoted globs, list files (.txt/.lst or @FILE, one path
-    per line) and tar shards (members decoded from memory). Bad files get an error row, not a crash.
+    per line), tar shards (members decoded from memory) and s3:// gs:// https:// URLs (prefixes listed
+    recursively). Bad files get an error row, not a crash.
 
     \b
     Examples:
@@ -100,6 +115,7 @@ def score(
       vidattn score "shards/*.tar" list.txt --checkpoint best.pt --out results.sqlite --keyframes 5
       vidattn score /data/archive --out results.sqlite --shard 0/4      # -> results.shard-0-of-4.sqlite
       torchrun --nproc_per_node 4 -m vidattn.cli score /data/archive --checkpoint best.pt --out r.sqlite
+      vidattn score s3://bucket/clips/ --checkpoint best.pt --out r.sqlite --engine ray --ray-address auto
     """
     from vidattn.apps.score import run_score
 
@@ -119,6 +135,8 @@ def score(
         retry_errors=retry_errors,
         progress=not quiet,
         log=lambda line: click.echo(line, err=True),
+        engine=engine,
+        ray_address=ray_address,
     )
     return 0
 

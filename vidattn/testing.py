@@ -92,3 +92,21 @@ def shared_dir() -> Path | None:
         if cand.is_dir():
             return cand
     return None
+
+
+def make_tiny_checkpoint(
+    path: str | os.PathLike, *, clip_len: int = 4, stride: int = 2, size: int = 32, seed: int = 0
+) -> Path:
+    """A small untrained classifier checkpoint of the default model (4 classes), for tests and benchmarks."""
+    from vidattn.config import Config
+    from vidattn.engine.checkpoint import atomic_save
+    from vidattn.models import create_model
+
+    cfg = Config()
+    cfg.data.clip_len, cfg.data.stride, cfg.data.size, cfg.data.crop_size = clip_len, stride, size, size
+    classes = ["left", "right", "up", "down"]
+    torch.manual_seed(seed)
+    model = create_model(cfg.model.name, num_classes=len(classes), attn=cfg.model.attn, head=cfg.model.head)
+    state = {"format": "vidattn-checkpoint/1", "model": model.state_dict(), "classes": classes}
+    atomic_save({**state, "config": cfg.to_dict()}, path)
+    return Path(path)

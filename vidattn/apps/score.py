@@ -101,7 +101,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def resolve_shard(shard: tuple[int, int] | None, env: dict[str, str] | None = None) -> tuple[int, int]:
-    """The explicit ``--shard``, else torchrun's RANK / WORLD_SIZE, else ``(0, 1)``."""
+    """The explicit ``--shard``, else torchrun's RANK / WORLD_SIZE, else Slurm's task and array ids, else ``(0, 1)``.
+
+    Slurm: ``srun -n N`` gives SLURM_PROCID / SLURM_NTASKS; an ``sbatch --array`` job gives
+    SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_COUNT; both together make
+    ``array_index * ntasks + procid`` of ``count * ntasks``. torchrun wins over Slurm: torchrun started
+    inside a Slurm job sets its own ranks.
+    """
     env = os.environ if env is None else env
     world = int(env.get("WORLD_SIZE", "1") or 1)
     if shard is not None:
@@ -110,6 +116,12 @@ def resolve_shard(shard: tuple[int, int] | None, env: dict[str, str] | None = No
         return shard
     if world > 1:
         return int(env.get("RANK", "0")), world
+    tasks = int(env.get("SLURM_NTASKS", "1") or 1)
+    procid = int(env.get("SLURM_PROCID", "0") or 0) if tasks > 1 else 0
+    count = int(env.get("SLURM_ARRAY_TASK_COUNT", "1") or 1)
+    array = int(env.get("SLURM_ARRAY_TASK_ID", "0") or 0) - int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+    if tasks > 1 or count > 1:
+        return parse_shard(f"{(array if count > 1 else 0) * tasks + procid}/{count * tasks}")
     return 0, 1
 
 
@@ -216,6 +228,31 @@ class _Model:
         ]
 
 
+def predict_rows(model: _Model, pending: Sequence[tuple[dict[str, Any], torch.Tensor]]) -> None:
+    """Fill ``top1_label``, ``top1_prob`` and ``topk_json`` of each record from one batched model call.
+
+    Shared by the local engine and the Ray engine's model actors. A batch that fails (e.g. out of
+    memory) is retried one video at a time, so a failure costs one row (an error), never the batch.
+    """
+    try:
+        results = model([v for _, v in pending])
+    except RuntimeError:
+        results = []
+        for rec, video in pending:
+            try:
+                results.extend(model([video]))
+            except RuntimeError as exc:
+                results.append(None)
+                rec.update(status="error", error=f"inference failed: {' '.join(str(exc).split())[:200]}")
+    for (rec, _), top in zip(pending, results, strict=True):
+        if top:
+            rec.update(
+                top1_label=top[0][0],
+                top1_prob=top[0][1],
+                topk_json=json.dumps([{"label": c, "prob": p} for c, p in top], ensure_ascii=False),
+            )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -238,6 +275,8 @@ def run_score(
     progress: bool = True,
     log: Callable[[str], None] = print,
     keyframe_fn: KeyframeFn | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> ScoreSummary:
     """Score `inputs` into the results database `out` (this shard's file); see the module docstring.
 
@@ -258,6 +297,9 @@ def run_score(
         progress: show a progress bar (videos/s, ETA, errors).
         log: where summary lines go.
         keyframe_fn: override the key-frame scorer (default: `resolve_keyframe_fn`).
+        engine: ``local`` (DataLoader workers here) or ``ray`` (`vidattn.scoring.ray_engine`; this process
+            stays the one writer).
+        ray_address: the Ray cluster for ``engine="ray"``; None starts a local one (token authentication).
 
     Returns:
         The run's `ScoreSummary`.
@@ -278,7 +320,10 @@ def run_score(
     mine = [it for it in expanded.items if shard_of(it.unit, num_shards) == index]
     summary.in_shard = len(mine)
 
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    if engine not in ("local", "ray"):
+        raise VidattnError(f"engine {engine!r}: use local or ray")
+    # Under Ray the model runs in the actors; the driver loads it on the CPU only for its tag and clip spec.
+    dev = resolve_device(device if engine == "local" else "cpu", int(os.environ.get("LOCAL_RANK", "0")))
     model = _Model(checkpoint, dev, topk) if checkpoint is not None else None
     summary.model = model.tag if model else None
     spec = DecodeSpec(backend=backend, timeout_s=timeout_s, keyframes_k=keyframes or None)
@@ -301,7 +346,23 @@ def run_score(
         del done
         summary.skipped = len(mine) - len(todo)
         store.set_meta({"last_run_started": _now(), "shard": f"{index}/{num_shards}", "model": summary.model})
-        _score_items(todo, store, spec, kf_fn, model, workers, batch_size, progress, summary, dev)
+        remote = None
+        if engine == "ray":
+            from vidattn.scoring.ray_engine import RayOptions, score_with_ray
+
+            options = RayOptions(
+                address=ray_address,
+                workers=workers,
+                batch_size=batch_size,
+                checkpoint=checkpoint,
+                topk=topk,
+                device=device,
+            )
+
+            def remote(items: list[InputItem], write: Callable[[list[dict[str, Any]]], None]) -> None:
+                score_with_ray(items, write, spec=spec, options=options, log=log)
+
+        _score_items(todo, store, spec, kf_fn, model, workers, batch_size, progress, summary, dev, remote)
         store.set_meta({"last_run_finished": _now()})
     summary.wall_s = time.perf_counter() - t_start
     _log_summary(summary, log)
@@ -319,6 +380,7 @@ def _score_items(
     progress: bool,
     summary: ScoreSummary,
     dev: torch.device,
+    remote: Callable[[list[InputItem], Callable[[list[dict[str, Any]]], None]], None] | None = None,
 ) -> None:
     from tqdm import tqdm
 
@@ -351,23 +413,7 @@ def _score_items(
             return
         t0 = time.perf_counter()
         rows = [rec for rec, _ in pending]
-        try:
-            results = model([v for _, v in pending])
-        except RuntimeError:  # e.g. out of memory on a big batch: one at a time, a failure costs one row
-            results = []
-            for rec, video in pending:
-                try:
-                    results.extend(model([video]))
-                except RuntimeError as exc:
-                    results.append(None)
-                    rec.update(status="error", error=f"inference failed: {' '.join(str(exc).split())[:200]}")
-        for rec, top in zip(rows, results, strict=True):
-            if top:
-                rec.update(
-                    top1_label=top[0][0],
-                    top1_prob=top[0][1],
-                    topk_json=json.dumps([{"label": c, "prob": p} for c, p in top], ensure_ascii=False),
-                )
+        predict_rows(model, pending)
         pending.clear()
         summary.infer_s += time.perf_counter() - t0
         write(rows)
@@ -380,6 +426,14 @@ def _score_items(
                 infer()
         else:
             write([rec])
+
+    if remote is not None:  # another engine decodes and infers; this process stays the one writer
+        try:
+            remote(todo, write)
+        finally:
+            bar.close()
+        summary.top_errors = reasons.most_common(5)
+        return
 
     try:
         while remaining:

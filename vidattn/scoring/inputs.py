@@ -13,6 +13,8 @@ Input kinds, decided per argument:
 - a list file (``.txt``, ``.lst``, ``.list``, or any path prefixed with ``@``): one input per line,
   ``#`` comments and blank lines skipped, relative paths taken from the list file's folder;
 - a pattern with ``*``, ``?`` or ``[``: expanded with `glob` (``**`` recurses);
+- a URL (``s3://``, ``gs://``, ``https://``): listed recursively through fsspec, keyed by the URL
+  (`vidattn.scoring.remote`);
 - anything else is a file, even when it does not exist or is a broken link: it still gets its
   one result row (an error saying why).
 
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from vidattn.data.datasets import VIDEO_EXTENSIONS
 from vidattn.errors import VidattnError
+from vidattn.scoring.remote import expand_url, is_url
 
 __all__ = [
     "InputItem",
@@ -177,6 +180,9 @@ def _tar_items(path: str) -> list[InputItem]:
 
 
 def _expand_one(arg: str, out: list[InputItem], warnings: list[str], *, allow_lists: bool = True) -> None:
+    if is_url(arg):  # s3://, gs://, https://: listed through fsspec (`vidattn.scoring.remote`)
+        out.extend(expand_url(arg, warnings))
+        return
     if allow_lists and arg.startswith("@"):
         _expand_list(arg[1:], out, warnings)
         return
@@ -210,7 +216,7 @@ def _expand_list(list_path: str, out: list[InputItem], warnings: list[str]) -> N
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        path = line if os.path.isabs(line) else os.path.join(base, line)
+        path = line if os.path.isabs(line) or is_url(line) else os.path.join(base, line)
         _expand_one(path, out, warnings, allow_lists=False)  # no nested lists: no cycles
 
 

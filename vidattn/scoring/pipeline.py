@@ -11,6 +11,7 @@ Tar members are streamed with `tarfile` in stream mode (``r|*``) and decoded fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -31,6 +32,7 @@ from vidattn.data.sampling import UniformClipSampler
 from vidattn.data.transforms import spatial_views
 from vidattn.errors import VideoDecodeError
 from vidattn.scoring.inputs import InputItem
+from vidattn.scoring.remote import fetch_source, is_url, open_stream
 
 __all__ = [
     "no_ffmpeg_log_callback",
@@ -152,9 +154,12 @@ def score_source(
         "video": None,
     }
     reader: VideoReader | None = None
+    stack = contextlib.ExitStack()
     try:
         if item.error:
             raise VideoDecodeError(item.key, item.error)
+        if isinstance(source, str) and is_url(source):  # an object: its bytes, or a spool file for a big one
+            source = stack.enter_context(fetch_source(source, item.size))
         if isinstance(source, str):
             _check_regular_file(source)
         reader = open_video(source, backend=spec.backend, num_threads=spec.num_threads, timeout_s=spec.timeout_s)
@@ -176,6 +181,7 @@ def score_source(
             if row["status"] == "error":  # the reader may have corrected the frame count while failing
                 row.update(_metadata(reader))
             reader.close()
+        stack.close()
     row["elapsed_s"] = round(time.perf_counter() - t0, 6)
     return row
 
@@ -272,7 +278,10 @@ class ScoreDataset(IterableDataset):
         done: set[str] = set()
         reason = "member not found in the tar archive"
         try:
-            with tarfile.open(unit.path, "r|*") as tf:
+            with contextlib.ExitStack() as stack:
+                # A tar in a bucket streams from a buffered remote file, like a local one from disk.
+                fileobj = stack.enter_context(open_stream(unit.path)) if is_url(unit.path) else None
+                tf = stack.enter_context(tarfile.open(unit.path if fileobj is None else None, "r|*", fileobj))
                 for info in tf:
                     pos = wanted.get(info.name)
                     if pos is None or info.name in done:
