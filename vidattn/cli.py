@@ -7,6 +7,7 @@ as one line on stderr with a non-zero exit; tracebacks are for bugs only.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -371,19 +372,73 @@ def track(source, boxes, init_file, out_dir, device, render) -> None:
 
 
 # --- synth / train / eval -----------------------------------------------------------------------
+class FrameRangeParam(click.ParamType):
+    """``N`` or ``MIN-MAX`` (inclusive) -> ``(min, max)``."""
+
+    name = "N|MIN-MAX"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).split("-")
+        try:
+            lo, hi = (int(parts[0]), int(parts[-1])) if 1 <= len(parts) <= 2 else (0, -1)
+        except ValueError:
+            lo, hi = 0, -1
+        if not 1 <= lo <= hi:
+            self.fail(f"{value!r} is not N or MIN-MAX with 1 <= MIN <= MAX", param, ctx)
+        return lo, hi
+
+
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--per-class", type=click.IntRange(1), default=80, show_default=True, help="Training videos per class.")
 @click.option("--val-per-class", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(out_dir: str, per_class: int, val_per_class: int, seed: int) -> None:
+# How hard (the preset, then any of these)
+@click.option(
+    "--preset",
+    type=click.Choice(["default", "hard"]),
+    default="default",
+    show_default=True,
+    help="default: 24-160 frames, 6-12-frame event; hard: 96-384 frames, 6-frame event, 4 distractors, 2 decoys.",
+)
+@click.option("--frames", type=FrameRangeParam(), default=None, help="Video length in frames, e.g. 48-192.")
+@click.option("--event-frames", type=FrameRangeParam(), default=None, help="Event length in frames, e.g. 6 or 6-12.")
+@click.option("--distractors", type=click.IntRange(0), default=None, help="Jittering distractors per video.")
+@click.option("--decoys", type=click.IntRange(0), default=None, help="Target look-alikes with a symmetric burst.")
+@click.option("--size", type=click.IntRange(16), default=None, help="Frame height = width in pixels (default 32).")
+def synth(out_dir, per_class, val_per_class, seed, preset, frames, event_frames, distractors, decoys, size) -> None:
     """Generate the synthetic motion dataset (classes told apart only by frame order).
 
     Writes OUT_DIR/{train,val}/<class>/*.mp4 and OUT_DIR/{train,val}/events.csv.
-    """
-    from vidattn.data.synthetic import generate_dataset
 
-    out = generate_dataset(out_dir, per_class=per_class, val_per_class=val_per_class, seed=seed)
+    \b
+    Examples:
+      vidattn synth data/synth
+      vidattn synth data/long --frames 48-192 --event-frames 6
+      vidattn synth data/hard --preset hard
+    """
+    import dataclasses
+
+    from vidattn.data.synthetic import PRESETS, generate_dataset
+
+    changes: dict[str, Any] = {}
+    if frames:
+        changes.update(min_frames=frames[0], max_frames=frames[1])
+    if event_frames:
+        changes.update(min_event=event_frames[0], max_event=event_frames[1])
+    if distractors is not None:
+        changes["num_distractors"] = distractors
+    if decoys is not None:
+        changes["num_decoys"] = decoys
+    if size is not None:
+        changes.update(height=size, width=size)
+    try:
+        spec = dataclasses.replace(PRESETS[preset], **changes)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    out = generate_dataset(out_dir, per_class=per_class, val_per_class=val_per_class, seed=seed, spec=spec)
     click.echo(f"wrote synthetic dataset to {out}")
 
 

@@ -1,17 +1,22 @@
 """Synthetic motion videos: the embedded default dataset.
 
-Each video is a short real MP4 on a textured background. A target object (random colour, shape
-and size) is on screen only during one short *event*, and what it does there decides the class:
+Each video is a real MP4 on a textured background, of varied length (24 to 160 frames by default,
+longer than a training clip). A target object (random colour, shape and size) is on screen only
+during one short *event* at a random moment, of varied duration, and what it does there decides
+the class:
 
 - ``move_left`` / ``move_right`` / ``move_up`` / ``move_down``: it glides in that direction;
 - ``appear`` / ``disappear``: it fades in / fades out on the spot.
 
 Every class is the time-reversal of another (left/right, up/down, appear/disappear), so no
 single frame tells the class: only the order of the event's frames does. Outside the event
-there is no target, so a model has to find the event (which is what its temporal attention is
-for). Distractors (other objects that jitter back and forth, sensor noise, brightness flicker)
-make static cues useless. The event's frames are written to ``events.csv``
-(``path,label,event_start,event_end``, inclusive frame indices), the ground truth for key frames.
+there is no target, so a model has to search the whole video for the event (which is what its
+temporal attention is for). Distractors (other objects that jitter back and forth, sensor noise,
+brightness flicker) make static cues useless; *decoys* (`SynthSpec.num_decoys`, the ``hard``
+preset) look like the target and have a burst of their own, but a time-symmetric one (out and
+back, or fade in and out), so only the real event's direction tells the class. The event's
+frames are written to ``events.csv`` (``path,label,event_start,event_end``, inclusive frame
+indices), the ground truth for key frames.
 
 Layout written by `generate_dataset`::
 
@@ -22,6 +27,7 @@ Layout written by `generate_dataset`::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -32,7 +38,7 @@ import numpy as np
 from vidattn._io import atomic_open, atomic_path, ensure_output_dir
 from vidattn.data.encode import write_video
 
-__all__ = ["CLASSES", "SynthSpec", "render_video", "generate_dataset"]
+__all__ = ["CLASSES", "PRESETS", "SynthSpec", "render_video", "generate_dataset"]
 
 CLASSES = ("appear", "disappear", "move_down", "move_left", "move_right", "move_up")
 _DIRECTIONS = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}
@@ -42,12 +48,34 @@ _DIRECTIONS = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "
 class SynthSpec:
     """Size and timing of the synthetic videos (object sizes and speeds scale with the frame)."""
 
-    num_frames: int = 16
+    min_frames: int = 24  # each video's length is drawn uniformly from [min_frames, max_frames]
+    max_frames: int = 160
     height: int = 32
     width: int = 32
     fps: float = 12.0
-    event_len: int = 6  # frames the decisive change lasts
-    num_distractors: int = 2
+    min_event: int = 6  # the decisive event lasts between min_event and max_event frames
+    max_event: int = 12
+    num_distractors: int = 2  # small objects jittering back and forth for the whole video
+    num_decoys: int = 0  # target look-alikes with a time-symmetric burst of their own (no class information)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_event <= self.max_event:
+            raise ValueError(f"need 1 <= min_event <= max_event, got {self.min_event}, {self.max_event}")
+        if not self.max_event + 2 <= self.min_frames <= self.max_frames:
+            raise ValueError(
+                f"need max_event + 2 <= min_frames <= max_frames, got {self.max_event}, {self.min_frames}, "
+                f"{self.max_frames}"
+            )
+        if self.num_distractors < 0 or self.num_decoys < 0 or min(self.height, self.width) < 16:
+            raise ValueError("need num_distractors, num_decoys >= 0 and frames at least 16x16")
+
+
+#: Named generator settings: the embedded default, and a harder set (longer videos, a short
+#: fixed-length event, more distractors and two decoys per video).
+PRESETS = {
+    "default": SynthSpec(),
+    "hard": SynthSpec(min_frames=96, max_frames=384, min_event=6, max_event=6, num_distractors=4, num_decoys=2),
+}
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -76,30 +104,65 @@ def _stamp(frame: np.ndarray, cx: float, cy: float, r: int, color: np.ndarray, a
     patch[:] = patch * (1 - a) + color * a
 
 
+def _symmetric(progress: float) -> float:
+    """0 -> 1 -> 0 over a burst: the same played forwards and backwards."""
+    return 1.0 - abs(2.0 * progress - 1.0)
+
+
 def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSpec()) -> tuple[np.ndarray, int, int]:
-    """Render one video of class `label`.
+    """Render one video of class `label` (its length and event drawn from `spec`'s ranges).
 
     Returns:
         frames uint8 ``(T, H, W, 3)``, and the event's first and last frame (inclusive).
     """
     if label not in CLASSES:
         raise ValueError(f"unknown synthetic class {label!r}")
-    t_len, h, w = spec.num_frames, spec.height, spec.width
+    h, w = spec.height, spec.width
+    t_len = int(rng.integers(spec.min_frames, spec.max_frames + 1))
+    event_len = int(rng.integers(spec.min_event, spec.max_event + 1))
     bg = _background(rng, h, w)
-    start = int(rng.integers(1, t_len - spec.event_len))
-    end = start + spec.event_len - 1
+    start = int(rng.integers(1, t_len - event_len))
+    end = start + event_len - 1
     side = min(h, w)
-    radius = max(2, int(round(side * rng.uniform(0.09, 0.13))))
-    color = rng.uniform(190, 255, size=3).astype(np.float32) * rng.permutation([1.0, 1.0, 0.35])
-    disc = bool(rng.random() < 0.5)
-    travel = side * rng.uniform(0.35, 0.45)  # distance covered during the event
-    margin = radius + 2
-    dx, dy = _DIRECTIONS.get(label, (0, 0))
-    # Choose the start so the whole path stays inside the frame.
-    lo_x, hi_x = margin + max(0, -dx) * travel, w - margin - max(0, dx) * travel
-    lo_y, hi_y = margin + max(0, -dy) * travel, h - margin - max(0, dy) * travel
-    x, y = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
 
+    def target_look() -> tuple[int, np.ndarray, bool, float]:
+        radius = max(2, int(round(side * rng.uniform(0.09, 0.13))))
+        color = rng.uniform(190, 255, size=3).astype(np.float32) * rng.permutation([1.0, 1.0, 0.35])
+        return radius, color, bool(rng.random() < 0.5), side * rng.uniform(0.35, 0.45)
+
+    def path_start(radius: int, travel: float, dx: int, dy: int) -> tuple[float, float]:
+        # Choose the start so the whole path stays inside the frame.
+        margin = radius + 2
+        lo_x, hi_x = margin + max(0, -dx) * travel, w - margin - max(0, dx) * travel
+        lo_y, hi_y = margin + max(0, -dy) * travel, h - margin - max(0, dy) * travel
+        return rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
+
+    radius, color, disc, travel = target_look()  # travel: distance covered during the event
+    dx, dy = _DIRECTIONS.get(label, (0, 0))
+    x, y = path_start(radius, travel, dx, dy)
+
+    decoys = []
+    for _ in range(spec.num_decoys):
+        d_radius, d_color, d_disc, d_travel = target_look()
+        d_dx, d_dy = _DIRECTIONS[str(rng.choice(list(_DIRECTIONS)))]
+        d_x, d_y = path_start(d_radius, d_travel / 2, d_dx, d_dy)
+        d_len = int(rng.integers(spec.min_event, spec.max_event + 1))
+        d_start = int(rng.integers(0, t_len - d_len + 1))
+        decoys.append(
+            dict(
+                r=d_radius,
+                color=d_color,
+                disc=d_disc,
+                travel=d_travel / 2,
+                dx=d_dx,
+                dy=d_dy,
+                x=d_x,
+                y=d_y,
+                start=d_start,
+                len=d_len,
+                blink=bool(rng.random() < 0.5),
+            )  # fmt: skip
+        )
     distractors = []
     for _ in range(spec.num_distractors):
         distractors.append(
@@ -122,15 +185,23 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
             off = d["amp"] * np.sin(2 * np.pi * t / d["period"] + d["phase"])
             cx, cy = d["x"] + (off if d["axis"] == 0 else 0), d["y"] + (off if d["axis"] == 1 else 0)
             _stamp(frame, cx, cy, d["r"], d["color"], 1.0, disc=False)
+        for d in decoys:
+            if d["start"] <= t < d["start"] + d["len"]:
+                bump = _symmetric((t - d["start"] + 0.5) / d["len"])
+                if d["blink"]:  # fades in and out on the spot
+                    _stamp(frame, d["x"], d["y"], d["r"], d["color"], bump, d["disc"])
+                else:  # glides out and back
+                    off = d["travel"] * bump
+                    _stamp(frame, d["x"] + d["dx"] * off, d["y"] + d["dy"] * off, d["r"], d["color"], 1.0, d["disc"])
         # The target exists only during the event, so the event frames are the only ones that tell the class
         # (a model cannot just compare the first and the last frame).
         inside = start <= t <= end
-        progress = (t - start + 1) / spec.event_len if inside else 0.0
+        progress = (t - start + 1) / event_len if inside else 0.0
         if label in _DIRECTIONS:
             cx, cy, alpha = x + dx * travel * progress, y + dy * travel * progress, float(inside)
         else:
             cx, cy = x, y
-            alpha = progress if label == "appear" else (1.0 - progress + 1.0 / spec.event_len) * inside
+            alpha = progress if label == "appear" else (1.0 - progress + 1.0 / event_len) * inside
         _stamp(frame, cx, cy, radius, color, alpha, disc)
         frame += rng.normal(0, 4, size=frame.shape)
         frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
@@ -149,17 +220,24 @@ def generate_dataset(
     """Write ``OUT/{train,val}/<class>/*.mp4`` plus ``events.csv`` per split; returns OUT.
 
     Generation is deterministic in `seed`. A finished split (its ``events.csv`` exists and lists the
-    expected number of videos) is kept as is, so re-running is cheap and an interrupted run resumes.
+    expected number of videos, made with the same `spec`) is kept as is, so re-running is cheap and an
+    interrupted run resumes.
 
     Raises:
         OutputError: `out_dir` cannot be created or written (checked before any video is rendered).
     """
     out = ensure_output_dir(out_dir)
+    spec_dict = dataclasses.asdict(spec)
+    previous = out / "synth.json"
+    try:
+        same_spec = json.loads(previous.read_text()).get("spec") == spec_dict
+    except (OSError, ValueError, AttributeError):
+        same_spec = False
     for split, count, split_seed in (("train", per_class, seed), ("val", val_per_class, seed + 1_000_003)):
         split_dir = out / split
         events_path = split_dir / "events.csv"
         expected = count * len(classes)
-        if events_path.is_file() and sum(1 for _ in events_path.open()) - 1 == expected:
+        if same_spec and events_path.is_file() and sum(1 for _ in events_path.open()) - 1 == expected:
             continue
         rows = []
         for ci, label in enumerate(classes):
@@ -182,7 +260,7 @@ def generate_dataset(
                 "per_class": per_class,
                 "val_per_class": val_per_class,
                 "classes": list(classes),
-                "spec": spec.__dict__,
+                "spec": spec_dict,
             },
             indent=1,
         )
