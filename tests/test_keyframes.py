@@ -262,7 +262,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
     from vidattn.models import create_model
 
     cfg = load_config(None).to_dict()
-    cfg["data"].update(clip_len=8, stride=1, size=48, crop_size=48)
+    cfg["data"].update(clip_len=8, stride=1, size=48, crop_size=48, sampler="random")  # dense clips: sliding windows
     classes = ["a", "b", "c"]
     torch.manual_seed(0)
     m = cfg["model"]

@@ -1,4 +1,5 @@
-"""Clip samplers: determinism, ranges, short-video policies, TSN centres, uniform spread."""
+"""Clip samplers: determinism, ranges, short-video policies, TSN centres, uniform spread, whole-video coverage
+over many lengths."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import pytest
 
 from vidattn.data import (
     ClipTooShortError,
+    CoverageSampler,
     RandomClipSampler,
     SegmentSampler,
     UniformClipSampler,
     create_sampler,
     make_rng,
+    sampler_for,
 )
 from vidattn.errors import VidattnError
 
@@ -20,6 +23,8 @@ SAMPLERS = {
     "segment-test": lambda short="loop": SegmentSampler(8, random=False, num_clips=3, short=short),
     "random": lambda short="loop": RandomClipSampler(8, stride=4, short=short),
     "uniform": lambda short="loop": UniformClipSampler(8, stride=2, num_clips=4, short=short),
+    "coverage": lambda short="loop": CoverageSampler(8, stride=2, snippet=2),
+    "coverage-test": lambda short="loop": CoverageSampler(8, stride=2, random=False, num_clips=3),
 }
 
 
@@ -35,7 +40,7 @@ def test_deterministic_given_seed(kind):
         b = flat(sampler(n, make_rng(7, 3, 11)))
         assert a == b
     # Different sample / epoch keys give different random draws.
-    if kind in ("segment", "random"):
+    if kind in ("segment", "random", "coverage"):
         draws = {tuple(flat(sampler(300, make_rng(7, epoch, 11)))) for epoch in range(10)}
         assert len(draws) > 5
 
@@ -143,5 +148,69 @@ def test_create_sampler_by_name():
     assert isinstance(create_sampler("segment", num_segments=3), SegmentSampler)
     assert isinstance(create_sampler("random", clip_len=3), RandomClipSampler)
     assert isinstance(create_sampler("uniform", clip_len=3, num_clips=2), UniformClipSampler)
+    assert isinstance(create_sampler("auto", clip_len=3), CoverageSampler)
     with pytest.raises(VidattnError, match="unknown sampler"):
         create_sampler("tsn")
+
+
+# --- whole-video coverage (data.sampler: auto) ----------------------------------------------------
+LENGTHS = [1, 2, 5, 7, 8, 15, 16, 17, 24, 33, 48, 97, 160, 192, 500, 768]
+
+
+@pytest.mark.parametrize("snippet", [1, 2, 4])
+@pytest.mark.parametrize("num_frames", LENGTHS)
+def test_coverage_training_can_sample_every_frame_in_order(num_frames, snippet):
+    sampler = sampler_for("auto", clip_len=16, stride=2, train=True, snippet=snippet)
+    seen: set[int] = set()
+    draws = 300 + 40 * -(-num_frames * snippet // 16)  # enough for each start in a segment to come up
+    for epoch in range(draws):
+        (clip,) = sampler(num_frames, make_rng(0, epoch, num_frames))
+        idx = clip.frame_indices
+        assert len(idx) == 16 and all(0 <= i < num_frames for i in idx)
+        assert list(idx) == sorted(idx)  # the order of events is kept: never looped
+        seen.update(idx)
+    assert seen == set(range(num_frames))  # no part of the video is out of reach
+
+
+@pytest.mark.parametrize("snippet", [1, 4])
+@pytest.mark.parametrize("num_frames", LENGTHS)
+def test_coverage_every_clip_spans_the_video(num_frames, snippet):
+    """Training clips and test views reach into the first and the last segment of the video, whatever its length."""
+    clip_len = 16
+    segment = max(1.0, num_frames / (clip_len // snippet))
+    for train in (True, False):
+        sampler = sampler_for("auto", clip_len=clip_len, stride=2, train=train, num_clips=3, snippet=snippet)
+        clips = sampler(num_frames, make_rng(1, num_frames))
+        assert len(clips) == (1 if train else 3)
+        for clip in clips:
+            assert clip.frame_indices[0] < segment
+            assert clip.frame_indices[-1] >= num_frames - segment - 1
+
+
+@pytest.mark.parametrize("num_frames", [16, 40, 100, 333, 768])
+def test_coverage_test_views_together_reach_every_frame(num_frames):
+    views = -(-num_frames // 16)
+    clips = sampler_for("auto", clip_len=16, train=False, num_clips=views)(num_frames)
+    assert {i for c in clips for i in c.frame_indices} == set(range(num_frames))
+    assert len({c.frame_indices for c in clips}) == len(clips) or num_frames <= 16
+
+
+def test_coverage_picks_by_length_against_the_clip():
+    sampler = CoverageSampler(8, stride=2, snippet=4, random=False)
+    (fits,) = sampler(15)  # the span of 8 frames at stride 2: spread evenly, one frame at a time
+    assert fits.frame_indices == (0, 2, 4, 6, 8, 10, 12, 14)
+    (short,) = sampler(4)  # shorter than a clip: slowed down, never looped
+    assert short.frame_indices == (0, 0, 1, 1, 2, 2, 3, 3)
+    (long,) = sampler(100)  # longer than the span: 2 segments of 50, a 4-frame snippet at each centre
+    assert long.frame_indices == (23, 24, 25, 26, 73, 74, 75, 76)
+
+
+def test_sampler_for_pairs_and_errors():
+    assert isinstance(sampler_for("random", clip_len=4, train=True), RandomClipSampler)
+    assert isinstance(sampler_for("random", clip_len=4, train=False, num_clips=2), UniformClipSampler)
+    assert isinstance(sampler_for("segment", clip_len=4, train=False), SegmentSampler)
+    assert sampler_for("auto", clip_len=4, train=True, num_clips=5).num_clips == 1  # one view in training
+    with pytest.raises(VidattnError, match="data.sampler"):
+        sampler_for("dense", clip_len=4, train=True)
+    with pytest.raises(ValueError, match="snippet"):
+        CoverageSampler(6, snippet=4)

@@ -75,7 +75,11 @@ class DataConfig:
     train_ann: str | None = None  # list/CSV file for the training split (list and csv formats)
     val_ann: str | None = None  # list/CSV file for the validation split
     split_id: int = 1  # official split (1-3) for ucf101 / hmdb51
-    sampler: str = "random"  # training clip sampler: random (dense) | segment (TSN)
+    # Temporal coverage: auto = every clip spans the whole video (evenly spread frames when the video fits a
+    # clip, TSN segments when it is longer; random per segment in training, centred test views);
+    # segment = TSN, one frame per segment; random = one dense clip at a random start (uniform clips at test).
+    sampler: str = "auto"
+    snippet: int = 1  # auto, videos longer than a clip: consecutive frames per segment (divides clip_len)
     clip_len: int = 16  # frames per clip
     stride: int = 1  # frames between sampled frames (dense sampler)
     short: str = "loop"  # videos shorter than a clip: loop | pad | skip

@@ -336,6 +336,8 @@ def run_score(
             stride=model.data.stride,
             num_clips=clips,
             size=model.data.size,
+            sampler=model.data.sampler,
+            snippet=model.data.snippet,
         )
     kf_fn = keyframe_fn or (resolve_keyframe_fn(timeout_s) if keyframes else None)
 

@@ -161,6 +161,9 @@ class ErrorsManifest:
     def __init__(self, path: str | os.PathLike | None) -> None:
         self.path = Path(path) if path is not None else None
         self.seen: set[tuple[str, Any]] = set()
+        if self.path is not None:  # an empty manifest says "nothing failed"; a missing one says nothing
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch(exist_ok=True)
 
     def record(self, errors: Iterable[dict[str, Any]], **context: Any) -> int:
         """Write new failures; returns how many were new."""

@@ -7,6 +7,7 @@ given a seed (`make_rng(seed, index, epoch)`).
 
 Samplers (after TSN, Wang et al. 2016, and the clip samplers of SlowFast / PyTorchVideo):
 
+- `CoverageSampler` ("auto", the default): the whole video in every clip, whatever its length.
 - `SegmentSampler`: TSN segments, one frame per segment (random in training, centre in test).
 - `RandomClipSampler`: one dense clip of ``clip_len`` frames every ``stride`` frames at a random start.
 - `UniformClipSampler`: ``num_clips`` dense clips spread evenly, for multi-view testing.
@@ -28,11 +29,13 @@ __all__ = [
     "ClipInfo",
     "ClipSampler",
     "ClipTooShortError",
+    "CoverageSampler",
     "SegmentSampler",
     "RandomClipSampler",
     "UniformClipSampler",
     "make_rng",
     "create_sampler",
+    "sampler_for",
 ]
 
 SHORT_POLICIES = ("loop", "pad", "skip")
@@ -177,9 +180,82 @@ class UniformClipSampler(RandomClipSampler):
         return [ClipInfo(tuple(range(s, s + self.span, self.stride)), k, self.num_clips) for k, s in enumerate(starts)]
 
 
+class CoverageSampler(ClipSampler):
+    """Whole-video coverage: every clip spans the entire video, so no clip misses the moment that decides the class.
+
+    The choice depends on the video's length ``T`` against the clip's span ``(clip_len - 1) * stride + 1``:
+
+    - ``T <= span`` (the video fits one clip): `clip_len` frames evenly spread over the whole video,
+      at most `stride` apart; a video shorter than `clip_len` frames is slowed down (frames repeat, in
+      order) rather than looped, so the order of events is kept.
+    - ``T > span``: TSN segments. The video is cut into ``clip_len // snippet`` equal segments and each
+      gives `snippet` consecutive frames: at a random place in training, the centre at test.
+
+    Test views (``num_clips > 1``, ``random=False``) shift every segment's pick by ``k / num_clips`` of a
+    segment, so together they cover the video evenly.
+
+    Args:
+        clip_len: frames per clip.
+        stride: the largest spacing at which a video still counts as fitting one clip.
+        snippet: consecutive frames per segment for long videos (must divide `clip_len`); more than 1 keeps
+            short-range motion visible when the segments are far apart.
+        random: random position per segment (training) or the centre (test).
+        num_clips: test-time views.
+    """
+
+    def __init__(
+        self, clip_len: int, stride: int = 1, *, snippet: int = 1, random: bool = True, num_clips: int = 1
+    ) -> None:
+        super().__init__(short="pad")
+        if clip_len < 1 or stride < 1 or num_clips < 1 or snippet < 1:
+            raise ValueError("clip_len, stride, snippet and num_clips must be >= 1")
+        if clip_len % snippet:
+            raise ValueError(f"snippet ({snippet}) must divide clip_len ({clip_len})")
+        self.clip_len, self.stride, self.snippet, self.random, self.num_clips = (
+            clip_len,
+            stride,
+            snippet,
+            random,
+            num_clips,
+        )
+
+    @property
+    def span(self) -> int:
+        return (self.clip_len - 1) * self.stride + 1
+
+    @property
+    def frames_per_clip(self) -> int:
+        return self.clip_len
+
+    def needs_full_span(self) -> bool:
+        return False  # short videos are stretched here, never looped
+
+    def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
+        fits = num_frames <= self.span
+        snippet = 1 if fits else self.snippet
+        segments = self.clip_len // snippet
+        seg_len = num_frames / segments
+        # A snippet may start anywhere from its segment's start to `snippet` frames before the next one's
+        # (the +1: the whole last frame of the segment can end a snippet).
+        room = max(seg_len - snippet, 0.0) + (1.0 if snippet > 1 else 0.0)
+        n_clips = 1 if self.random else self.num_clips
+        clips = []
+        for k in range(n_clips):
+            offset = rng.random(segments) if self.random else np.full(segments, (k + 0.5) / n_clips)
+            starts = np.floor(np.arange(segments) * seg_len + offset * room).astype(int) if snippet > 1 else None
+            if starts is None:
+                idx = np.floor((np.arange(segments) + offset) * seg_len).astype(int)
+            else:
+                idx = (starts[:, None] + np.arange(snippet)[None, :]).reshape(-1)
+            idx = np.clip(idx, 0, num_frames - 1)
+            clips.append(ClipInfo(tuple(int(i) for i in idx), k, n_clips))
+        return clips
+
+
 def create_sampler(kind: str, **kwargs: object) -> ClipSampler:
-    """Build a sampler by name: "segment", "random" or "uniform"."""
+    """Build a sampler by name: "auto" (coverage), "segment", "random" or "uniform"."""
     table = {
+        "auto": CoverageSampler,
         "segment": SegmentSampler,
         "random": RandomClipSampler,
         "uniform": UniformClipSampler,
@@ -187,3 +263,47 @@ def create_sampler(kind: str, **kwargs: object) -> ClipSampler:
     if kind not in table:
         raise VidattnError(f"unknown sampler {kind!r}; choose one of {sorted(table)}")
     return table[kind](**kwargs)  # type: ignore[arg-type]
+
+
+#: The `data.sampler` values of a config, each naming a pair of training and test samplers.
+SAMPLER_KINDS = ("auto", "segment", "random")
+
+
+def sampler_for(
+    kind: str,
+    *,
+    clip_len: int,
+    stride: int = 1,
+    train: bool,
+    num_clips: int = 1,
+    snippet: int = 1,
+    short: str = "loop",
+) -> ClipSampler:
+    """The training or test sampler for a config's ``data.sampler``.
+
+    - ``"auto"``: `CoverageSampler` (whole video; random per segment in training, centred test views);
+    - ``"segment"``: TSN `SegmentSampler`, one frame per segment;
+    - ``"random"``: one dense `RandomClipSampler` clip in training, `num_clips` `UniformClipSampler` views at test.
+
+    Args:
+        kind: one of `SAMPLER_KINDS`.
+        clip_len: frames per clip.
+        stride: frame spacing of a dense clip.
+        train: the training sampler (random) or the test one (deterministic views).
+        num_clips: test views per video.
+        snippet: consecutive frames per segment for "auto".
+        short: videos shorter than a clip for "segment" / "random" (loop | pad | skip).
+
+    Raises:
+        VidattnError: unknown kind.
+    """
+    views = 1 if train else num_clips
+    if kind == "auto":
+        return CoverageSampler(clip_len, stride, snippet=snippet, random=train, num_clips=views)
+    if kind == "segment":
+        return SegmentSampler(clip_len, random=train, num_clips=views, short=short)
+    if kind == "random":
+        if train:
+            return RandomClipSampler(clip_len, stride, short=short)
+        return UniformClipSampler(clip_len, stride, views, short=short)
+    raise VidattnError(f"data.sampler must be one of {', '.join(SAMPLER_KINDS)}; got {kind!r}")

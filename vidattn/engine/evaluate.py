@@ -19,12 +19,12 @@ from vidattn.data import (
     VideoDataset,
     VideoTransform,
     build_loader,
-    create_sampler,
     load_annotations,
+    sampler_for,
 )
 from vidattn.engine.metrics import ClassificationMeter
 from vidattn.engine.modeling import amp_mode, autocast_for
-from vidattn.errors import ConfigError
+from vidattn.errors import ConfigError, VidattnError
 
 __all__ = ["clip_sampler", "eval_dataset", "evaluate", "run_eval"]
 
@@ -32,16 +32,21 @@ __all__ = ["clip_sampler", "eval_dataset", "evaluate", "run_eval"]
 def clip_sampler(data: DataConfig, *, train: bool) -> ClipSampler:
     """The clip sampler ``data.sampler`` names, for training (random clips) or testing (`test_clips` views).
 
-    The one place training, validation and `vidattn eval` get their samplers from.
+    The one place training, validation and `vidattn eval` get their samplers from (`sampler_for` maps the
+    names: auto = whole-video coverage, segment = TSN, random = one dense clip / uniform test clips).
     """
-    views = 1 if train else data.test_clips
-    if data.sampler == "segment":
-        return create_sampler("segment", num_segments=data.clip_len, random=train, num_clips=views, short=data.short)
-    if data.sampler == "random":
-        if train:
-            return create_sampler("random", clip_len=data.clip_len, stride=data.stride, short=data.short)
-        return create_sampler("uniform", clip_len=data.clip_len, stride=data.stride, num_clips=views, short=data.short)
-    raise ConfigError(f"data.sampler must be random or segment, got {data.sampler!r}")
+    try:
+        return sampler_for(
+            data.sampler,
+            clip_len=data.clip_len,
+            stride=data.stride,
+            train=train,
+            num_clips=data.test_clips,
+            snippet=data.snippet,
+            short=data.short,
+        )
+    except VidattnError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def eval_dataset(data: DataConfig, root: str, classes: list[str], split: str = "val", seed: int = 0) -> VideoDataset:

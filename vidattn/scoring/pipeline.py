@@ -28,7 +28,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vidattn.data.decode import VideoReader, open_video
 from vidattn.data.decode import silence_ffmpeg_log as no_ffmpeg_log_callback  # under the name apps/score.py uses
-from vidattn.data.sampling import UniformClipSampler
+from vidattn.data.sampling import sampler_for
 from vidattn.data.transforms import spatial_views
 from vidattn.errors import VideoDecodeError
 from vidattn.scoring.inputs import InputItem
@@ -62,7 +62,8 @@ class DecodeSpec:
         num_threads: decoder threads per video (parallelism comes from workers, one video each).
         check_frames: without a model, decode this many frames spread over the video (first and last
             included) so truncated/corrupt files are caught, not catalogued as fine.
-        clip_len, stride, num_clips: the model's clip and the number of uniform views (clip_len None: no model).
+        clip_len, stride, num_clips: the model's clip and the number of test views (clip_len None: no model).
+        sampler, snippet: how the model's views cover the video (its training config's ``data`` values).
         size: decode with the short side at `size`, then centre-crop a square (as evaluation does).
         keyframes_k: key frames per video (None: none).
     """
@@ -76,6 +77,8 @@ class DecodeSpec:
     num_clips: int = 3
     size: int = 128
     keyframes_k: int | None = None
+    sampler: str = "random"  # the model's data.sampler (see `model_views`)
+    snippet: int = 1  # the model's data.snippet
 
 
 @dataclass
@@ -108,10 +111,24 @@ def _check_frame_indices(num_frames: int, count: int) -> list[int]:
     return sorted({round(k * (num_frames - 1) / max(count - 1, 1)) for k in range(count)})
 
 
+def model_views(spec: DecodeSpec, num_frames: int) -> list:
+    """The frames the model reads from a video: its test views, as `vidattn eval` takes them (whole-video
+    coverage for models trained with ``data.sampler`` auto or segment, uniform dense clips for ``random``)."""
+    sampler = sampler_for(
+        spec.sampler,
+        clip_len=spec.clip_len,
+        stride=spec.stride,
+        train=False,
+        num_clips=spec.num_clips,
+        snippet=spec.snippet,
+        short="loop",
+    )
+    return sampler(num_frames)
+
+
 def _model_input(source: Any, reader: VideoReader, spec: DecodeSpec) -> torch.Tensor:
     """Uniform views of the video as uint8 ``(V, T, S, S, C)``, decoded at the model's size."""
-    sampler = UniformClipSampler(spec.clip_len, spec.stride, spec.num_clips, short="loop")
-    clips = sampler(reader.num_frames)
+    clips = model_views(spec, reader.num_frames)
     indices = [i for clip in clips for i in clip.frame_indices]
     backends = [spec.backend] if spec.backend != "auto" else ["auto", "pyav"]
     frames, error = None, None
