@@ -319,3 +319,66 @@ def test_fast_path_matches_eager(run, tol):
         ref = model(x)
         out = run(model, x)
     assert (out - ref).abs().max().item() < tol
+
+
+# --- hard attention: top-k selection and the glimpse model ---------------------------------------
+
+
+def test_topk_selection_passes_gradients_to_the_scorer():
+    from vidattn.layers import select_topk
+
+    torch.manual_seed(0)
+    scores = torch.randn(3, 20, requires_grad=True)
+    values = torch.randn(3, 20)
+    mask, index, soft = select_topk(scores, 4, min_gap=3)
+    torch.testing.assert_close(mask.detach(), torch.zeros(3, 20).scatter_(1, index, 1.0))  # 0/1 forward
+    assert (index.diff(dim=1) >= 3).all()  # non-maximum suppression: picks are apart
+    (mask * values).sum().backward()
+    assert scores.grad is not None and scores.grad.abs().sum() > 0  # the discrete pick is trained through
+    # More picks than room: suppression gives way, a position is never picked twice.
+    _, index, _ = select_topk(torch.randn(2, 6), 5, min_gap=4)
+    assert all(len(set(row)) == 5 for row in index.tolist())
+
+
+def _event_batch(
+    gen: torch.Generator, batch: int, frames: int = 24, size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise videos with one bright square for 4 frames at a random moment, moving right (class 1) or left (0)."""
+    x = torch.randn(batch, 3, frames, size, size, generator=gen) * 0.1
+    y = torch.randint(0, 2, (batch,), generator=gen)
+    for b in range(batch):
+        start = int(torch.randint(0, frames - 4, (1,), generator=gen))
+        for j in range(4):
+            col = 2 + 3 * j if y[b] == 1 else size - 5 - 3 * j
+            x[b, :, start + j, 6:10, col : col + 3] = 2.0
+    return x, y
+
+
+def test_glimpse_model_trains_on_cpu_and_runs_the_backbone_on_glimpses_only():
+    torch.manual_seed(0)
+    model = create_model("r2plus1d_glimpse", num_classes=2, attn="stc", k=2, glimpse_len=4, scorer_size=16)
+    seen: list[tuple[int, ...]] = []
+    model.backbone.stem.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    scorer_before = model.scorer.score[2].weight.detach().clone()
+    losses = []
+    for _ in range(8):
+        x, y = _event_batch(gen, 8)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert not torch.equal(model.scorer.score[2].weight, scorer_before)  # the scorer is trained end to end
+    assert seen[0] == (8 * 2, 3, 4, 16, 16)  # the 3D-CNN sees 2 glimpses of 4 frames, not 24 frames
+    model.eval()
+    x, _ = _event_batch(gen, 2)
+    logits, weights = model.frame_weights(x, return_logits=True)
+    assert logits.shape == (2, 2) and weights.shape == (2, 24)
+    torch.testing.assert_close(weights.sum(1), torch.ones(2))
+    with collect_attention(model) as recorded:
+        model(x)
+    assert recorded[""].shape == (2, 24)
+    torch.testing.assert_close(recorded[":mask"].sum(1), torch.full((2,), 2.0))

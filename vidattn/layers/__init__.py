@@ -10,7 +10,7 @@ from ._capture import RecordsAttention, collect_attention
 from .cbam import CBAM
 from .create_attn import ATTN_LAYERS, create_attn, get_attn, list_attn
 from .eca import EfficientChannelAttention
-from .hard import HardTemporalAttention
+from .hard import HardTemporalAttention, select_topk
 from .local import LocalAttention
 from .non_local import NonLocalBlock
 from .spatial import SpatialAttention
@@ -26,6 +26,7 @@ __all__ = [
     "CBAM",
     "EfficientChannelAttention",
     "HardTemporalAttention",
+    "select_topk",
     "LocalAttention",
     "NonLocalBlock",
     "RecordsAttention",

@@ -20,7 +20,50 @@ from torch import Tensor
 
 from ._base import AttentionLayer, build_frame_scorer, frame_scores
 
-__all__ = ["HardTemporalAttention"]
+__all__ = ["HardTemporalAttention", "select_topk"]
+
+
+def select_topk(
+    scores: Tensor, k: int, *, tau: float = 1.0, gumbel: bool = False, min_gap: int = 1
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pick the `k` best positions of ``scores`` ``(B, T)`` with a straight-through gradient.
+
+    Args:
+        scores: logits per position.
+        k: positions to pick (at most T).
+        tau: softmax temperature.
+        gumbel: add Gumbel(0, 1) noise first (Gumbel-top-k sampling; use while training).
+        min_gap: picks are at least this many positions apart while that is possible (non-maximum
+            suppression: two glimpses of the same moment waste compute); 1 = plain top-k.
+
+    Returns:
+        ``(mask, index, soft)``: the mask ``(B, T)`` (exactly 0/1 forward, the softmax's gradient backward,
+        so a loss on what the picks lead to trains the scorer), the picked positions ``(B, k)`` in temporal
+        order, and the softmax ``(B, T)``.
+    """
+    if gumbel:
+        u = torch.rand_like(scores).clamp_(1e-6, 1.0 - 1e-6)
+        scores = scores - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise
+    soft = torch.softmax(scores / tau, dim=-1)
+    k = min(k, scores.shape[-1])
+    if min_gap <= 1:
+        index = soft.detach().topk(k, dim=-1).indices
+    else:
+        free = soft.detach()
+        positions = torch.arange(scores.shape[-1], device=scores.device)
+        near = torch.zeros_like(free, dtype=torch.bool)
+        taken = torch.zeros_like(near)
+        picks = []
+        for _ in range(k):
+            # Suppressed positions stay pickable after all free ones (a short video); taken ones never again.
+            pick = free.masked_fill(near, -1.0).masked_fill(taken, -2.0).argmax(-1)  # (B,)
+            picks.append(pick)
+            near |= (positions[None, :] - pick[:, None]).abs() < min_gap
+            taken.scatter_(1, pick[:, None], True)
+        index = torch.stack(picks, dim=-1)
+    index = index.sort(dim=-1).values
+    hard = torch.zeros_like(soft).scatter_(1, index, 1.0)
+    return hard + soft - soft.detach(), index, soft
 
 
 class HardTemporalAttention(AttentionLayer):
@@ -88,18 +131,13 @@ class HardTemporalAttention(AttentionLayer):
             ``(mask, index)``: the straight-through mask ``(B, T)`` (exactly 0/1 forward,
             softmax gradient backward) and the sorted selected frame indices ``(B, k)``.
         """
-        scores = frame_scores(self, x)
-        if self.estimator == "gumbel" and self.training:
-            u = torch.rand_like(scores).clamp_(1e-6, 1.0 - 1e-6)
-            scores = scores - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise
-        soft = torch.softmax(scores / self.tau, dim=-1)
-        k = self.num_selected(x.shape[2])
-        index = soft.detach().topk(k, dim=-1).indices.sort(dim=-1).values
-        hard = torch.zeros_like(soft).scatter_(1, index, 1.0)
-        mask = hard + soft - soft.detach()
+        gumbel = self.estimator == "gumbel" and self.training
+        mask, index, soft = select_topk(
+            frame_scores(self, x), self.num_selected(x.shape[2]), tau=self.tau, gumbel=gumbel
+        )
         if self.is_recording:
             self._record(soft)
-            self._record(hard, ":mask")
+            self._record(mask.detach(), ":mask")
         return mask, index
 
     def forward(self, x: Tensor) -> Tensor:

@@ -5,9 +5,11 @@
 >>> weights = model.frame_weights(clip)  # (B, T), one weight per input frame
 """
 
+from . import glimpse as _glimpse  # noqa: F401  (registers the builders)
 from . import resnet as _resnet  # noqa: F401  (registers the builders)
 from ._pretrained import TORCHVISION_WEIGHTS, load_pretrained, torchvision_checkpoint_path
 from ._registry import create_model, get_model_builder, is_model, list_models, register_model
+from .glimpse import GlimpseNet
 from .heads import AttentionPoolHead, ClassifierHead, expand_time_weights
 from .resnet import VideoResNet
 
@@ -15,6 +17,7 @@ __all__ = [
     "TORCHVISION_WEIGHTS",
     "AttentionPoolHead",
     "ClassifierHead",
+    "GlimpseNet",
     "VideoResNet",
     "create_model",
     "expand_time_weights",
