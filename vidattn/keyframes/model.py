@@ -1,4 +1,11 @@
-"""The model scorer of `vidattn keyframes`: a `vidattn train` checkpoint's temporal attention over sliding windows.
+"""The model scorer of `vidattn keyframes`: a `vidattn train` checkpoint's temporal attention over the video.
+
+A model trained with whole-video coverage (``data.sampler`` auto or segment) scores the whole video
+the way it was evaluated: test views that together cover every sampled frame, each spanning the
+whole video, so the attention (soft, or the glimpse model's hard selection scores) compares the
+moments of the entire video with each other. A model trained on dense clips (``random``) scores
+overlapping sliding windows of its clip length. Either way a score belongs to a sample position,
+which the caller maps to its true frame index.
 
 Imported only when a checkpoint is given (it imports torch); the training-free path stays numpy only.
 """
@@ -33,6 +40,8 @@ class KeyframeModel:
     checkpoint: str = ""
     transform: Any = field(default=None, repr=False)
     amp: str = "off"  # mixed precision of training (engine.modeling.amp_mode)
+    sampler: str = "random"  # the checkpoint's data.sampler: random -> sliding windows, else whole-video views
+    snippet: int = 1
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, device: torch.device) -> KeyframeModel:
@@ -49,7 +58,7 @@ class KeyframeModel:
         amp = amp_mode(cfg.train.amp, device)
         return cls(
             model, classes, d.clip_len, d.stride, d.size, d.crop_size, device, cfg.model.name, os.fspath(checkpoint),
-            transform, amp,
+            transform, amp, d.sampler, d.snippet,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -71,7 +80,15 @@ def _square(frame: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class WindowScorer:
-    """Sliding windows of `clip_len` samples, hop clip_len // 2, batched; keeps only the last window."""
+    """Scores every sample of a video with the model; see the module docstring for the two modes.
+
+    Sliding mode: windows of `clip_len` samples, hop clip_len // 2, batched; keeps only the last window.
+    Whole-video mode: keeps the samples (at the model's input size) until `finish`, up to `max_samples`
+    of them; a longer video falls back to sliding windows so memory stays bounded.
+    """
+
+    #: Samples held for whole-video scoring (~150 MB at 112x112); beyond it, sliding windows.
+    max_samples = 4096
 
     def __init__(self, km: KeyframeModel, batch_size: int) -> None:
         self.km = km
@@ -85,10 +102,23 @@ class WindowScorer:
         self.weight_sum: list[float] = []
         self.weight_n: list[int] = []
         self.windows: list[tuple[int, int, int, float]] = []  # (first pos, last pos, class, prob)
+        self.whole: list[torch.Tensor] | None = [] if km.sampler != "random" else None
 
     def push(self, frame: np.ndarray) -> None:
-        """Add the next sampled frame (uint8 ``(H, W, C)``); scores every window it completes."""
-        self.buffer.append(_square(torch.from_numpy(frame), self.km.size))
+        """Add the next sampled frame (uint8 ``(H, W, C)``)."""
+        square = _square(torch.from_numpy(frame), self.km.size)
+        if self.whole is not None:
+            self.whole.append(square)
+            if len(self.whole) > self.max_samples:  # too long to hold: stream it through sliding windows
+                held, self.whole = self.whole, None
+                for f in held:
+                    self._push_window(f)
+            return
+        self._push_window(square)
+
+    def _push_window(self, square: torch.Tensor) -> None:
+        """Sliding mode: score every window the new sample completes."""
+        self.buffer.append(square)
         self.weight_sum.append(0.0)
         self.weight_n.append(0)
         self.count += 1
@@ -106,10 +136,34 @@ class WindowScorer:
             self.flush()
 
     def finish(self) -> None:
-        """Score the last, partial window and whatever is still batched."""
+        """Score what is left: the whole video (whole-video mode) or the last, partial window."""
+        if self.whole is not None:
+            self._score_whole()
+            return
         if self.count and self.last_end != self.count:
             n = min(self.count, self.km.clip_len)
             self._emit(list(range(self.count - n, self.count)))
+        self.flush()
+
+    def _score_whole(self) -> None:
+        """Test views that together cover every sample, each spanning the whole video, as evaluation reads it."""
+        from vidattn.data.sampling import sampler_for
+
+        frames, self.whole = self.whole or [], None
+        n = self.count = len(frames)
+        self.weight_sum, self.weight_n = [0.0] * n, [0] * n
+        if not n:
+            return
+        views = max(1, -(-n // self.km.clip_len))  # enough shifted views to reach every sample
+        sampler = sampler_for(
+            self.km.sampler, clip_len=self.km.clip_len, train=False, num_clips=views, snippet=self.km.snippet
+        )
+        video = torch.stack(frames)  # (N, S, S, C)
+        for clip in sampler(n):
+            positions = list(clip.frame_indices)
+            self.pending.append((positions, video[torch.tensor(positions)]))
+            if len(self.pending) >= self.batch_size:
+                self.flush()
         self.flush()
 
     def flush(self) -> None:
@@ -121,9 +175,17 @@ class WindowScorer:
                 self.weight_sum[pos] += float(w[j])
                 self.weight_n[pos] += 1
             cls = int(p.argmax())
-            self.windows.append((positions[0], positions[-1], cls, float(p[cls])))
+            self.windows.append((min(positions), max(positions), cls, float(p[cls])))
         self.pending.clear()
 
     def frame_scores(self) -> np.ndarray:
-        """``(T,)`` each sample's attention weight averaged over the windows covering it."""
-        return (np.asarray(self.weight_sum) / np.maximum(np.asarray(self.weight_n), 1)).astype(np.float32)
+        """``(T,)`` each sample's attention weight averaged over the windows/views covering it.
+
+        A sample no view reached (rounding in a long video) takes the value of its nearest scored neighbours.
+        """
+        n = np.asarray(self.weight_n)
+        scores = np.asarray(self.weight_sum) / np.maximum(n, 1)
+        seen = np.flatnonzero(n)
+        if 0 < len(seen) < len(n):
+            scores = np.interp(np.arange(len(n)), seen, scores[seen])
+        return scores.astype(np.float32)
