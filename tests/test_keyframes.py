@@ -382,3 +382,72 @@ def test_sharp_frame_beats_blurred_and_black(realvid_frames, tmp_path):
         assert len(chosen) == 2
         assert not bad & set(chosen), (blur_first, chosen)
         assert {c // 80 for c in chosen} == {0, 1}
+
+
+# --- whole-video scoring with a coverage-trained model (issue 15) --------------------------------
+class _Brightness(torch.nn.Module):
+    """A stand-in model whose temporal attention is the frames' brightness (softmax over the view)."""
+
+    def frame_weights(self, x: torch.Tensor, *, return_logits: bool = False):
+        weights = torch.softmax(x.mean((1, 3, 4)) * 20, dim=-1)
+        return torch.zeros(x.shape[0], 2), weights
+
+
+def _bright_frame_video(n: int, bright: int) -> np.ndarray:
+    frames = np.full((n, 32, 32, 3), 60, dtype=np.uint8)
+    frames[bright] = 230
+    return frames
+
+
+@pytest.mark.parametrize("max_samples", [4096, 100])  # whole-video views, and the bounded-memory fallback
+def test_whole_video_scores_find_the_moment_in_a_long_video(monkeypatch, max_samples):
+    from vidattn.data.transforms import VideoTransform
+    from vidattn.keyframes.model import KeyframeModel, WindowScorer
+
+    monkeypatch.setattr(WindowScorer, "max_samples", max_samples)
+    transform = VideoTransform(32, train=False)
+    km = KeyframeModel(
+        _Brightness(), ["a", "b"], 16, 1, 32, 32, torch.device("cpu"), transform=transform, sampler="auto"
+    )
+    scorer = WindowScorer(km, batch_size=4)
+    for frame in _bright_frame_video(700, 517):
+        scorer.push(frame)
+    scorer.finish()
+    scores = scorer.frame_scores()
+    assert scores.shape == (700,) and int(scores.argmax()) == 517
+    assert min(w[0] for w in scorer.windows) == 0 and max(w[1] for w in scorer.windows) == 699
+
+
+@pytest.fixture(scope="module")
+def coverage_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny model trained (as its config says) with whole-video coverage at stride 2."""
+    from vidattn.config import load_config
+    from vidattn.engine.checkpoint import FORMAT, atomic_save
+    from vidattn.models import create_model
+
+    cfg = load_config(None).to_dict()
+    cfg["data"].update(clip_len=16, stride=2, size=48, crop_size=48, sampler="auto")
+    torch.manual_seed(0)
+    model = create_model("r2plus1d_tiny", num_classes=2, attn="stc", head="attn")
+    torch.nn.init.normal_(model.head.attn[2].weight, std=0.5)
+    path = tmp_path_factory.mktemp("ckpt") / "coverage.pt"
+    atomic_save({"format": FORMAT, "model": model.state_dict(), "classes": ["a", "b"], "config": cfg}, path)
+    return path
+
+
+def test_checkpoint_scores_map_to_true_frame_indices_on_a_long_video(coverage_checkpoint, tmp_path, capsys):
+    video = tmp_path / "long.mp4"
+    write_video(video, _scene(5, 120) + _scene(6, 120) + _scene(7, 61), fps=20)  # 301 frames
+    args = ["keyframes", str(video), "--checkpoint", str(coverage_checkpoint), "-k", "3", "--json", "--device", "cpu"]
+    code, stdout, stderr = _run_cli(args, capsys)
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert doc["num_frames"] == 301
+    indices = [s["frame_index"] for s in doc["scores"]]
+    assert indices == list(range(0, 301, 2))  # the model's stride: every second true frame, none invented
+    for s in doc["scores"]:
+        assert s["time_s"] == pytest.approx(s["frame_index"] / 20, abs=1e-6)
+    assert all(k["frame_index"] in indices for k in doc["keyframes"])
+    # Each view spans the whole video, and together they score every sample.
+    assert all(w["start_frame"] <= 20 and w["end_frame"] >= 280 for w in doc["windows"])
+    assert len(doc["windows"]) == -(-len(indices) // 16)

@@ -76,9 +76,14 @@ def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
     assert f"run directory: {run}" in res.stderr
     for name in ("config.yaml", "classes.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
+    assert (run / "errors.jsonl").read_text() == ""  # exists and is empty: nothing failed
+    # It says which config it uses and what it derived from the data (stride from the 12 fps videos).
+    assert "config: the embedded default" in res.stderr and "data.stride=3" in res.stderr
+    assert "optim.lr=0.006 (training from scratch)" in res.stderr
     assert list((run / "tb").glob("events.out.tfevents.*"))
     metrics = read_metrics(run)
     assert [m["epoch"] for m in metrics] == [1, 2]
+    assert metrics[0]["clips"] == 18  # 18 videos at batch 4: the last, partial batch trains too
     for key in ("loss", "train_top1", "val_top1", "clips_per_s", "data_s", "compute_s", "lr"):
         assert key in metrics[-1]
     assert json.loads((run / "classes.json").read_text())[0] == "appear"

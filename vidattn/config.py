@@ -80,11 +80,12 @@ class DataConfig:
     # segment = TSN, one frame per segment; random = one dense clip at a random start (uniform clips at test).
     sampler: str = "auto"
     snippet: int = 1  # auto, videos longer than a clip: consecutive frames per segment (divides clip_len)
-    clip_len: int = 16  # frames per clip
-    stride: int = 1  # frames between sampled frames (dense sampler)
+    # None = derived at start from a sample of the training videos (vidattn/data/profile.py), and printed.
+    clip_len: int | None = None  # frames per clip (auto: spread over the whole video)
+    stride: int | None = None  # frames between sampled frames of a dense clip (auto: the widest spacing of one clip)
     short: str = "loop"  # videos shorter than a clip: loop | pad | skip
-    size: int = 32  # decode with the short side at this size (then a square crop)
-    crop_size: int = 32  # model input side after the device transform
+    size: int | None = None  # decode with the short side at this size (then a square crop); None = derived
+    crop_size: int | None = None  # model input side after the device transform; None = derived (= size)
     scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range (train)
     flip: bool = False  # horizontal flip in training; off by default: direction can be the class
     test_clips: int = 1  # temporal views per video at evaluation
@@ -99,6 +100,8 @@ class DataConfig:
         "split_id": _at_least(1),
         "clip_len": _at_least(1),
         "stride": _at_least(1),
+        "sampler": _one_of("auto", "segment", "random"),
+        "snippet": _at_least(1),
         "short": _one_of("loop", "pad", "skip"),
         "size": _at_least(1),
         "crop_size": _at_least(1),
@@ -128,7 +131,9 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # adamw | sgd
-    lr: float = 6e-3  # peak learning rate for a global batch of REFERENCE_BATCH_SIZE (engine/optim.py), scaled linearly
+    # Peak learning rate for a global batch of REFERENCE_BATCH_SIZE (engine/optim.py), scaled linearly. None = 6e-3
+    # when the model trains from scratch, 6e-4 with pretrained weights (the scratch rate destroys them).
+    lr: float | None = None
     weight_decay: float = 0.05  # decoupled weight decay; norms and biases are exempt
     momentum: float = 0.9  # SGD momentum
     warmup_epochs: float = 1.0  # linear warmup before the cosine decay
@@ -158,7 +163,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
+    epochs: int = 30
     batch_size: int = 16  # clips per process
     eval_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda

@@ -15,6 +15,7 @@ __all__ = [
     "param_groups",
     "build_optimizer",
     "scaled_lr",
+    "default_lr",
     "cosine_schedule",
     "ModelEma",
     "mix_batch",
@@ -23,6 +24,15 @@ __all__ = [
 #: The global batch (clips per optimiser step, over all processes) that ``optim.lr`` is tuned for; other
 #: batches scale the learning rate linearly (Goyal et al. 2017, "Accurate, Large Minibatch SGD").
 REFERENCE_BATCH_SIZE = 16
+
+#: Peak learning rates (global batch 16) when ``optim.lr`` is unset: from scratch, and fine-tuning pretrained weights.
+LR_SCRATCH, LR_PRETRAINED = 6e-3, 6e-4
+
+
+def default_lr(pretrained: str | None) -> float:
+    """The peak learning rate for a model trained from scratch or from `pretrained` weights (a config value)."""
+    none = pretrained is None or str(pretrained).strip().lower() in ("", "none", "null", "false")
+    return LR_SCRATCH if none else LR_PRETRAINED
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

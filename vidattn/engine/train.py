@@ -42,7 +42,15 @@ from vidattn.engine.checkpoint import FORMAT, atomic_save, checkpoint_config, lo
 from vidattn.engine.distributed import DistInfo, all_gather_objects, barrier, cleanup, init_distributed
 from vidattn.engine.evaluate import clip_sampler, eval_dataset, evaluate
 from vidattn.engine.modeling import amp_mode, autocast_for, build_model
-from vidattn.engine.optim import ModelEma, build_optimizer, cosine_schedule, mix_batch, scaled_lr
+from vidattn.engine.optim import (
+    LR_SCRATCH,
+    ModelEma,
+    build_optimizer,
+    cosine_schedule,
+    default_lr,
+    mix_batch,
+    scaled_lr,
+)
 from vidattn.errors import ConfigError, VidattnError
 
 __all__ = ["TrainingDiverged", "default_run_dir", "saved_config", "train"]
@@ -132,6 +140,32 @@ def _configure_process(cfg: Config, info: DistInfo) -> None:
     _seed_all(cfg.train.seed + info.rank)
 
 
+def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
+    """Derive the settings the config left unset (None) from the data and the model, and say what was derived.
+
+    Data settings come from a probed sample of the training videos (`vidattn.data.profile`); the learning
+    rate from whether the weights are pretrained. Every rank probes the same sample, so all agree.
+    """
+    from vidattn.data.profile import derive_data_settings, profile_videos
+
+    d = cfg.data
+    said = []
+    if None in (d.clip_len, d.stride, d.size, d.crop_size):
+        records, _ = load_annotations(d.root, "train", fmt=d.format, ann_file=d.train_ann, split_id=d.split_id)
+        profile = profile_videos([r.path for r in records], backend=d.backend)
+        derived = derive_data_settings(d, profile)
+        for key, value in derived.items():
+            setattr(d, key, value)
+        source = profile.describe() if profile is not None else "no training video could be probed"
+        said.append(f"{source} -> " + ", ".join(f"data.{k}={v}" for k, v in derived.items()))
+    if cfg.optim.lr is None:
+        cfg.optim.lr = default_lr(cfg.model.pretrained)
+        kind = "training from scratch" if cfg.optim.lr == LR_SCRATCH else "pretrained weights"
+        said.append(f"optim.lr={cfg.optim.lr:g} ({kind})")
+    if said:
+        _log(info, "derived (set them with -o to override): " + "; ".join(said))
+
+
 def _prepare_run(cfg: Config, run_dir: Path, info: DistInfo, resume: bool) -> tuple[Config, dict[str, Any] | None]:
     """Check the run directory, resolve ``data.root`` into the config, write ``config.yaml`` (rank 0).
 
@@ -156,6 +190,15 @@ def _prepare_run(cfg: Config, run_dir: Path, info: DistInfo, resume: bool) -> tu
     elif not Path(cfg.data.root).exists():
         raise ConfigError(f"data root {cfg.data.root} does not exist")
     cfg.data.root = str(Path(cfg.data.root).resolve())
+    if info.is_main and synthetic:
+        from vidattn.data.synthetic import generate_dataset
+
+        _log(info, f"generating synthetic default data into {cfg.data.root}")
+        d = cfg.data
+        generate_dataset(d.root, per_class=d.synth_per_class, val_per_class=d.synth_val_per_class, seed=cfg.train.seed)
+    barrier()
+    # Before the resume check and config.yaml: the run is defined by the derived values, not by "unset".
+    fill_unset_settings(cfg, info)
     ckpt = None
     if resume:
         ckpt = load_checkpoint(last_path, map_location=info.device)
@@ -164,14 +207,6 @@ def _prepare_run(cfg: Config, run_dir: Path, info: DistInfo, resume: bool) -> tu
     if info.is_main:
         with writing_to(run_dir):
             atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        if synthetic:
-            from vidattn.data.synthetic import generate_dataset
-
-            _log(info, f"generating synthetic default data into {cfg.data.root}")
-            d = cfg.data
-            generate_dataset(
-                d.root, per_class=d.synth_per_class, val_per_class=d.synth_val_per_class, seed=cfg.train.seed
-            )
     barrier()
     return cfg, ckpt
 
@@ -209,7 +244,9 @@ def _build_data(cfg: Config, run_dir: Path, info: DistInfo) -> _Data:
         t.batch_size,
         sampler=epoch_sampler,
         num_workers=d.num_workers,
-        drop_last=len(train_ds) >= 2 * t.batch_size * info.world_size,
+        # Only a last batch of one clip is dropped (its BatchNorm statistics are noise); any other partial
+        # batch trains, so a small dataset does not lose part of every epoch.
+        drop_last=-(-len(train_ds) // info.world_size) % t.batch_size == 1,
     )
     val_loader = None
     if info.is_main:
