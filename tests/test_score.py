@@ -381,3 +381,13 @@ def test_cli_errors_are_one_line(clips, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert nothing.returncode == 2 and nothing.stderr.count("\n") == 1 and "Traceback" not in nothing.stderr
+
+
+def test_model_views_cover_the_whole_video_like_eval():
+    """A coverage-trained model's views each span the video; a dense-clip model's uniform clips stay dense."""
+    spec = pipeline.DecodeSpec(clip_len=8, stride=2, num_clips=3, sampler="auto")
+    views = pipeline.model_views(spec, 400)
+    assert len(views) == 3
+    assert all(v.frame_indices[0] < 50 and v.frame_indices[-1] >= 349 for v in views)
+    dense = pipeline.model_views(pipeline.DecodeSpec(clip_len=8, stride=2, num_clips=3), 400)
+    assert all(v.frame_indices[-1] - v.frame_indices[0] == 14 for v in dense)
