@@ -137,7 +137,7 @@ class HardTemporalAttention(AttentionLayer):
         )
         if self.is_recording:
             self._record(soft)
-            self._record(mask.detach(), ":mask")
+            self._record(torch.zeros_like(soft).scatter_(1, index, 1.0), ":mask")  # exactly 0/1
         return mask, index
 
     def forward(self, x: Tensor) -> Tensor:

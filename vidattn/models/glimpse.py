@@ -156,7 +156,7 @@ class GlimpseNet(RecordsAttention, nn.Module):
         )
         if self.is_recording:
             self._record(soft)
-            self._record(mask.detach(), ":mask")
+            self._record(torch.zeros_like(soft).scatter_(1, centres, 1.0), ":mask")  # exactly 0/1
         context = torch.einsum("bt,bct->bc", soft, feats)
         starts = (centres - length // 2).clamp(0, t - length)  # (B, k)
         frame_idx = rearrange(starts[..., None] + torch.arange(length, device=x.device), "b k l -> b (k l)")
