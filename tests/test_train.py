@@ -78,7 +78,7 @@ def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
         assert (run / name).is_file(), name
     assert (run / "errors.jsonl").read_text() == ""  # exists and is empty: nothing failed
     # It says which config it uses and what it derived from the data (stride from the 12 fps videos).
-    assert "config: the embedded default" in res.stderr and "data.stride=3" in res.stderr
+    assert "config: the embedded default" in res.stdout and "data.stride=3" in res.stderr
     assert "optim.lr=0.006 (training from scratch)" in res.stderr
     assert list((run / "tb").glob("events.out.tfevents.*"))
     metrics = read_metrics(run)
@@ -399,7 +399,7 @@ def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     """Loading a checkpoint gives its Config; eval, key frames and scoring read size and AMP from it alike."""
     from vidattn.apps.score import _Model
     from vidattn.config import Config
-    from vidattn.engine.checkpoint import FORMAT, atomic_save, load_model
+    from vidattn.engine.checkpoint import FORMAT, PREDATED_DATA, atomic_save, load_model
     from vidattn.engine.evaluate import run_eval
     from vidattn.engine.modeling import amp_mode, build_model
     from vidattn.keyframes.model import KeyframeModel
@@ -407,7 +407,7 @@ def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     cfg = load_config(None, [*TINY, "data.clip_len=4", "train.amp=bf16", f"data.root={synth_root}"])
     classes = load_annotations(synth_root, "train")[1]
     config = cfg.to_dict()
-    del config["data"]["size"]  # written before `size` existed: the DataConfig default, everywhere
+    del config["data"]["size"]  # written before `size` existed: the value of that time, everywhere
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     atomic_save({"format": FORMAT, "model": build_model(cfg, len(classes)).state_dict(), "classes": classes,
                  "config": config}, path)  # fmt: skip
@@ -415,7 +415,7 @@ def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     cpu = torch.device("cpu")
     _, loaded_classes, loaded = load_model(path, cpu)
     assert isinstance(loaded, Config) and loaded_classes == classes
-    assert loaded.data.size == Config().data.size and loaded.data.clip_len == 4
+    assert loaded.data.size == PREDATED_DATA["size"] and loaded.data.clip_len == 4
     assert KeyframeModel.load(path, cpu).size == loaded.data.size
     assert _Model(path, cpu, topk=3).data.size == loaded.data.size
     # train.amp is honoured by eval, key frames and scoring (bf16 runs on the CPU too); auto means off on a CPU.

@@ -501,7 +501,8 @@ def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dr
     if dry_run:
         click.echo(dump_config(cfg), nl=False)
         return
-    click.echo(f"config: {config_path or 'the embedded default (vidattn/config.py; configs/synthetic.yaml)'}", err=True)
+    # On stdout: stderr stays one line when the run fails.
+    click.echo(f"config: {config_path or 'the embedded default (vidattn/config.py; configs/synthetic.yaml)'}")
     from vidattn.engine import train as engine
 
     engine.train(cfg, out_dir or engine.default_run_dir(), resume=resume)

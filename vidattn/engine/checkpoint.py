@@ -22,7 +22,7 @@ from vidattn._io import atomic_open
 from vidattn.config import Config
 from vidattn.errors import ConfigError, VidattnError
 
-__all__ = ["FORMAT", "atomic_save", "checkpoint_config", "load_checkpoint", "load_model"]
+__all__ = ["FORMAT", "PREDATED_DATA", "atomic_save", "checkpoint_config", "load_checkpoint", "load_model"]
 
 FORMAT = "vidattn-checkpoint/1"
 
@@ -64,7 +64,22 @@ def checkpoint_config(ckpt: dict[str, Any], source: str | os.PathLike) -> Config
     config = ckpt.get("config")
     if not isinstance(config, dict) or not (config.get("model") or {}).get("name"):
         raise ConfigError(f"{source}: checkpoint lacks the model config")
-    return Config.from_dict(config, source=str(source)).validate(str(source))
+    cfg = Config.from_dict(config, source=str(source))
+    # A key the checkpoint predates, or left unset (a run always saves the derived values), takes the value
+    # that was in effect before it could be derived: the model was trained with that.
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    if "sampler" not in data:
+        cfg.data.sampler = "random"
+    for key, value in PREDATED_DATA.items():
+        if getattr(cfg.data, key) is None:
+            setattr(cfg.data, key, value)
+    if cfg.optim.lr is None:
+        cfg.optim.lr = 6e-3
+    return cfg.validate(str(source))
+
+
+#: ``data`` values of checkpoints written before they were derived from the videos (issue 15).
+PREDATED_DATA = {"clip_len": 16, "stride": 1, "size": 32, "crop_size": 32}
 
 
 def load_model(
