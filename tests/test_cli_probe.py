@@ -102,3 +102,11 @@ def test_probe_table_in_process(index_videos, bad_video, capsys):
 def test_probe_needs_a_path(capsys):
     code, _, err = run_main(capsys, "probe")
     assert code == 2 and "Traceback" not in err
+
+
+def test_probe_reports_a_directory_and_probes_the_rest(index_videos, tmp_path):
+    good = str(index_videos["h264.mp4"])
+    result = run_cli("probe", str(tmp_path), good)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"Error: {tmp_path}: is a directory, not a video file"]
+    assert result.stdout.strip().splitlines()[1].startswith(f"{good}\t")

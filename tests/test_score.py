@@ -391,3 +391,69 @@ def test_model_views_cover_the_whole_video_like_eval():
     assert all(v.frame_indices[0] < 50 and v.frame_indices[-1] >= 349 for v in views)
     dense = pipeline.model_views(pipeline.DecodeSpec(clip_len=8, stride=2, num_clips=3), 400)
     assert all(v.frame_indices[-1] - v.frame_indices[0] == 14 for v in dense)
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 13: the lock through a symlink, missing inputs, temporaries of a killed export
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("via", ["file link", "folder link"])
+def test_same_database_through_a_symlink_is_one_writer(clips, tmp_path, via):
+    real = tmp_path / "real" / "r.sqlite"
+    real.parent.mkdir()
+    if via == "file link":
+        other = tmp_path / "link.sqlite"
+        other.symlink_to(real)
+    else:
+        (tmp_path / "alias").symlink_to(real.parent)
+        other = tmp_path / "alias" / "r.sqlite"
+    args = ["score", str(clips), "--out", str(other), "--quiet", "--workers", "0"]
+    with ResultStore(real):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vidattn.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "being written by another vidattn score" in proc.stderr
+
+
+def test_missing_input_exits_1_and_the_others_are_scored(clips, tmp_path):
+    db, missing = tmp_path / "r.sqlite", tmp_path / "missing.mp4"
+    args = ["score", str(clips / "clip0.mp4"), str(missing), str(tmp_path / "nomatch*.mp4"), "--out", str(db)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidattn.cli", *args, "--quiet", "--workers", "0"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: 2 input(s) not found: {missing} and 1 more"]
+    got = rows(db)
+    assert got[str(clips / "clip0.mp4")]["status"] == "ok" and got[str(missing)]["error"] == "no such file"
+    # A rerun skips both rows and still says the input is missing.
+    again = run_score([str(clips / "clip0.mp4"), str(missing)], db, workers=0, progress=False, log=quiet)
+    assert again.skipped == 2 and again.missing == [str(missing)]
+
+
+def test_export_removes_only_stale_temporaries_of_its_output(clips, tmp_path):
+    import fcntl
+
+    db = tmp_path / "r.sqlite"
+    run_score([str(clips / "clip0.mp4")], db, workers=0, progress=False, log=quiet)
+    out = tmp_path / "out" / "all.csv"
+    out.parent.mkdir()
+    stale = out.parent / ".all.csv.k1ll3d_x.tmp"  # what a killed export leaves: unlocked
+    busy = out.parent / ".all.csv.running_.tmp"  # a running export holds its lock
+    others = [out.parent / ".all.csv.notours.tmp", out.parent / ".other.csv.abcdefgh.tmp", out.parent / "all.csv.tmp"]
+    for p in [stale, busy, *others]:
+        p.write_text("partial")
+    link = out.parent / ".all.csv.linkxxxx.tmp"
+    link.symlink_to(tmp_path / "victim")
+    (tmp_path / "victim").write_text("not ours")
+    with busy.open() as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        summary = run_export([str(db)], out, log=quiet)
+    assert summary.stale_removed == 1 and summary.rows == 1
+    assert not stale.exists() and busy.exists() and link.is_symlink() and (tmp_path / "victim").exists()
+    assert all(p.exists() for p in others)
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")) == sorted(
+        p.name for p in [busy, link, *others] if p.name.endswith(".tmp")
+    )

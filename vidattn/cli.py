@@ -120,7 +120,7 @@ def score(
     """
     from vidattn.apps.score import run_score
 
-    run_score(
+    summary = run_score(
         inputs,
         out,
         checkpoint=checkpoint,
@@ -139,7 +139,7 @@ def score(
         engine=engine,
         ray_address=ray_address,
     )
-    return 0
+    return 1 if summary.missing else 0  # every other input has its row; a missing one is likely a typo
 
 
 @cli.command()
@@ -547,7 +547,7 @@ def eval_cmd(checkpoint, data_root, split, device, out_dir, as_json) -> None:
 
 # --- probe --------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.argument("paths", nargs=-1, required=True, type=str)  # checked per file by the app: one bad path is one line
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 @click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 def probe(paths: tuple[str, ...], as_json: bool, backend: str) -> int:

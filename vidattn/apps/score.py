@@ -75,6 +75,7 @@ class ScoreSummary:
     worker_crashes: int = 0
     duplicates: int = 0
     model: str | None = None
+    missing: list[str] = field(default_factory=list)  # inputs of this shard not found, and patterns matching nothing
     top_errors: list[tuple[str, int]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -319,6 +320,7 @@ def run_score(
         raise VidattnError("no videos found in the inputs")
     mine = [it for it in expanded.items if shard_of(it.unit, num_shards) == index]
     summary.in_shard = len(mine)
+    summary.missing = [it.key for it in mine if it.missing] + expanded.unmatched
 
     if engine not in ("local", "ray"):
         raise VidattnError(f"engine {engine!r}: use local or ray")
@@ -341,7 +343,6 @@ def run_score(
         )
     kf_fn = keyframe_fn or (resolve_keyframe_fn(timeout_s) if keyframes else None)
 
-    db.parent.mkdir(parents=True, exist_ok=True)
     with ResultStore(db) as store:
         done = store.done_map()
         todo = [it for it in mine if not _is_done(done.get(it.key), it, summary.model, keyframes, retry_errors)]
@@ -505,6 +506,9 @@ def _log_summary(s: ScoreSummary, log: Callable[[str], None]) -> None:
         log(f"  {count:>6} x {reason}")
     if s.worker_crashes:
         log(f"warning: {s.worker_crashes} decoder crash(es) recorded as error rows")
+    if s.missing:
+        more = f" and {len(s.missing) - 1} more" if len(s.missing) > 1 else ""
+        log(f"Error: {len(s.missing)} input(s) not found: {s.missing[0]}{more}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -519,6 +523,8 @@ def run_export(
 ) -> ExportSummary:
     """Merge results databases into one Parquet / CSV / JSONL file (see `vidattn.scoring.export`)."""
     summary = export_results(databases, out, fmt=fmt)
+    if summary.stale_removed:
+        log(f"export: removed {summary.stale_removed} temporary file(s) left by an interrupted export")
     dup = f", {summary.duplicates} duplicate path(s) merged" if summary.duplicates else ""
     log(
         f"export: {summary.rows} rows ({summary.ok} ok, {summary.errors} errors) from {len(summary.databases)} "

@@ -4,25 +4,39 @@ Databases are read in ``path`` order (the primary-key index) and merged with a s
 merge, so memory stays flat for millions of rows. A path found in several databases (e.g. the shard
 count changed between runs) is written once: the row scored last wins. The output is written to a
 temporary file in the same folder and renamed over the target, so readers never see half a file.
+
+The temporary file (``.<out name>.<random>.tmp``) is `flock`-ed while it is written. An export that
+was killed leaves it behind unlocked; the next export to the same output removes such files, and only
+those: a name of that exact form whose lock is free (a running export holds its own).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import glob
 import heapq
 import json
 import os
+import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vidattn._io import atomic_path
-from vidattn.errors import VidattnError
+from vidattn.errors import OutputError, VidattnError
 from vidattn.scoring.store import COLUMNS, connect_readonly
 
-__all__ = ["FORMATS", "ExportSummary", "resolve_databases", "iter_merged_rows", "export_results"]
+__all__ = [
+    "FORMATS",
+    "ExportSummary",
+    "resolve_databases",
+    "iter_merged_rows",
+    "export_results",
+    "remove_stale_temporaries",
+]
 
 FORMATS = ("parquet", "csv", "jsonl")
 _CHUNK = 10_000
@@ -37,6 +51,7 @@ class ExportSummary:
     errors: int
     databases: list[Path]
     duplicates: int
+    stale_removed: int = 0  # temporary files of killed exports removed
 
 
 def resolve_databases(specs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -50,6 +65,8 @@ def resolve_databases(specs: Sequence[str | os.PathLike]) -> list[Path]:
         if os.path.isfile(text):
             found.append(Path(text))
             continue
+        if os.path.isdir(text):
+            raise VidattnError(f"{text}: is a directory, not a results database")
         if set("*?[") & set(text):
             matches = sorted(glob.glob(text))
             if not matches:
@@ -130,6 +147,7 @@ def export_results(
 
     Raises:
         VidattnError: no database, unknown format, or pyarrow missing for Parquet.
+        OutputError: `out` cannot be written (read-only folder, full disk); nothing is left behind.
     """
     out = Path(out)
     fmt = _format_of(out, fmt)
@@ -143,7 +161,6 @@ def export_results(
             raise VidattnError(msg) from None
     if any(os.path.realpath(out) == os.path.realpath(d) for d in dbs):
         raise VidattnError(f"{out}: the output would overwrite an input database")
-    out.parent.mkdir(parents=True, exist_ok=True)
     counter: dict[str, int] = {}
     stats = {"rows": 0, "ok": 0}
 
@@ -153,11 +170,55 @@ def export_results(
             stats["ok"] += row["status"] == "ok"
             yield row
 
-    with atomic_path(out) as tmp:
-        {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl}[fmt](rows(), tmp)
+    try:
+        stale = remove_stale_temporaries(out)
+        lock_fd = None
+        try:
+            with atomic_path(out) as tmp:
+                lock_fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held past the rename: a later export sees it is in use
+                {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl}[fmt](rows(), tmp)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+    except OSError as exc:  # a read-only folder or a full disk: one line, and the temporary file is gone
+        raise OutputError(out, exc) from None
     return ExportSummary(
-        out, fmt, stats["rows"], stats["ok"], stats["rows"] - stats["ok"], dbs, counter.get("duplicates", 0)
+        out, fmt, stats["rows"], stats["ok"], stats["rows"] - stats["ok"], dbs, counter.get("duplicates", 0), stale
     )
+
+
+def remove_stale_temporaries(out: str | os.PathLike) -> int:
+    """Remove what killed exports to `out` left: ``.<name>.<8 random>.tmp`` (`vidattn._io` names) nobody holds locked.
+
+    Returns:
+        How many files were removed.
+    """
+    out = Path(out)
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    removed = 0
+    try:
+        names = [name for name in os.listdir(out.parent) if pattern.fullmatch(name)]
+    except OSError:
+        return 0
+    for name in names:
+        path = out.parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue  # a link, gone, or not ours to open
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a running export is writing it
+            path.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _write_parquet(rows: Iterator[dict[str, Any]], tmp: Path) -> None:

@@ -76,6 +76,11 @@ class InputItem:
     error: str | None = None
 
     @property
+    def missing(self) -> bool:
+        """Nothing is at the path, not even a broken link (a typo in an input, a file deleted since listing)."""
+        return self.member is None and self.size is None and self.error is None
+
+    @property
     def unit(self) -> str:
         """The work unit: the file itself, or the tar that holds the member."""
         return self.path if self.member is not None else self.key
@@ -87,6 +92,7 @@ class ExpandedInputs:
 
     items: list[InputItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)  # patterns that matched nothing
     duplicates: int = 0
 
 
@@ -179,12 +185,12 @@ def _tar_items(path: str) -> list[InputItem]:
     return items
 
 
-def _expand_one(arg: str, out: list[InputItem], warnings: list[str], *, allow_lists: bool = True) -> None:
+def _expand_one(arg: str, out: list[InputItem], result: ExpandedInputs, *, allow_lists: bool = True) -> None:
     if is_url(arg):  # s3://, gs://, https://: listed through fsspec (`vidattn.scoring.remote`)
-        out.extend(expand_url(arg, warnings))
+        out.extend(expand_url(arg, result.warnings))
         return
     if allow_lists and arg.startswith("@"):
-        _expand_list(arg[1:], out, warnings)
+        _expand_list(arg[1:], out, result)
         return
     if os.path.isdir(arg):
         for path in _walk(arg):
@@ -194,19 +200,20 @@ def _expand_one(arg: str, out: list[InputItem], warnings: list[str], *, allow_li
         out.extend(_tar_items(arg))
         return
     if allow_lists and os.path.isfile(arg) and arg.lower().endswith(LIST_SUFFIXES):
-        _expand_list(arg, out, warnings)
+        _expand_list(arg, out, result)
         return
     if not os.path.lexists(arg) and _GLOB_CHARS & set(arg):
         matches = sorted(glob.glob(arg, recursive=True))
         if not matches:
-            warnings.append(f"{arg}: pattern matched no files")
+            result.warnings.append(f"{arg}: pattern matched no files")
+            result.unmatched.append(arg)
         for match in matches:
-            _expand_one(match, out, warnings, allow_lists=False)
+            _expand_one(match, out, result, allow_lists=False)
         return
     out.append(_file_item(arg))  # a file, or something missing that still earns its error row
 
 
-def _expand_list(list_path: str, out: list[InputItem], warnings: list[str]) -> None:
+def _expand_list(list_path: str, out: list[InputItem], result: ExpandedInputs) -> None:
     try:
         text = Path(list_path).read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
@@ -217,7 +224,7 @@ def _expand_list(list_path: str, out: list[InputItem], warnings: list[str]) -> N
         if not line or line.startswith("#"):
             continue
         path = line if os.path.isabs(line) or is_url(line) else os.path.join(base, line)
-        _expand_one(path, out, warnings, allow_lists=False)  # no nested lists: no cycles
+        _expand_one(path, out, result, allow_lists=False)  # no nested lists: no cycles
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> ExpandedInputs:
@@ -229,7 +236,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> ExpandedInputs:
     result = ExpandedInputs()
     raw: list[InputItem] = []
     for arg in inputs:
-        _expand_one(os.fspath(arg), raw, result.warnings)
+        _expand_one(os.fspath(arg), raw, result)
     seen: set[str] = set()
     for item in raw:
         if item.key in seen:

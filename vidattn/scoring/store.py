@@ -4,12 +4,15 @@ Safety properties, and how they hold:
 
 - **One row per path**: ``path`` is the primary key and rows are written with an upsert, so a
   rerun replaces a row instead of adding one.
+- **A failed write loses only rows in flight**: a full disk or a read-only folder ends the run with one
+  `OutputError` naming the database; the open transaction is rolled back, committed rows stay.
 - **kill -9 loses only rows in flight**: WAL journal, rows committed in small transactions
   (`ResultStore.put` commits every `commit_every` rows or `commit_interval_s` seconds). A killed
   process leaves a WAL that the next open replays; ``synchronous=NORMAL`` is durable across a
   process crash (an OS crash may drop the last transactions, never corrupt the file).
 - **One writer per database**: `ResultStore` holds an exclusive lock (`fcntl.lockf`) on ``<db>.lock`` (with
-  the PID and host in it) for its lifetime. A second `vidattn score` on the same file refuses with
+  the PID and host in it) for its lifetime, next to the database's real path (symlinks resolved, so the
+  same file reached through a link is the same lock). A second `vidattn score` on the same file refuses with
   a message naming that PID. The kernel drops the lock when the holder dies, even by SIGKILL, so
   a stale lock file never blocks a rerun. Readers (`vidattn export`) need no lock (WAL).
 
@@ -19,16 +22,17 @@ is why each shard of a multi-machine run writes its own file (`shard_db_path`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from vidattn.errors import VidattnError
+from vidattn.errors import OutputError, VidattnError
 
 __all__ = ["COLUMNS", "SCHEMA_VERSION", "DatabaseLock", "ResultStore", "shard_db_path", "connect_readonly"]
 
@@ -92,41 +96,49 @@ class DatabaseLock:
     """
 
     def __init__(self, db_path: str | os.PathLike) -> None:
-        self.path = Path(f"{os.fspath(db_path)}.lock")
+        self.db = os.fspath(db_path)  # as the user named it, for messages
+        # Keyed on the real path: the same database through a symlink (to it or to a folder above) is one lock.
+        self.path = Path(f"{os.path.realpath(db_path)}.lock")
         self._fd: int | None = None
-        self._key = ""
 
     def _refuse(self, holder: str) -> VidattnError:
-        db = os.fspath(self.path)[: -len(".lock")]
         return VidattnError(
-            f"{db} is being written by another vidattn score ({holder}); wait for it to finish, "
+            f"{self.db} is being written by another vidattn score ({holder}); wait for it to finish, "
             "or give this run another --out (or another --shard)"
         )
 
     def acquire(self) -> None:
+        """Take the lock or raise: `VidattnError` when another writer holds it, `OutputError` when it cannot be made."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        key = os.path.realpath(self.path)
+        key = os.fspath(self.path)
         if key in _HELD:
             raise self._refuse(f"pid {os.getpid()} on {socket.gethostname()}, this process")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise OutputError(self.db, exc) from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
             os.close(fd)
             raise self._refuse(holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        self._fd, self._key = fd, key
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: the lock is held, only the note of who holds it is missing
+            os.close(fd)
+            raise OutputError(self.db, exc) from None
+        self._fd = fd
         _HELD.add(key)
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the lock; the file stays (unlinking would race a waiter)
             self._fd = None
-            _HELD.discard(self._key)
+            _HELD.discard(os.fspath(self.path))
 
 
 class ResultStore:
@@ -145,22 +157,40 @@ class ResultStore:
         self._conn: sqlite3.Connection | None = None
         self._pending = 0
         self._last_commit = time.monotonic()
+        self._failed = False
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def open(self) -> ResultStore:
         self._lock.acquire()
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._create()
-        except sqlite3.DatabaseError as exc:
+            # The real path: SQLite names its -wal and -shm files after the path it is given.
+            self._conn = sqlite3.connect(os.path.realpath(self.path), timeout=30, isolation_level=None)
+            with self._writing():
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._create()
+        except sqlite3.DatabaseError as exc:  # not a database at all (an OperationalError is an OutputError)
             self.close()
             raise VidattnError(f"{self.path}: cannot open results database ({exc})") from None
         except BaseException:
             self.close()
             raise
         return self
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failed write (full disk, read-only file, I/O error) into one `OutputError`, rolled back.
+
+        Rows of earlier transactions are committed and stay; the store refuses further writes.
+        """
+        try:
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            self._failed = True
+            if self._conn is not None and self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            raise OutputError(self.path, exc) from None
 
     def _create(self) -> None:
         conn = self._conn
@@ -179,7 +209,8 @@ class ResultStore:
     def close(self) -> None:
         if self._conn is not None:
             try:
-                self.commit()
+                if not self._failed:
+                    self.commit()
             finally:
                 self._conn.close()
                 self._conn = None
@@ -198,11 +229,12 @@ class ResultStore:
         return {row[0]: tuple(row[1:]) for row in cur}
 
     def set_meta(self, values: Mapping[str, Any]) -> None:
-        self._begin()
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()],
-        )
+        with self._writing():
+            self._begin()
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()],
+            )
         self.commit()
 
     # -- writing --------------------------------------------------------------------------------------
@@ -220,8 +252,9 @@ class ResultStore:
         values = [tuple(row.get(n) for n in names) for row in rows]
         if not values:
             return 0
-        self._begin()
-        self._conn.executemany(sql, values)
+        with self._writing():
+            self._begin()
+            self._conn.executemany(sql, values)
         self._pending += len(values)
         if self._pending >= self.commit_every or time.monotonic() - self._last_commit >= self.commit_interval_s:
             self.commit()
@@ -229,6 +262,7 @@ class ResultStore:
 
     def commit(self) -> None:
         if self._conn is not None and self._conn.in_transaction:
-            self._conn.execute("COMMIT")
+            with self._writing():
+                self._conn.execute("COMMIT")
         self._pending = 0
         self._last_commit = time.monotonic()
