@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidattn.apps.score import parse_shard, resolve_shard, run_export, run_score
+from vidattn.apps.score import run_export, run_score
 from vidattn.errors import VidattnError
 from vidattn.scoring import pipeline
-from vidattn.scoring.inputs import expand_inputs, shard_of
+from vidattn.scoring.inputs import expand_inputs, parse_shard, resolve_shard, shard_of
 from vidattn.scoring.store import ResultStore, shard_db_path
 from vidattn.testing import make_index_video, shared_dir
 

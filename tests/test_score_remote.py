@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from vidattn.apps.score import resolve_shard
+from vidattn.scoring.inputs import resolve_shard
 from vidattn.errors import VidattnError
 from vidattn.scoring.remote import is_url, object_stamp
 

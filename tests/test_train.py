@@ -397,12 +397,12 @@ def test_model_learns_a_tiny_set(tmp_path):
 
 def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     """Loading a checkpoint gives its Config; eval, key frames and scoring read size and AMP from it alike."""
-    from vidattn.apps.score import _Model
     from vidattn.config import Config
     from vidattn.engine.checkpoint import FORMAT, PREDATED_DATA, atomic_save, load_model
     from vidattn.engine.evaluate import run_eval
     from vidattn.engine.modeling import amp_mode, build_model
     from vidattn.keyframes.model import KeyframeModel
+    from vidattn.scoring.model import load_classifier
 
     cfg = load_config(None, [*TINY, "data.clip_len=4", "train.amp=bf16", f"data.root={synth_root}"])
     classes = load_annotations(synth_root, "train")[1]
@@ -417,7 +417,7 @@ def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     assert isinstance(loaded, Config) and loaded_classes == classes
     assert loaded.data.size == PREDATED_DATA["size"] and loaded.data.clip_len == 4
     assert KeyframeModel.load(path, cpu).size == loaded.data.size
-    assert _Model(path, cpu, topk=3).data.size == loaded.data.size
+    assert load_classifier(path, cpu, topk=3).data.size == loaded.data.size
     # train.amp is honoured by eval, key frames and scoring (bf16 runs on the CPU too); auto means off on a CPU.
     assert amp_mode("auto", cpu) == "off" and amp_mode("bf16", cpu) == "bf16"
     assert KeyframeModel.load(path, cpu).amp == "bf16"

@@ -33,7 +33,7 @@ class ShardParam(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        from vidattn.apps.score import parse_shard
+        from vidattn.scoring.inputs import parse_shard
 
         try:
             return parse_shard(value)

@@ -1,23 +1,11 @@
-"""Batch scoring of video archives: inputs, per-video work, the SQLite results store and export.
+"""Batch scoring of video archives, one module per part (`vidattn.apps.score` wires them to the command line).
 
-`vidattn.apps.score` runs the job; these modules are its parts.
+- `inputs`: files, folders, globs, list files and tar shards to `InputItem` records; shards.
+- `pipeline`: the per-video work in DataLoader workers (`ScoreDataset`, `score_source`, `error_record`).
+- `model`: the checkpoint's `Classifier`, batched over uniform views.
+- `runner`: `ScoreRun`, the main loop: batches, rows, worker-crash attribution.
+- `store`: the SQLite `ResultStore`, its lock and the resume rule (`ResultStore.todo`).
+- `export`: the merge of results databases into Parquet, CSV or JSONL.
+
+Nothing is imported here, so `vidattn export` reads results databases without torch or the decoders.
 """
-
-from vidattn.scoring.export import export_results, resolve_databases
-from vidattn.scoring.inputs import InputItem, expand_inputs, shard_of
-from vidattn.scoring.pipeline import DecodeSpec, ScoreDataset, score_source
-from vidattn.scoring.store import COLUMNS, ResultStore, shard_db_path
-
-__all__ = [
-    "COLUMNS",
-    "DecodeSpec",
-    "InputItem",
-    "ResultStore",
-    "ScoreDataset",
-    "expand_inputs",
-    "export_results",
-    "resolve_databases",
-    "score_source",
-    "shard_db_path",
-    "shard_of",
-]

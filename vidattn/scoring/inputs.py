@@ -27,9 +27,10 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import stat
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,8 @@ __all__ = [
     "expand_inputs",
     "is_tar",
     "member_key",
+    "parse_shard",
+    "resolve_shard",
     "shard_of",
     "stable_key",
 ]
@@ -116,6 +119,42 @@ def is_tar(path: str | os.PathLike) -> bool:
 
 def _is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m:
+        raise VidattnError(f"shard {text!r} is not i/n (e.g. 0/4)")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise VidattnError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def resolve_shard(shard: tuple[int, int] | None, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """The explicit ``--shard``, else torchrun's RANK / WORLD_SIZE, else Slurm's task and array ids, else ``(0, 1)``.
+
+    Slurm: ``srun -n N`` gives SLURM_PROCID / SLURM_NTASKS; an ``sbatch --array`` job gives
+    SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_COUNT; both together make
+    ``array_index * ntasks + procid`` of ``count * ntasks``. torchrun wins over Slurm: torchrun started
+    inside a Slurm job sets its own ranks.
+    """
+    env = os.environ if env is None else env
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    if shard is not None:
+        if world > 1:
+            raise VidattnError("--shard given under torchrun (WORLD_SIZE > 1): use one or the other")
+        return shard
+    if world > 1:
+        return int(env.get("RANK", "0")), world
+    tasks = int(env.get("SLURM_NTASKS", "1") or 1)
+    procid = int(env.get("SLURM_PROCID", "0") or 0) if tasks > 1 else 0
+    count = int(env.get("SLURM_ARRAY_TASK_COUNT", "1") or 1)
+    array = int(env.get("SLURM_ARRAY_TASK_ID", "0") or 0) - int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+    if tasks > 1 or count > 1:
+        return parse_shard(f"{(array if count > 1 else 0) * tasks + procid}/{count * tasks}")
+    return 0, 1
 
 
 def shard_of(unit: str, num_shards: int) -> int:

@@ -41,6 +41,8 @@ __all__ = [
     "ScoreDataset",
     "score_source",
     "make_units",
+    "error_record",
+    "resolve_keyframe_fn",
     "KeyframeFn",
 ]
 
@@ -318,16 +320,37 @@ class ScoreDataset(IterableDataset):
             reason = f"tar archive unreadable before this member: {type(exc).__name__}: {' '.join(str(exc).split())}"
         for item in unit.items:  # exactly one record per wanted member, even when the tar is truncated
             if item.member not in done:
-                yield {**_error_record(item, reason[:300]), "keyframes_k": self.spec.keyframes_k}
+                yield error_record(item, reason[:300], self.spec.keyframes_k)
 
 
-def _error_record(item: InputItem, reason: str) -> dict[str, Any]:
+def error_record(item: InputItem, reason: str, keyframes_k: int | None = None) -> dict[str, Any]:
+    """The record of a video that was not decoded (a truncated tar, a crashed worker): an error row for `item`."""
     return {
         "path": item.key,
         "size": item.size,
         "mtime": item.mtime,
+        "keyframes_k": keyframes_k,
         "status": "error",
         "error": reason,
         "video": None,
         "elapsed_s": 0.0,
     }
+
+
+def resolve_keyframe_fn(timeout_s: float | None = 60.0) -> KeyframeFn:
+    """The key-frame scorer for ``--keyframes``: `vidattn.keyframes.pipeline.score_video` (training-free).
+
+    Contract of the seam: ``fn(source, reader, k) -> [{"rank", "frame_index", "time_s", "score", ...}]``,
+    best first.
+    """
+    from vidattn.keyframes.pipeline import KeyframeOptions, score_video
+
+    options = KeyframeOptions(k=None, device="cpu", timeout_s=timeout_s)
+
+    def app_keyframes(source: Any, reader: Any, k: int) -> list[dict[str, Any]]:
+        # `score_video` opens its own small reader; it takes a path or, for a tar member, the bytes.
+        opts = KeyframeOptions(**{**options.__dict__, "k": k})
+        doc = score_video(source, opts)
+        return [{key: v for key, v in kf.items() if key != "image"} for kf in doc["keyframes"]]
+
+    return app_keyframes

@@ -139,7 +139,7 @@ def _decode_unit(unit: WorkUnit, spec: DecodeSpec) -> list[dict[str, Any]]:
     no_ffmpeg_log_callback()
     keyframe_fn = None
     if spec.keyframes_k:
-        from vidattn.apps.score import resolve_keyframe_fn
+        from vidattn.scoring.pipeline import resolve_keyframe_fn
 
         keyframe_fn = resolve_keyframe_fn(spec.timeout_s)
     return list(ScoreDataset([unit], spec, keyframe_fn))
@@ -151,14 +151,14 @@ class _ModelActor:
     def __init__(self, checkpoint: str, device: str, topk: int, threads: int) -> None:
         import torch
 
-        from vidattn.apps.score import _Model
         from vidattn.engine.distributed import resolve_device
+        from vidattn.scoring.model import load_classifier
 
         torch.set_num_threads(max(1, threads))
-        self.model = _Model(checkpoint, resolve_device(device, 0), topk)
+        self.model = load_classifier(checkpoint, resolve_device(device, 0), topk)
 
     def predict(self, *units: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from vidattn.apps.score import predict_rows
+        from vidattn.scoring.runner import predict_rows
 
         records = [rec for unit in units for rec in unit]
         pending = [(rec, rec.pop("video")) for rec in records if rec.get("video") is not None]

@@ -30,9 +30,12 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidattn.errors import OutputError, VidattnError
+
+if TYPE_CHECKING:  # the store stays light: `vidattn export` reads it without the decoders
+    from vidattn.scoring.inputs import InputItem
 
 __all__ = ["COLUMNS", "SCHEMA_VERSION", "DatabaseLock", "ResultStore", "shard_db_path", "connect_readonly"]
 
@@ -83,6 +86,12 @@ def connect_readonly(path: str | os.PathLike) -> sqlite3.Connection:
         raise VidattnError(f"{path}: not a vidattn results database ({exc})") from None
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _same_mtime(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) < 1e-6  # REAL round trip through SQLite
 
 
 _HELD: set[str] = set()  # lock files this process holds (POSIX locks do not conflict within a process)
@@ -227,6 +236,38 @@ class ResultStore:
         """path -> (status, size, mtime, model, keyframes_k) for every row, to decide what a rerun skips."""
         cur = self._conn.execute("SELECT path, status, size, mtime, model, keyframes_k FROM videos")
         return {row[0]: tuple(row[1:]) for row in cur}
+
+    def todo(
+        self, items: Iterable[InputItem], *, model: str | None, keyframes_k: int | None, retry_errors: bool = False
+    ) -> list[InputItem]:
+        """The items a run must score: those without a row that `is_done` accepts.
+
+        Args:
+            items: this run's inputs.
+            model: the run's `checkpoint_tag` (None: catalogue only).
+            keyframes_k: key frames asked for (None or 0: none).
+            retry_errors: error rows are scored again.
+        """
+        done = self.done_map()
+        return [it for it in items if not self.is_done(done.get(it.key), it, model, keyframes_k, retry_errors)]
+
+    @staticmethod
+    def is_done(
+        row: tuple[Any, ...] | None, item: InputItem, model: str | None, keyframes_k: int | None, retry_errors: bool
+    ) -> bool:
+        """The resume rule: the file is unchanged (size, mtime) and its row has what this run asks for.
+
+        An error row is done unless `retry_errors`; an ok row is done if it was scored by the same model
+        with the same number of key frames. A run without a checkpoint never strips predictions.
+        """
+        if row is None:
+            return False
+        status, size, mtime, row_model, row_k = row
+        if size != item.size or not _same_mtime(mtime, item.mtime):
+            return False  # the file changed
+        if status == "error":
+            return not retry_errors
+        return (model is None or row_model == model) and (not keyframes_k or row_k == keyframes_k)
 
     def set_meta(self, values: Mapping[str, Any]) -> None:
         with self._writing():
