@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from vidattn.scoring.inputs import resolve_shard
 from vidattn.errors import VidattnError
+from vidattn.scoring.inputs import resolve_shard
 from vidattn.scoring.remote import is_url, object_stamp
 
 

@@ -22,6 +22,30 @@ def cli() -> None:
 
 
 # Commands are added below, one section each. Keep them thin: logic lives in vidattn.apps / vidattn.engine.
+# An argument is checked in one layer: click types here, everything else in the app or the domain code.
+
+
+# --- options shared by several commands -----------------------------------------------------------
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "decord", "pyav")
+
+
+def device_option(default: str | None = "auto", help: str = "Where the model runs (auto: a GPU when there is one)."):
+    """``--device auto|cpu|cuda`` (`default` None: the command takes it from its config)."""
+    return click.option(
+        "--device", type=click.Choice(DEVICES), default=default, show_default=default is not None, help=help
+    )
+
+
+def backend_option():
+    """``--backend auto|decord|pyav``: the video decoder (auto picks per file)."""
+    return click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default="auto",
+        show_default=True,
+        help="Video decoder (auto: decord where it reads the file exactly, else PyAV).",
+    )
 
 
 # --- score / export -----------------------------------------------------------------------------
@@ -55,7 +79,7 @@ class ShardParam(click.ParamType):
 @click.option("--clips", type=click.IntRange(1), default=3, show_default=True, help="Uniform views per video.")
 @click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Labels kept per video.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Videos per model call.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 # Decoding and scale-out
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Decoding processes.")
 @click.option(
@@ -76,7 +100,7 @@ class ShardParam(click.ParamType):
     default=None,
     help="Existing Ray cluster (host:port, ray://..., auto) [default: start a local one, token auth].",
 )
-@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@backend_option()
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -182,14 +206,8 @@ def export(databases, out, fmt) -> int:
     default=None,
     help="Frames per second scored [default: 4, or the model's training stride].",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where the --checkpoint model runs (the training-free scorer runs on the CPU).",
-)
-@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@device_option(help="Where the --checkpoint model runs (the training-free scorer runs on the CPU).")
+@backend_option()
 # Selection
 @click.option("-k", "k", type=click.IntRange(1), default=None, help="Number of key frames [default: 8].")
 @click.option(
@@ -255,8 +273,6 @@ def keyframes(
 
     from vidattn.keyframes.stream import KeyframeOptions, open_frames
 
-    if csv_out and out_dir is None:
-        raise click.UsageError("--csv needs --out DIR")
     if k is None and threshold is None:
         k = 8
     opts = KeyframeOptions(
@@ -332,7 +348,7 @@ class BoxParam(click.ParamType):
     default=None,
     help="Output folder for track.json and target_<id>.txt. Default: ./track_<stem>.",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option(help="Where the tracker runs (auto: a GPU when there is one).")
 @click.option("--render", is_flag=True, help="Also write DIR/overlay.mp4 with boxes, ids and confidences.")
 def track(source, boxes, init_file, out_dir, device, render) -> None:
     """Track objects from their first-frame boxes through a video or an OTB frame folder.
@@ -470,7 +486,7 @@ def synth(out_dir, per_class, val_per_class, seed, preset, frames, event_frames,
     help="Run directory. Default: runs/train-<timestamp>.",
 )
 @click.option("--epochs", type=click.IntRange(1), default=None)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@device_option(default=None, help="Where training runs [default: the config's train.device].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pt.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dry_run) -> None:
@@ -517,7 +533,7 @@ def train(config_path, data_root, overrides, out_dir, epochs, device, resume, dr
     help="Dataset root (default: the one recorded in the checkpoint).",
 )
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option(
     "--out",
     "out_dir",
@@ -549,7 +565,7 @@ def eval_cmd(checkpoint, data_root, split, device, out_dir, as_json) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=str)  # checked per file by the app: one bad path is one line
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
-@click.option("--backend", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@backend_option()
 def probe(paths: tuple[str, ...], as_json: bool, backend: str) -> int:
     """Print container, codec, size, frames, fps, duration and backend of each video.
 
