@@ -1,21 +1,13 @@
 """`vidattn score` and `vidattn export`: batch scoring of video archives into SQLite, then one table.
 
-Pipeline: inputs are expanded and deduplicated (`vidattn.scoring.inputs`), this shard's share is
-kept, rows already done are skipped (`ResultStore.todo`), DataLoader workers decode
-(`vidattn.scoring.pipeline`), the main process batches the classifier (`vidattn.scoring.model`) on
-the device and writes rows in small transactions (`vidattn.scoring.runner`, `vidattn.scoring.store`).
-Every input gets exactly one row: ``ok``, or ``error`` with the reason.
-
-Resume: a row is done when the file's size and mtime are unchanged and the row already has what this
-run asks for (the same model, the same number of key frames); error rows are done unless
-``retry_errors``. A run killed at any point reruns with the same command.
+This module wires the parts in `vidattn.scoring`: inputs are expanded and deduplicated (`inputs`),
+this shard's share is kept, rows already done are skipped (`ResultStore.todo`: the file is unchanged
+and its row has what this run asks for), workers decode (`pipeline`), the main process batches the
+classifier (`model`) and writes rows (`runner`, `store`). Every input gets exactly one row, ``ok`` or
+``error`` with the reason, and a run killed at any point reruns with the same command.
 
 Shards: ``--shard i/n`` (or torchrun's RANK / WORLD_SIZE) scores the units whose key hashes to `i`
-and writes ``<out stem>.shard-i-of-n<suffix>``. Ranks never talk to each other, so one failing rank
-does not stall the others; `vidattn export` merges the shard files.
-
-A decoder that crashes its worker process (a segfault in native code) costs one error row for the
-file it was decoding; the loader restarts on the rest.
+into ``<out stem>.shard-i-of-n<suffix>``; ranks never talk to each other; `vidattn export` merges.
 """
 
 from __future__ import annotations
