@@ -182,7 +182,7 @@ def export_results(
             if lock_fd is not None:
                 os.close(lock_fd)
     except OSError as exc:  # a read-only folder or a full disk: one line, and the temporary file is gone
-        raise OutputError(out, exc) from None
+        raise OutputError(out, exc.strerror or str(exc)) from None
     return ExportSummary(
         out, fmt, stats["rows"], stats["ok"], stats["rows"] - stats["ok"], dbs, counter.get("duplicates", 0), stale
     )

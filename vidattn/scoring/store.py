@@ -127,7 +127,7 @@ class DatabaseLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise OutputError(self.db, exc) from None
+            raise OutputError(self.db, exc.strerror or str(exc)) from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -139,7 +139,7 @@ class DatabaseLock:
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         except OSError as exc:  # a full disk: the lock is held, only the note of who holds it is missing
             os.close(fd)
-            raise OutputError(self.db, exc) from None
+            raise OutputError(self.db, exc.strerror or str(exc)) from None
         self._fd = fd
         _HELD.add(key)
 
@@ -199,7 +199,7 @@ class ResultStore:
             if self._conn is not None and self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
-            raise OutputError(self.path, exc) from None
+            raise OutputError(self.path, (exc.strerror if isinstance(exc, OSError) else None) or str(exc)) from None
 
     def _create(self) -> None:
         conn = self._conn
