@@ -402,7 +402,7 @@ def test_eval_bad_checkpoint(kind, checkpoint, tmp_path):
 @pytest.mark.parametrize("kind", BAD_FILES)
 def test_train_bad_config(kind, tmp_path):
     real = tmp_path / "real.yaml"
-    real.write_text("data:\n  clip_len: 8\ntrain:\n  epochs: 1\n")
+    real.write_text("data:\n  clip_len: 8\n  size: 32\n")  # its first half ends inside a key
     path = bad_file(kind, tmp_path / "cfg", real)
     if kind == "zero_bytes":  # an empty YAML file is an empty mapping: the defaults, not an error
         proc = vidattn("train", "-c", path, "--dry-run")
