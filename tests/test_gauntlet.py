@@ -51,6 +51,21 @@ BAD_VIDEOS = (
 )
 
 
+#: Cases whose fix is another helper's work not yet on main (issue 13). They run, and are reported
+#: as XFAIL until it lands and as XPASS after; then delete the entry (and its `pending(...)` uses).
+PENDING = {
+    "track boxes": "helper track: a box sticking out is clipped and said; a tiny one names the minimum size",
+    "config values": "helper train13: config values validated when resolved, --dry-run included",
+    "config bytes": "config: a config file that is not UTF-8 text ends in a UnicodeDecodeError traceback",
+    "output dirs": "helper train13: synth/train/eval check their output folder first (OutputError)",
+    "keyframes output": "keyframes: an unwritable --out is reported per video (exit 1), not once naming the folder",
+}
+
+
+def pending(what: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(reason=PENDING[what], strict=False)
+
+
 # ------------------------------------------------------------------------------------------------
 # Running the command and judging its stderr
 # ------------------------------------------------------------------------------------------------
@@ -351,6 +366,7 @@ def test_track(kind, bad, tmp_path):
     assert not (out / "track.json").exists()
 
 
+@pending("track boxes")
 def test_track_box_sticking_out_is_clipped_and_said(good, tmp_path):
     out = tmp_path / "track"
     proc = vidattn("track", good, "--box", "-5,0,20,20", "--out", out, "--device", "cpu")
@@ -361,6 +377,7 @@ def test_track_box_sticking_out_is_clipped_and_said(good, tmp_path):
     assert boxes[0][:3] == [0, 0, 15] and min(b[0] for b in boxes) >= 0
 
 
+@pending("track boxes")
 def test_track_box_too_small_names_the_minimum_size(good, tmp_path):
     proc = vidattn("track", good, "--box", "0,0,1,1", "--out", tmp_path / "track", "--device", "cpu")
     assert_one_error(proc, 2, "minimum")
@@ -399,7 +416,9 @@ def test_eval_bad_checkpoint(kind, checkpoint, tmp_path):
     assert not (tmp_path / "eval").exists()
 
 
-@pytest.mark.parametrize("kind", BAD_FILES)
+@pytest.mark.parametrize(
+    "kind", [pytest.param(k, marks=pending("config bytes")) if k == "random_bytes" else k for k in BAD_FILES]
+)
 def test_train_bad_config(kind, tmp_path):
     real = tmp_path / "real.yaml"
     real.write_text("data:\n  clip_len: 8\n  size: 32\n")  # its first half ends inside a key
@@ -411,6 +430,7 @@ def test_train_bad_config(kind, tmp_path):
     assert_one_error(vidattn("train", "-c", path, "--dry-run"), 2, path.name)
 
 
+@pending("config values")
 @pytest.mark.parametrize("key", ["train.batch_size=0", "data.clip_len=0", "optim.lr=-1", "train.epochs=0"])
 def test_train_dry_run_refuses_out_of_range(key):
     assert_one_error(vidattn("train", "--dry-run", "-o", key), 2, key.split("=")[0])
@@ -475,7 +495,16 @@ def _read_only_cases(good: Path, checkpoint: Path, results_db: Path, out: Path) 
     }
 
 
-@pytest.mark.parametrize("command", ["synth", "train", "eval", "keyframes", "track", "score", "export"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        *(pytest.param(c, marks=pending("output dirs")) for c in ("synth", "train", "eval")),
+        pytest.param("keyframes", marks=pending("keyframes output")),
+        "track",
+        "score",
+        "export",
+    ],
+)
 def test_read_only_output(command, read_only, good, bad, checkpoint, results_db):
     args = _read_only_cases(good, checkpoint, results_db, read_only)[command]
     proc = vidattn(*args)
