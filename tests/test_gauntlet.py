@@ -55,9 +55,7 @@ BAD_VIDEOS = (
 #: as XFAIL until it lands and as XPASS after; then delete the entry (and its `pending(...)` uses).
 PENDING = {
     "track boxes": "helper track: a box sticking out is clipped and said; a tiny one names the minimum size",
-    "config values": "helper train13: config values validated when resolved, --dry-run included",
     "config bytes": "config: a config file that is not UTF-8 text ends in a UnicodeDecodeError traceback",
-    "output dirs": "helper train13: synth/train/eval check their output folder first (OutputError)",
     "keyframes output": "keyframes: an unwritable --out is reported per video (exit 1), not once naming the folder",
 }
 
@@ -430,7 +428,6 @@ def test_train_bad_config(kind, tmp_path):
     assert_one_error(vidattn("train", "-c", path, "--dry-run"), 2, path.name)
 
 
-@pending("config values")
 @pytest.mark.parametrize("key", ["train.batch_size=0", "data.clip_len=0", "optim.lr=-1", "train.epochs=0"])
 def test_train_dry_run_refuses_out_of_range(key):
     assert_one_error(vidattn("train", "--dry-run", "-o", key), 2, key.split("=")[0])
@@ -498,7 +495,9 @@ def _read_only_cases(good: Path, checkpoint: Path, results_db: Path, out: Path) 
 @pytest.mark.parametrize(
     "command",
     [
-        *(pytest.param(c, marks=pending("output dirs")) for c in ("synth", "train", "eval")),
+        "synth",
+        "train",
+        "eval",
         pytest.param("keyframes", marks=pending("keyframes output")),
         "track",
         "score",

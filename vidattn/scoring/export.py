@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidattn._io import atomic_path
-from vidattn.errors import OutputError, VidattnError
+from vidattn._io import atomic_path, writing_to
+from vidattn.errors import VidattnError
 from vidattn.scoring.store import COLUMNS, connect_readonly
 
 __all__ = [
@@ -170,7 +170,7 @@ def export_results(
             stats["ok"] += row["status"] == "ok"
             yield row
 
-    try:
+    with writing_to(out):  # a read-only folder or a full disk: one line, and the temporary file is gone
         stale = remove_stale_temporaries(out)
         lock_fd = None
         try:
@@ -181,8 +181,6 @@ def export_results(
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)
-    except OSError as exc:  # a read-only folder or a full disk: one line, and the temporary file is gone
-        raise OutputError(out, exc.strerror or str(exc)) from None
     return ExportSummary(
         out, fmt, stats["rows"], stats["ok"], stats["rows"] - stats["ok"], dbs, counter.get("duplicates", 0), stale
     )
