@@ -54,7 +54,6 @@ BAD_VIDEOS = (
 #: Cases whose fix is another helper's work not yet on main (issue 13). They run, and are reported
 #: as XFAIL until it lands and as XPASS after; then delete the entry (and its `pending(...)` uses).
 PENDING = {
-    "track boxes": "helper track: a box sticking out is clipped and said; a tiny one names the minimum size",
     "config bytes": "config: a config file that is not UTF-8 text ends in a UnicodeDecodeError traceback",
     "keyframes output": "keyframes: an unwritable --out is reported per video (exit 1), not once naming the folder",
 }
@@ -364,7 +363,6 @@ def test_track(kind, bad, tmp_path):
     assert not (out / "track.json").exists()
 
 
-@pending("track boxes")
 def test_track_box_sticking_out_is_clipped_and_said(good, tmp_path):
     out = tmp_path / "track"
     proc = vidattn("track", good, "--box", "-5,0,20,20", "--out", out, "--device", "cpu")
@@ -375,7 +373,6 @@ def test_track_box_sticking_out_is_clipped_and_said(good, tmp_path):
     assert boxes[0][:3] == [0, 0, 15] and min(b[0] for b in boxes) >= 0
 
 
-@pending("track boxes")
 def test_track_box_too_small_names_the_minimum_size(good, tmp_path):
     proc = vidattn("track", good, "--box", "0,0,1,1", "--out", tmp_path / "track", "--device", "cpu")
     assert_one_error(proc, 2, "minimum")
