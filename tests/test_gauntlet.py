@@ -51,18 +51,6 @@ BAD_VIDEOS = (
 )
 
 
-#: Cases whose fix is another helper's work not yet on main (issue 13). They run, and are reported
-#: as XFAIL until it lands and as XPASS after; then delete the entry (and its `pending(...)` uses).
-PENDING = {
-    "config bytes": "config: a config file that is not UTF-8 text ends in a UnicodeDecodeError traceback",
-    "keyframes output": "keyframes: an unwritable --out is reported per video (exit 1), not once naming the folder",
-}
-
-
-def pending(what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(reason=PENDING[what], strict=False)
-
-
 # ------------------------------------------------------------------------------------------------
 # Running the command and judging its stderr
 # ------------------------------------------------------------------------------------------------
@@ -411,9 +399,7 @@ def test_eval_bad_checkpoint(kind, checkpoint, tmp_path):
     assert not (tmp_path / "eval").exists()
 
 
-@pytest.mark.parametrize(
-    "kind", [pytest.param(k, marks=pending("config bytes")) if k == "random_bytes" else k for k in BAD_FILES]
-)
+@pytest.mark.parametrize("kind", BAD_FILES)
 def test_train_bad_config(kind, tmp_path):
     real = tmp_path / "real.yaml"
     real.write_text("data:\n  clip_len: 8\n  size: 32\n")  # its first half ends inside a key
@@ -495,7 +481,7 @@ def _read_only_cases(good: Path, checkpoint: Path, results_db: Path, out: Path) 
         "synth",
         "train",
         "eval",
-        pytest.param("keyframes", marks=pending("keyframes output")),
+        "keyframes",
         "track",
         "score",
         "export",

@@ -356,7 +356,11 @@ def load_config(
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a YAML text file (not UTF-8)") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: invalid YAML: {' '.join(str(exc).split())}") from None
         _merge(cfg, data, str(p))

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from vidattn._io import ensure_output_dir
 from vidattn.data.prefetch import PrefetchedFrames
 from vidattn.errors import VidattnError, VideoDecodeError
 from vidattn.keyframes.outputs import clock, write_outputs
@@ -72,8 +73,10 @@ def run_keyframes(
             from vidattn.keyframes.model import KeyframeModel
 
             model = KeyframeModel.load(checkpoint, resolve_device(opts.device))
-        if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-            raise VidattnError(f"--out {out_dir} exists and is not a directory")
+        if out_dir is not None:
+            if Path(out_dir).exists() and not Path(out_dir).is_dir():
+                raise VidattnError(f"--out {out_dir} exists and is not a directory")
+            ensure_output_dir(out_dir)  # a read-only or full folder: one line naming it, before any decoding
         failures = 0
         used: set[str] = set()
         for path in expand_globs(inputs):
