@@ -23,7 +23,8 @@ from vidattn.scoring.export import ExportSummary, export_results
 
 if TYPE_CHECKING:  # `vidattn export` must not import torch and the decoders: `run_score` imports them
     from vidattn.scoring.inputs import InputItem
-    from vidattn.scoring.pipeline import KeyframeFn
+    from vidattn.scoring.pipeline import DecodeSpec, KeyframeFn
+    from vidattn.scoring.ray_engine import RayOptions
     from vidattn.scoring.runner import ScoreSummary
 
 __all__ = ["run_score", "run_export"]
@@ -138,7 +139,7 @@ def run_score(
         )
         remote = None
         if engine == "ray":
-            from vidattn.scoring.ray_engine import RayOptions, score_with_ray
+            from vidattn.scoring.ray_engine import RayOptions
 
             options = RayOptions(
                 address=ray_address,
@@ -148,15 +149,24 @@ def run_score(
                 topk=topk,
                 device=device,
             )
-
-            def remote(items: list[InputItem], write: Callable[[list[dict[str, Any]]], None]) -> None:
-                score_with_ray(items, write, spec=spec, options=options, log=log)
-
+            remote = _ray_remote(spec, options, log)
         run.run(todo, remote)
         store.set_meta({"last_run_finished": now_utc()})
     summary.wall_s = time.perf_counter() - t_start
     _log_summary(summary, log)
     return summary
+
+
+def _ray_remote(
+    spec: DecodeSpec, options: RayOptions, log: Callable[[str], None]
+) -> Callable[[list[InputItem], Callable[[list[dict[str, Any]]], None]], None]:
+    """The `ScoreRun` hook that hands the items to the Ray engine; this process stays the one writer."""
+    from vidattn.scoring.ray_engine import score_with_ray
+
+    def remote(items: list[InputItem], write: Callable[[list[dict[str, Any]]], None]) -> None:
+        score_with_ray(items, write, spec=spec, options=options, log=log)
+
+    return remote
 
 
 def _log_summary(s: ScoreSummary, log: Callable[[str], None]) -> None:

@@ -30,6 +30,7 @@ import csv
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,72 @@ def _symmetric(progress: float) -> float:
     return 1.0 - abs(2.0 * progress - 1.0)
 
 
+def _make_decoys(
+    rng: np.random.Generator,
+    spec: SynthSpec,
+    t_len: int,
+    target_look: Callable[[], tuple[int, np.ndarray, bool, float]],
+    path_start: Callable[[int, float, int, int], tuple[float, float]],
+) -> list[dict]:
+    """Look-alike targets with a burst of their own that looks the same played backwards (no class)."""
+    decoys = []
+    for _ in range(spec.num_decoys):
+        d_radius, d_color, d_disc, d_travel = target_look()
+        d_dx, d_dy = _DIRECTIONS[str(rng.choice(list(_DIRECTIONS)))]
+        d_x, d_y = path_start(d_radius, d_travel / 2, d_dx, d_dy)
+        d_len = int(rng.integers(spec.min_event, spec.max_event + 1))
+        d_start = int(rng.integers(0, t_len - d_len + 1))
+        decoys.append(
+            dict(
+                r=d_radius,
+                color=d_color,
+                disc=d_disc,
+                travel=d_travel / 2,
+                dx=d_dx,
+                dy=d_dy,
+                x=d_x,
+                y=d_y,
+                start=d_start,
+                len=d_len,
+                blink=bool(rng.random() < 0.5),
+            )  # fmt: skip
+        )
+    return decoys
+
+
+def _make_distractors(rng: np.random.Generator, count: int, h: int, w: int) -> list[dict]:
+    """Small squares that jitter back and forth for the whole video: motion with no net direction."""
+    return [
+        dict(
+            x=rng.uniform(8, w - 8),
+            y=rng.uniform(8, h - 8),
+            r=int(rng.integers(2, 5)),
+            color=rng.uniform(60, 255, size=3).astype(np.float32),
+            amp=rng.uniform(1, 3),
+            period=rng.uniform(3, 7),
+            phase=rng.uniform(0, 2 * np.pi),
+            axis=rng.integers(0, 2),
+        )
+        for _ in range(count)
+    ]
+
+
+def _draw_clutter(frame: np.ndarray, t: int, distractors: list[dict], decoys: list[dict]) -> None:
+    """Stamp the distractors and the decoys active at frame `t` onto `frame` (float, in place)."""
+    for d in distractors:
+        off = d["amp"] * np.sin(2 * np.pi * t / d["period"] + d["phase"])
+        cx, cy = d["x"] + (off if d["axis"] == 0 else 0), d["y"] + (off if d["axis"] == 1 else 0)
+        _stamp(frame, cx, cy, d["r"], d["color"], 1.0, disc=False)
+    for d in decoys:
+        if d["start"] <= t < d["start"] + d["len"]:
+            bump = _symmetric((t - d["start"] + 0.5) / d["len"])
+            if d["blink"]:  # fades in and out on the spot
+                _stamp(frame, d["x"], d["y"], d["r"], d["color"], bump, d["disc"])
+            else:  # glides out and back
+                off = d["travel"] * bump
+                _stamp(frame, d["x"] + d["dx"] * off, d["y"] + d["dy"] * off, d["r"], d["color"], 1.0, d["disc"])
+
+
 def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSpec()) -> tuple[np.ndarray, int, int]:
     """Render one video of class `label` (its length and event drawn from `spec`'s ranges).
 
@@ -141,58 +208,12 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
     dx, dy = _DIRECTIONS.get(label, (0, 0))
     x, y = path_start(radius, travel, dx, dy)
 
-    decoys = []
-    for _ in range(spec.num_decoys):
-        d_radius, d_color, d_disc, d_travel = target_look()
-        d_dx, d_dy = _DIRECTIONS[str(rng.choice(list(_DIRECTIONS)))]
-        d_x, d_y = path_start(d_radius, d_travel / 2, d_dx, d_dy)
-        d_len = int(rng.integers(spec.min_event, spec.max_event + 1))
-        d_start = int(rng.integers(0, t_len - d_len + 1))
-        decoys.append(
-            dict(
-                r=d_radius,
-                color=d_color,
-                disc=d_disc,
-                travel=d_travel / 2,
-                dx=d_dx,
-                dy=d_dy,
-                x=d_x,
-                y=d_y,
-                start=d_start,
-                len=d_len,
-                blink=bool(rng.random() < 0.5),
-            )  # fmt: skip
-        )
-    distractors = []
-    for _ in range(spec.num_distractors):
-        distractors.append(
-            dict(
-                x=rng.uniform(8, w - 8),
-                y=rng.uniform(8, h - 8),
-                r=int(rng.integers(2, 5)),
-                color=rng.uniform(60, 255, size=3).astype(np.float32),
-                amp=rng.uniform(1, 3),
-                period=rng.uniform(3, 7),
-                phase=rng.uniform(0, 2 * np.pi),
-                axis=rng.integers(0, 2),
-            )
-        )
+    decoys = _make_decoys(rng, spec, t_len, target_look, path_start)
+    distractors = _make_distractors(rng, spec.num_distractors, h, w)
     frames = np.empty((t_len, h, w, 3), dtype=np.uint8)
     for t in range(t_len):
         frame = bg * rng.uniform(0.92, 1.08)  # brightness flicker
-        for d in distractors:
-            # Back-and-forth jitter: motion with no net direction.
-            off = d["amp"] * np.sin(2 * np.pi * t / d["period"] + d["phase"])
-            cx, cy = d["x"] + (off if d["axis"] == 0 else 0), d["y"] + (off if d["axis"] == 1 else 0)
-            _stamp(frame, cx, cy, d["r"], d["color"], 1.0, disc=False)
-        for d in decoys:
-            if d["start"] <= t < d["start"] + d["len"]:
-                bump = _symmetric((t - d["start"] + 0.5) / d["len"])
-                if d["blink"]:  # fades in and out on the spot
-                    _stamp(frame, d["x"], d["y"], d["r"], d["color"], bump, d["disc"])
-                else:  # glides out and back
-                    off = d["travel"] * bump
-                    _stamp(frame, d["x"] + d["dx"] * off, d["y"] + d["dy"] * off, d["r"], d["color"], 1.0, d["disc"])
+        _draw_clutter(frame, t, distractors, decoys)
         # The target exists only during the event, so the event frames are the only ones that tell the class
         # (a model cannot just compare the first and the last frame).
         inside = start <= t <= end
