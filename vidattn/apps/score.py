@@ -81,15 +81,16 @@ def run_score(
         VidattnError: no videos in the inputs, another writer holds the database, or (`OutputError`) the
             database cannot be written; rows committed before stay.
     """
+    from vidattn.data.decode import silence_ffmpeg_log
     from vidattn.engine.distributed import resolve_device
     from vidattn.scoring.inputs import expand_inputs, resolve_shard, shard_of
     from vidattn.scoring.model import load_classifier
-    from vidattn.scoring.pipeline import DecodeSpec, no_ffmpeg_log_callback, resolve_keyframe_fn
+    from vidattn.scoring.pipeline import DecodeSpec, resolve_keyframe_fn
     from vidattn.scoring.runner import ScoreRun, ScoreSummary, now_utc
     from vidattn.scoring.store import ResultStore, shard_db_path
 
     t_start = time.perf_counter()
-    no_ffmpeg_log_callback()
+    silence_ffmpeg_log()
     index, num_shards = resolve_shard(shard)
     db = shard_db_path(out, index, num_shards)
     summary = ScoreSummary(db=str(db), shard=index, num_shards=num_shards)

@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vidattn.data.decode import VideoReader, open_video
-from vidattn.data.decode import silence_ffmpeg_log as no_ffmpeg_log_callback  # under the name apps/score.py uses
 from vidattn.data.sampling import sampler_for
 from vidattn.data.transforms import spatial_views
 from vidattn.errors import VideoDecodeError
@@ -35,7 +34,6 @@ from vidattn.scoring.inputs import InputItem
 from vidattn.scoring.remote import fetch_source, is_url, open_stream
 
 __all__ = [
-    "no_ffmpeg_log_callback",
     "DecodeSpec",
     "WorkUnit",
     "ScoreDataset",

@@ -133,10 +133,10 @@ def _decode_unit(unit: WorkUnit, spec: DecodeSpec) -> list[dict[str, Any]]:
     """Records of every item of one unit, by the same code as a local DataLoader worker."""
     import torch
 
-    from vidattn.scoring.pipeline import no_ffmpeg_log_callback
+    from vidattn.data.decode import silence_ffmpeg_log
 
     torch.set_num_threads(1)  # one unit per task: parallelism comes from tasks
-    no_ffmpeg_log_callback()
+    silence_ffmpeg_log()
     keyframe_fn = None
     if spec.keyframes_k:
         from vidattn.scoring.pipeline import resolve_keyframe_fn

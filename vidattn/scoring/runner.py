@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from vidattn.data.decode import silence_ffmpeg_log
 from vidattn.scoring.inputs import InputItem
 from vidattn.scoring.model import Classifier
 from vidattn.scoring.pipeline import (
@@ -30,7 +31,6 @@ from vidattn.scoring.pipeline import (
     ScoreDataset,
     error_record,
     make_units,
-    no_ffmpeg_log_callback,
 )
 from vidattn.scoring.store import ResultStore
 
@@ -229,9 +229,9 @@ def predict_rows(model: Classifier, pending: Sequence[tuple[dict[str, Any], torc
 # ------------------------------------------------------------------------------------------------
 # The loader and crash attribution
 # ------------------------------------------------------------------------------------------------
-def _worker_init(worker_id: int) -> None:
+def _score_worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)  # one video per worker; the decoder's own threads are enough
-    no_ffmpeg_log_callback()
+    silence_ffmpeg_log()
 
 
 def _identity(x: Any) -> Any:
@@ -241,7 +241,7 @@ def _identity(x: Any) -> Any:
 def _make_loader(dataset: ScoreDataset, workers: int, pin: bool) -> torch.utils.data.DataLoader:
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(prefetch_factor=4, worker_init_fn=_worker_init, persistent_workers=False)
+        kwargs.update(prefetch_factor=4, worker_init_fn=_score_worker_init, persistent_workers=False)
         if "in_order" in inspect.signature(torch.utils.data.DataLoader).parameters:
             kwargs["in_order"] = False  # a slow video in one worker must not hold back the others
     return torch.utils.data.DataLoader(
