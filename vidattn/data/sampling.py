@@ -140,14 +140,11 @@ class SegmentSampler(ClipSampler):
         return clips
 
 
-class RandomClipSampler(ClipSampler):
-    """One dense clip of `clip_len` frames taken every `stride` frames, at a uniformly random start."""
+class _StridedClip:
+    """`span` and `frames_per_clip` of a sampler whose clips are `clip_len` frames `stride` apart."""
 
-    def __init__(self, clip_len: int, stride: int = 1, *, short: str = "loop") -> None:
-        super().__init__(short=short)
-        if clip_len < 1 or stride < 1:
-            raise ValueError("clip_len and stride must be >= 1")
-        self.clip_len, self.stride = clip_len, stride
+    clip_len: int
+    stride: int
 
     @property
     def span(self) -> int:
@@ -156,6 +153,16 @@ class RandomClipSampler(ClipSampler):
     @property
     def frames_per_clip(self) -> int:
         return self.clip_len
+
+
+class RandomClipSampler(_StridedClip, ClipSampler):
+    """One dense clip of `clip_len` frames taken every `stride` frames, at a uniformly random start."""
+
+    def __init__(self, clip_len: int, stride: int = 1, *, short: str = "loop") -> None:
+        super().__init__(short=short)
+        if clip_len < 1 or stride < 1:
+            raise ValueError("clip_len and stride must be >= 1")
+        self.clip_len, self.stride = clip_len, stride
 
     def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
         start = int(rng.integers(0, num_frames - self.span + 1))
@@ -180,7 +187,7 @@ class UniformClipSampler(RandomClipSampler):
         return [ClipInfo(tuple(range(s, s + self.span, self.stride)), k, self.num_clips) for k, s in enumerate(starts)]
 
 
-class CoverageSampler(ClipSampler):
+class CoverageSampler(_StridedClip, ClipSampler):
     """Whole-video coverage: every clip spans the entire video, so no clip misses the moment that decides the class.
 
     The choice depends on the video's length ``T`` against the clip's span ``(clip_len - 1) * stride + 1``:
@@ -218,14 +225,6 @@ class CoverageSampler(ClipSampler):
             random,
             num_clips,
         )
-
-    @property
-    def span(self) -> int:
-        return (self.clip_len - 1) * self.stride + 1
-
-    @property
-    def frames_per_clip(self) -> int:
-        return self.clip_len
 
     def needs_full_span(self) -> bool:
         return False  # short videos are stretched here, never looped
