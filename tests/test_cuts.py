@@ -151,6 +151,34 @@ def test_find_cuts_tolerates_a_neighbouring_cut():
     assert find_cuts(samples, desc, steps.between, min_shot=5) == [10]
 
 
+def test_a_cut_over_a_skipped_frame_is_judged_on_frame_steps():
+    """Whether a cut is found must not depend on which pictures the encoder made non-reference.
+
+    A panning shot (a step of 0.12 a frame) cut at frame 37. Decoded with non-reference frames
+    skipped (every third), the step from 35 to 37 spans two frames; its threshold used to double
+    with the span (2 x 0.12 x 2 + 0.05 > 0.46) and the cut was lost, while the same video with frame
+    36 decoded had it. Re-encoding the same edit picks other non-reference frames, so this flickered.
+    """
+    n, cut = 60, 37
+    index = np.arange(n)
+    step = np.full(n, 0.12, dtype=np.float32)
+    step[0], step[cut] = 0.0, 0.45
+    flat = np.full(n, 0.5, np.float32), np.full(n, 0.2, np.float32)
+    every = DenseSteps(index, step, *flat)  # what `exact` decodes
+    decoded = index[(index % 3 != 0) | (index == 0)]
+    coarse = step.copy()  # a step over a skipped frame: its motion plus the next frame's change
+    for i in decoded[1:]:
+        if i - 1 not in decoded:
+            coarse[i] = 0.46 if i == cut else 0.22
+    skipping = DenseSteps(decoded, coarse[decoded], flat[0][decoded], flat[1][decoded])
+    for dense in (every, skipping):
+        samples = np.asarray([i for i in (0, 5, 10, 16, 22, 28, 34, 40, 46, 52, 58) if i in dense.index])
+        desc = np.zeros((samples.size, 3), dtype=np.float32)
+        desc[:, 0] = 1
+        desc[samples >= cut] = [0, 1, 0]
+        assert find_cuts(samples, desc, dense.between, exact=every.between) == [cut]
+
+
 def _write_vfr(path: Path, frames: list[np.ndarray], durations_ms: list[int]) -> list[float]:
     """An H.264 MP4 whose frames last `durations_ms` each; returns each frame's presentation time."""
     import av

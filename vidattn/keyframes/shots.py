@@ -138,16 +138,23 @@ def find_cuts(
         others = np.delete(gap.step / span, j)
         if others.size >= 2:  # it must stand out in its own gap too: a fade's steps are all alike
             base = max(base, float(np.median(others)))
-        if gap.step[j] < step_min or gap.step[j] < need * base * span[j] + margin:
+        step, width, frame = float(gap.step[j]), float(span[j]), int(gap.index[j])
+        std_at, std_prev = float(gap.std[j]), _std_before(dense, gap, j, lo)
+        if width > 1 and exact is not None and step >= max(step_min, need * base + margin):
+            # The decoder skipped frames inside this step (which ones depends on the encoder's choice of
+            # non-reference pictures): decide on the frame steps, each against one frame's expected
+            # change, not on a step whose threshold grows with the frames it happens to span.
+            fine = exact(frame - int(width), frame)
+            if len(fine):
+                f = int(np.argmax(fine.step))
+                step, width, frame, std_at = float(fine.step[f]), 1.0, int(fine.index[f]), float(fine.std[f])
+                if f > 0:  # else the frame before is the one before the step, as already read
+                    std_prev = float(fine.std[f - 1])
+        if step < step_min or step < need * base * width + margin:
             continue
-        sides = sorted((float(gap.std[j]), _std_before(dense, gap, j, lo)))
+        sides = sorted((std_at, std_prev))
         if sides[0] < flat_std and sides[1] < 3 * flat_std:
             continue  # the last step of a fade into black (or the first out of it), not a cut to black
-        frame = int(gap.index[j])
-        if span[j] > 1 and exact is not None:  # the decoder skipped frames here: look at each of them
-            fine = exact(frame - int(span[j]), frame)
-            if len(fine):
-                frame = int(fine.index[int(np.argmax(fine.step))])
         found.append((frame, t))
     return _min_shot(found, indices, desc, min_shot, candidate)
 
