@@ -327,7 +327,7 @@ class DCFTracker:
         m = ((like * self.prior) > 0.5 * self.prior.amax((2, 3), keepdim=True) * 0.5).float() * self.box_mask
         # Too few reliable cells (uniform colours, darkness): trust the plain box instead.
         fill = m.sum((2, 3)) / self.box_mask.sum((2, 3)).clamp_min(1)
-        plain = (fill < self.cfg.mask_min_fill) | (torch.sqrt(self.size.prod(1)) < self.cfg.mask_min_size)
+        plain = (fill.view(-1) < self.cfg.mask_min_fill) | (torch.sqrt(self.size.prod(1)) < self.cfg.mask_min_size)
         return torch.where(plain.view(-1, 1, 1, 1), self.box_mask, m)
 
     # ------------------------------------------------------------------ learning
