@@ -117,6 +117,17 @@ def test_scale_follows_a_small_target_growing_four_times():
     assert not lost.any()
 
 
+def test_tiny_target_trains_on_its_whole_box():
+    """Under ``mask_min_size`` the colour reliability mask is not used: the filter's support is the box."""
+    seq = make_sequence(seed=1, num_frames=6, size=10, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(seq.frames[0], seq.boxes[:, 0])
+    assert torch.sqrt(trk.size.prod(1)).item() < trk.cfg.mask_min_size
+    for frame in seq.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    assert torch.equal(trk.mask, trk.box_mask)
+
+
 @pytest.mark.parametrize("kind", ["leave", "lookalike"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_confidence_is_low_where_the_box_is_wrong(kind, seed):

@@ -72,6 +72,9 @@ class DCFConfig:
     admm_mu_max: float = 20.0
     mask: bool = True  # spatial attention (reliability mask); False = plain box-sized support
     mask_min_fill: float = 0.35  # fall back to the box mask when the colour mask covers less
+    # ... and for targets under this size sqrt(w * h) in frame pixels: their colour histograms hold
+    # too few pixels to tell the target from the background, and the mask cuts the target up.
+    mask_min_size: float = 20.0
     hist_bins: int = 8  # colour histogram bins per RGB channel for the mask
     hist_lr: float = 0.04
     scale: ScaleConfig = field(default_factory=ScaleConfig)  # the DSST-style 1-D scale filter
@@ -324,7 +327,8 @@ class DCFTracker:
         m = ((like * self.prior) > 0.5 * self.prior.amax((2, 3), keepdim=True) * 0.5).float() * self.box_mask
         # Too few reliable cells (uniform colours, darkness): trust the plain box instead.
         fill = m.sum((2, 3)) / self.box_mask.sum((2, 3)).clamp_min(1)
-        return torch.where((fill < self.cfg.mask_min_fill).view(-1, 1, 1, 1), self.box_mask, m)
+        plain = (fill.view(-1) < self.cfg.mask_min_fill) | (torch.sqrt(self.size.prod(1)) < self.cfg.mask_min_size)
+        return torch.where(plain.view(-1, 1, 1, 1), self.box_mask, m)
 
     # ------------------------------------------------------------------ learning
     def _memory_weights(self) -> torch.Tensor:
