@@ -211,6 +211,39 @@ class DCFTracker:
         self.frame_size = (img.shape[2], img.shape[3])
         self.pos = boxes[:, :2] + boxes[:, 2:] / 2  # (B, 2) centre x, y
         self.size = boxes[:, 2:].clone()  # (B, 2) w, h
+        self._init_geometry()
+        gh, gw = self.grid
+        patches = self._sample(img, self.pos, self.step, gh, gw)
+        xf, cells = self._features(patches, self.window)
+        c = xf.shape[1]
+        nb = cfg.hist_bins**3
+        self.hist_fg = torch.zeros(b, nb, device=self.device)
+        self.hist_bg = torch.zeros(b, nb, device=self.device)
+        self._update_histograms(cells, lr=1.0)
+
+        self._init_memory(xf)
+
+        self.scale_filter = ScaleFilter(cfg.scale, self.device)
+        self.scale_filter.init(img, self.pos, self.size)
+
+        self.chan_w = torch.full((b, c), 1.0 / c, device=self.device)
+        self.filter_f = None
+        self.frame_index = 0
+        self.lost = torch.zeros(b, dtype=torch.bool, device=self.device)
+        self.vel = torch.zeros(b, 2, device=self.device)  # pixels per frame, for the search centre
+        self.wide_searches = 0  # target-frames that paid for the wide re-detection search
+        self._solve(xf, cells, det_rel=torch.ones(b, c, device=self.device), first=True)
+        # A second template that never learns: the first frame's filter. Where the adaptive filter
+        # and this one disagree about the target, the adaptive one has probably drifted.
+        self.anchor_f, self.anchor_w = self.filter_f.clone(), self.chan_w.clone()
+        self.anchor_ref: torch.Tensor | None = None
+        self.scores = torch.ones(b, device=self.device)
+        self.psr = torch.zeros(b, device=self.device)
+        self.psr_ref: torch.Tensor | None = None  # set from the first detection
+
+    def _init_geometry(self) -> None:
+        """The cell grid, window, Gaussian label, box support and mask prior, from the first boxes."""
+        cfg = self.cfg
         # Window: target plus `padding * sqrt(wh)` of context; all targets share one cell grid whose
         # aspect ratio is the geometric mean of theirs, so they batch without distorting any target.
         ctx = cfg.padding * torch.sqrt(self.size.prod(1, keepdim=True))
@@ -253,14 +286,9 @@ class DCFTracker:
         ) ** 2
         self.prior = (1 - r2).clamp_min(0).unsqueeze(1)
 
-        patches = self._sample(img, self.pos, self.step, gh, gw)
-        xf, cells = self._features(patches, self.window)
-        c = xf.shape[1]
-        nb = cfg.hist_bins**3
-        self.hist_fg = torch.zeros(b, nb, device=self.device)
-        self.hist_bg = torch.zeros(b, nb, device=self.device)
-        self._update_histograms(cells, lr=1.0)
-
+    def _init_memory(self, xf: torch.Tensor) -> None:
+        """Empty sample memory with the first frame's features in slot 0."""
+        cfg, b = self.cfg, self.num_targets
         # Sample memory (temporal attention). Slot 0 holds the first frame for good.
         k = max(2, cfg.memory_slots)
         self.mem_x = torch.zeros((b, k) + tuple(xf.shape[1:]), dtype=xf.dtype, device=self.device)
@@ -276,24 +304,6 @@ class DCFTracker:
         self.mem_valid[:, 0] = True
         self.cur_slot = torch.zeros(b, dtype=torch.long, device=self.device)
         self.cur_slot_new = torch.ones(b, dtype=torch.bool, device=self.device)  # slot 0 is never merged into
-
-        self.scale_filter = ScaleFilter(cfg.scale, self.device)
-        self.scale_filter.init(img, self.pos, self.size)
-
-        self.chan_w = torch.full((b, c), 1.0 / c, device=self.device)
-        self.filter_f = None
-        self.frame_index = 0
-        self.lost = torch.zeros(b, dtype=torch.bool, device=self.device)
-        self.vel = torch.zeros(b, 2, device=self.device)  # pixels per frame, for the search centre
-        self.wide_searches = 0  # target-frames that paid for the wide re-detection search
-        self._solve(xf, cells, det_rel=torch.ones(b, c, device=self.device), first=True)
-        # A second template that never learns: the first frame's filter. Where the adaptive filter
-        # and this one disagree about the target, the adaptive one has probably drifted.
-        self.anchor_f, self.anchor_w = self.filter_f.clone(), self.chan_w.clone()
-        self.anchor_ref: torch.Tensor | None = None
-        self.scores = torch.ones(b, device=self.device)
-        self.psr = torch.zeros(b, device=self.device)
-        self.psr_ref: torch.Tensor | None = None  # set from the first detection
 
     # ------------------------------------------------------------------ spatial attention
     def _hist_index(self, cells: torch.Tensor) -> torch.Tensor:

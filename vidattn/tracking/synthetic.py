@@ -164,6 +164,43 @@ def _render(frame: torch.Tensor, tex: torch.Tensor, box: np.ndarray, alpha_max: 
     frame[:, y0:y1, x0:x1] = region * (1 - alpha) + patch * alpha
 
 
+def _target_path(
+    rng: np.random.Generator,
+    t: np.ndarray,
+    period: int,
+    t_total: int,
+    frame_wh: tuple[int, int],
+    box_wh: tuple[np.ndarray, np.ndarray],
+    leave_frame: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A target's centre over time: two sinusoids per axis inside the frame's margins, or a straight exit."""
+    w, h = frame_wh
+    bw, bh = box_wh
+    # Path: two sinusoids per axis, kept inside the frame with a margin.
+    cx = np.zeros_like(t)
+    cy = np.zeros_like(t)
+    for k in (1, 2):
+        for axis in (cx, cy):
+            freq = 2 * math.pi * k / period * rng.uniform(0.4, 0.9)
+            axis += rng.uniform(0.5, 1.0) / k * np.sin(freq * t + rng.uniform(0, 2 * math.pi))
+    # Normalise the path to [0, 1], then map it to a random span inside the frame's margins.
+    mx, my = 0.5 * bw.max() + 4, 0.5 * bh.max() + 4
+    cx, cy = (cx - cx.min()) / max(np.ptp(cx), 1e-6), (cy - cy.min()) / max(np.ptp(cy), 1e-6)
+    span_x, span_y = (w - 2 * mx) * rng.uniform(0.4, 0.8), (h - 2 * my) * rng.uniform(0.4, 0.8)
+    cx = mx + rng.uniform(0, max(w - 2 * mx - span_x, 0)) + cx * span_x
+    cy = my + rng.uniform(0, max(h - 2 * my - span_y, 0)) + cy * span_y
+    if leave_frame:
+        # From the left third to well past the right edge, reached at two thirds of the sequence.
+        x_start, x_end = w * 0.3, w + bw.max()
+        cx = x_start + (x_end - x_start) * np.clip(t / max(1.0, 2 * t_total / 3), 0, 1)
+    return cx, cy
+
+
+def _overlap_h(boxes: np.ndarray, h: int) -> np.ndarray:
+    """Height of each box that lies inside a frame `h` pixels high."""
+    return np.clip(np.minimum(boxes[:, 1] + boxes[:, 3], h) - np.maximum(boxes[:, 1], 0), 0, None)
+
+
 def make_sequence(
     seed: int = 0,
     num_frames: int = 100,
@@ -233,23 +270,7 @@ def make_sequence(
         if growth is not None:
             scale = float(growth) ** np.clip(t / max(1, t_total - 1), 0, 1)
         bw, bh = bw0 * scale, bh0 * scale
-        # Path: two sinusoids per axis, kept inside the frame with a margin.
-        cx = np.zeros_like(t)
-        cy = np.zeros_like(t)
-        for k in (1, 2):
-            for axis in (cx, cy):
-                freq = 2 * math.pi * k / period * rng.uniform(0.4, 0.9)
-                axis += rng.uniform(0.5, 1.0) / k * np.sin(freq * t + rng.uniform(0, 2 * math.pi))
-        # Normalise the path to [0, 1], then map it to a random span inside the frame's margins.
-        mx, my = 0.5 * bw.max() + 4, 0.5 * bh.max() + 4
-        cx, cy = (cx - cx.min()) / max(np.ptp(cx), 1e-6), (cy - cy.min()) / max(np.ptp(cy), 1e-6)
-        span_x, span_y = (w - 2 * mx) * rng.uniform(0.4, 0.8), (h - 2 * my) * rng.uniform(0.4, 0.8)
-        cx = mx + rng.uniform(0, max(w - 2 * mx - span_x, 0)) + cx * span_x
-        cy = my + rng.uniform(0, max(h - 2 * my - span_y, 0)) + cy * span_y
-        if leave_frame:
-            # From the left third to well past the right edge, reached at two thirds of the sequence.
-            x_start, x_end = w * 0.3, w + bw.max()
-            cx = x_start + (x_end - x_start) * np.clip(t / max(1.0, 2 * t_total / 3), 0, 1)
+        cx, cy = _target_path(rng, t, period, t_total, (w, h), (bw, bh), leave_frame)
         boxes = np.stack([cx - bw / 2, cy - bh / 2, bw, bh], 1)[:t_total]
         all_boxes.append(boxes)
         occ = (0, 0)
@@ -259,8 +280,7 @@ def make_sequence(
         occlusions.append(occ)
         # Visible while at least a quarter of the box is inside the frame (and not replaced).
         inside_w = np.clip(np.minimum(boxes[:, 0] + boxes[:, 2], w) - np.maximum(boxes[:, 0], 0), 0, None)
-        inside_h = np.clip(np.minimum(boxes[:, 1] + boxes[:, 3], h) - np.maximum(boxes[:, 1], 0), 0, None)
-        vis = inside_w * inside_h >= 0.25 * boxes[:, 2] * boxes[:, 3]
+        vis = inside_w * _overlap_h(boxes, h) >= 0.25 * boxes[:, 2] * boxes[:, 3]
         swap = int(0.4 * t_total) if lookalike else t_total
         vis[swap:] = False
         visible.append(vis)
