@@ -44,6 +44,9 @@ from vidattn.testing import make_faststart_index_video, make_index_video, read_i
 
 BACKENDS = available_backends()
 needs_decord = pytest.mark.skipif("decord" not in BACKENDS, reason="decord2 not installed")
+needs_torchcodec = pytest.mark.skipif(
+    "torchcodec" not in BACKENDS, reason="torchcodec not installed (optional extra: pip install vidattn[torchcodec])"
+)
 
 
 def indices_of(frames: torch.Tensor) -> list[int]:
@@ -105,8 +108,11 @@ def test_every_sampler_returns_exact_frames(index_videos, wide_index_videos, ind
         # per-file check passes: this AVI (MPEG-4 part 2 with B-frames) fails it and goes to PyAV. Nor
         # where decord's frames come out malformed (4 channels at 96 px in decord2 3.4.0).
         decord_ok = reader.container in DECORD_CONTAINERS and reader.codec in DECORD_CODECS
-        decord_ok = decord_ok and decord_output_ok(path)
-        assert reader.backend == (backend if decord_ok else "pyav")
+        if backend == "torchcodec":  # exact in those containers at any width; this AVI has B-frames
+            assert reader.backend == ("torchcodec" if reader.container in DECORD_CONTAINERS else "pyav")
+        else:
+            decord_ok = decord_ok and decord_output_ok(path)
+            assert reader.backend == (backend if decord_ok else "pyav")
         assert reader.num_frames == index_video_frames[name]
         for sampler, clips in sampler_clips(reader.num_frames).items():
             for clip in clips:
@@ -299,13 +305,15 @@ def test_exact_frames_in_every_container(container_videos, raw_decord_exact, bac
         assert reader.num_frames == 48
         if reader.backend == "decord" and reader.codec not in SEEK_UNSAFE_CODECS:  # those decord reads in order
             assert raw_decord_exact[name], f"vidattn seeks with decord in {name}, where its random access is wrong"
-        if name in RAW_DECORD_EXACT_ELSEWHERE and raw_decord_exact[name] and backend_name != "pyav":
+        if backend_name == "torchcodec":  # elsewhere only where the per-file check passes; asserted exact below
+            assert reader.backend in ("torchcodec", "pyav")
+        elif name in RAW_DECORD_EXACT_ELSEWHERE and raw_decord_exact[name] and backend_name != "pyav":
             # Outside the known-good containers, but this file checks out; "auto" reads MPEG-4 part 2 with
             # PyAV anyway (faster, see PYAV_FASTER_ALWAYS).
             auto_pyav = backend_name == "auto" and reader.codec in PYAV_FASTER_ALWAYS
             assert reader.backend == ("pyav" if auto_pyav else "decord")
         if reader.codec in SEEK_UNSAFE_CODECS:
-            assert reader.backend == "pyav" or backend_name == "decord"
+            assert reader.backend == "pyav" or backend_name in ("decord", "torchcodec")
         for clips in sampler_clips(48, seed=2).values():
             for clip in clips:
                 assert indices_of(reader.get_frames(clip[::-1])) == clip[::-1]
@@ -322,7 +330,9 @@ def test_exact_frames_where_decord_output_is_broken(index_videos, backend_name):
         frames = reader.get_frames(wanted)
         assert frames.shape == (5, 64, 96, 3)
         assert indices_of(frames) == wanted
-        if backend_name != "pyav" and not decord_output_ok(path):
+        if backend_name == "torchcodec":  # torchcodec's frames are well formed at any width
+            assert reader.backend == "torchcodec"
+        elif backend_name != "pyav" and not decord_output_ok(path):
             assert reader.backend == "pyav"
         assert [read_index(f) for _, f in reader.iter_frames(step=7)] == list(range(0, 40, 7))
 
@@ -621,7 +631,8 @@ def test_metadata(index_videos, backend):
         assert reader.codec == "h264"
         assert len(reader) == 60
         info = reader.info().to_dict()
-        expected = backend if backend == "pyav" or decord_output_ok(index_videos["h264.mp4"]) else "pyav"
+        decord_ok = decord_output_ok(index_videos["h264.mp4"])
+        expected = backend if backend in ("pyav", "torchcodec") or decord_ok else "pyav"
         assert info["backend"] == expected and info["num_frames"] == 60 and info["size_bytes"] > 0
     info = probe(index_videos["anim.gif"])
     assert (info.codec, info.num_frames) == ("gif", 30)
@@ -1209,8 +1220,8 @@ def test_every_backend_reads_ffmpegs_best_stream(multi_stream_video, backend_nam
         assert (reader.stream, reader.width, reader.height, reader.num_frames) == (1, 480, 272, 40)
         assert reader.fps == pytest.approx(30)
         assert indices_of(reader.get_frames([39, 0, 21])) == [39, 0, 21]
-        # decord cannot choose a stream: it is not used for a file with several
-        assert reader.backend == "pyav"
+        # decord cannot choose a stream: it is not used for a file with several; torchcodec can
+        assert reader.backend == ("torchcodec" if backend_name == "torchcodec" else "pyav")
     with open_video(multi_stream_video, backend=backend_name, stream=0) as reader:
         assert (reader.stream, reader.width, reader.height, reader.num_frames) == (0, 320, 180, 30)
         assert indices_of(reader.get_frames([29, 3])) == [29, 3]
@@ -1293,3 +1304,58 @@ def test_colours_match_ffmpeg_rgb24(colour_videos, case, backend_name):
         got = reader.get_frames([14, 0, 7, 3], numpy=True)
         assert np.array_equal(got, expected[[14, 0, 7, 3]]), f"{case} ({reader.backend})"
         assert np.array_equal(np.stack([f for _, f in reader.iter_frames(end=15, numpy=True)]), expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# torchcodec (optional extra)
+# ------------------------------------------------------------------------------------------------
+@needs_torchcodec
+@pytest.mark.parametrize("seek_mode", ["exact", "approximate"])
+@pytest.mark.parametrize("name", ["h264.mp4", "hevc.mp4", "mpeg4.avi", "anim.gif", "h264.mkv"])
+def test_torchcodec_seek_modes_return_exact_frames(index_videos, name, seek_mode):
+    """Both of torchcodec's seek modes, or PyAV where the per-file check fails: exact by index either way."""
+    with open_video(index_videos[name], backend="torchcodec", seek_mode=seek_mode) as reader:
+        if reader.container not in DECORD_CONTAINERS:  # this AVI has B-frames: torchcodec is not trusted there
+            assert reader.backend == "pyav"
+        wanted = [reader.num_frames - 1, 0, 7, 8, 3, reader.num_frames // 2]
+        assert indices_of(reader.get_frames(wanted)) == wanted
+        assert [i for i, f in reader.iter_frames(step=5) if read_index(f) == i] == list(range(0, reader.num_frames, 5))
+
+
+@needs_torchcodec
+def test_torchcodec_verdict_is_cached_per_backend(container_videos, tmp_path, monkeypatch):
+    """Outside the containers whose index is exact, torchcodec is checked once per file (on disk too),
+    and its verdict is its own: decord's verdict on the same file does not stand in for it."""
+    from vidattn.data.decode import policy, verdicts
+
+    monkeypatch.setenv("VIDATTN_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "clip.ts"
+    shutil.copy(container_videos["h264_nobf.ts"], path)
+    checks: list[int] = []
+    compare = policy._compare_with_pyav
+    monkeypatch.setattr(policy, "_compare_with_pyav", lambda *a: checks.append(1) or compare(*a))
+    verdicts.store(path, False, "decord")
+    backends = []
+    for _ in range(2):
+        verdicts._DECORD_VERDICTS.clear()  # a new process: the verdict comes from disk the second time
+        with open_video(path, backend="torchcodec") as reader:
+            backends.append(reader.backend)
+            assert indices_of(reader.get_frames([47, 0, 24])) == [47, 0, 24]
+    assert len(checks) == 1 and backends[0] == backends[1]
+    assert verdicts.lookup(path, "decord") is False
+
+
+def test_without_torchcodec_everything_else_works(index_videos, monkeypatch):
+    """torchcodec is an extra: when it cannot be imported it is not listed, and asking for it says why."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchcodec" else find_spec(name, *a)
+    )
+    assert "torchcodec" not in available_backends()
+    with pytest.raises(VideoDecodeError, match="torchcodec is not installed"):
+        open_video(index_videos["h264.mp4"], backend="torchcodec")
+    with open_video(index_videos["h264.mp4"]) as reader:
+        assert reader.backend != "torchcodec"
+        assert indices_of(reader.get_frames([5, 1])) == [5, 1]

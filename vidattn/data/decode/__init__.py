@@ -1,8 +1,9 @@
-"""Video decoding behind one interface, with decord (decord2) and PyAV backends.
+"""Video decoding behind one interface, with decord (decord2), PyAV and (optional) torchcodec backends.
 
 The package, along its seams: `reader` (the `VideoReader` contract, its timeout and fork safety),
 `header` (what a file is, from its headers: refusals and the frame-size limit), `pyav_reader`,
-`decord_reader`, and `policy` (`open_video`/`probe`: which backend reads a file, decided in one place).
+`decord_reader`, `torchcodec_reader` (the optional extra ``vidattn[torchcodec]``, imported when a reader
+opens), and `policy` (`open_video`/`probe`: which backend reads a file, decided in one place).
 
 `open_video` returns a `VideoReader`. Whatever the backend, a reader:
 
@@ -46,6 +47,7 @@ from vidattn.data.decode.policy import (
     DECORD_CONTAINERS,
     PYAV_FASTER_ALWAYS,
     PYAV_FASTER_CODECS,
+    TORCHCODEC_FASTER,
     available_backends,
     open_video,
     probe,
@@ -84,6 +86,7 @@ __all__ = [
     "DECORD_CODECS",
     "PYAV_FASTER_CODECS",
     "PYAV_FASTER_ALWAYS",
+    "TORCHCODEC_FASTER",
     "PYAV_SEEK_UNSAFE_CONTAINERS",
     "TEXT_DEMUXERS",
     "TEXT_CODECS",

@@ -3,18 +3,21 @@
 The codec and container policy (see the package notes): PyAV for what is not a video container decord
 indexes exactly, unless a once-per-file check shows decord exact on that file; under ``auto`` also PyAV
 where it is faster (HEVC, H.264 with B-frames); decord only where its frames come out well formed.
+torchcodec (an optional extra) is read where asked for, and by ``auto`` only for the file classes on
+`TORCHCODEC_FASTER`, under the same once-per-file exactness check as decord.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vidattn.data.decode import verdicts
 from vidattn.data.decode.decord_reader import SEEK_UNSAFE_CODECS, DecordReader
-from vidattn.data.decode.header import StreamHeader, is_image_demuxer, max_frame_pixels, read_header
+from vidattn.data.decode.header import StreamHeader, _short, is_image_demuxer, max_frame_pixels, read_header
 from vidattn.data.decode.pyav_reader import PyAVReader
 from vidattn.data.decode.reader import (
     DEFAULT_TIMEOUT_S,
@@ -27,6 +30,9 @@ from vidattn.data.decode.reader import (
     run_with_timeout,
 )
 from vidattn.errors import VideoDecodeError
+
+if TYPE_CHECKING:  # the optional extra is imported only when a torchcodec reader opens
+    from vidattn.data.decode.torchcodec_reader import TorchCodecReader
 
 #: Containers (PyAV's first format name) where decord's frame indexing is exact. Elsewhere decord returns
 #: the wrong frames on some files, even for in-order reads (MPEG-TS with B-frames starts a GOP late; AVI
@@ -49,6 +55,11 @@ PYAV_FASTER_ALWAYS = frozenset({"mpeg4"})
 # longest file checked when PyAV has to decode it from the start to do so.
 _VERIFY_AT = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 _VERIFY_MAX_SERIAL_FRAMES = 3000
+#: Codecs that ``backend="auto"`` reads with torchcodec (when installed and exact on the file): only where
+#: scripts/bench_decode.py measured it faster than both the PyAV and decord paths for that file class.
+#: Empty: in the 0.17.0 run (README, decoding section) torchcodec was not the fastest on any class.
+TORCHCODEC_FASTER: frozenset[str] = frozenset()
+BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 
 
 def available_backends() -> list[str]:
@@ -58,6 +69,8 @@ def available_backends() -> list[str]:
     # find_spec, not import: loading decord costs ~400 MB of RSS, paid only when a decord reader opens.
     names = ["decord"] if importlib.util.find_spec("decord") is not None else []
     names.append("pyav")
+    if importlib.util.find_spec("torchcodec") is not None:  # the optional extra vidattn[torchcodec]
+        names.append("torchcodec")
     return names
 
 
@@ -105,8 +118,24 @@ def _why_pyav(header: StreamHeader, backend: str) -> str | None:
     return None
 
 
-def decord_is_exact(reader: DecordReader, header: StreamHeader, source: Source) -> bool:
-    """Whether decord's random access returns the right frames in this file (checked once, see `verdicts`).
+def _why_not_torchcodec(header: StreamHeader, backend: str) -> str | None:
+    """Why torchcodec does not read this file (asked for, or under ``auto``), or None to try it."""
+    if is_image_demuxer(header.container):
+        return "images are read with PyAV"
+    if header.rotation % 360:
+        return "rotated video is read with PyAV, which rotates as players do"
+    if not _decord_proven(header) and header.reorders:
+        # torchcodec's exact mode returns neighbours, or fails, on AVIs with decode-order timestamps.
+        return f"torchcodec's indexing is not trusted with B-frames in {header.container}"
+    if backend == "auto" and header.codec not in TORCHCODEC_FASTER:
+        return f"{header.codec} is not read faster with torchcodec"
+    return None
+
+
+def decord_is_exact(reader: DecordReader | TorchCodecReader, header: StreamHeader, source: Source) -> bool:
+    """Whether the reader's random access returns the right frames in this file (checked once, see `verdicts`).
+
+    For decord and torchcodec alike (`reader.backend` keys the verdict).
 
     In AVI, MPEG-TS/PS and MPEG-4 part 2 files, decord is exact on some files and lands on other
     frames in others (B-frames, bad indexes), and nothing in the headers tells the good from the bad
@@ -117,16 +146,16 @@ def decord_is_exact(reader: DecordReader, header: StreamHeader, source: Source) 
     checked: it stays with PyAV.
     """
     path = source if isinstance(source, (str, os.PathLike)) else None
-    known = verdicts.lookup(path) if path is not None else None
+    known = verdicts.lookup(path, reader.backend) if path is not None else None
     if known is not None:
         return known
     exact = _compare_with_pyav(reader, header, source)
     if path is not None:
-        verdicts.store(path, exact)
+        verdicts.store(path, exact, reader.backend)
     return exact
 
 
-def _compare_with_pyav(reader: DecordReader, header: StreamHeader, source: Source) -> bool:
+def _compare_with_pyav(reader: DecordReader | TorchCodecReader, header: StreamHeader, source: Source) -> bool:
     """The check `decord_is_exact` describes, run now."""
     if header.coded_size is None or header.reorders:
         return False  # PyAV could not decode the first frame: nothing to compare against
@@ -161,14 +190,17 @@ def open_video(
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     max_pixels: int | None = None,
     stream: int | None = None,
+    seek_mode: str = "exact",
 ) -> VideoReader:
     """Open a video file (path, bytes or binary file object) for frame access.
 
     Args:
         source: a path, raw bytes, or a readable binary file object (e.g. a tar member in memory).
-        backend: "auto", "decord" or "pyav". "auto" uses decord, and PyAV where decord cannot open the file,
-            would return wrong frames (see the module notes), or is slower: HEVC, and H.264 with B-frames
-            (PyAV leaves the pictures nothing references out of the decoder; decord decodes them all).
+        backend: "auto", "decord", "pyav" or "torchcodec" (the optional extra). "auto" uses decord, and PyAV
+            where decord cannot open the file, would return wrong frames (see the module notes), or is slower:
+            HEVC, and H.264 with B-frames (PyAV leaves the pictures nothing references out of the decoder;
+            decord decodes them all); torchcodec only on `TORCHCODEC_FASTER`. "torchcodec" reads with
+            torchcodec wherever it is exact (checked once per file outside MP4/MKV/WebM/FLV/GIF), else PyAV.
         size: resize at decode time: an int short side, or an explicit (W, H). None keeps the size.
         num_threads: decoder threads (0 lets the library choose).
         timeout_s: give up on a decode call that blocks longer than this; None waits forever.
@@ -177,6 +209,8 @@ def open_video(
         stream: index of the video stream to read, as `probe` lists them; None reads the one FFmpeg
             picks (most pixels, then the default disposition). Every backend reads the same stream:
             decord, which cannot choose, is not used for files with several video streams.
+        seek_mode: torchcodec's seek mode, "exact" (indexes the file at open) or "approximate" (trusts
+            the header); the same exactness check applies to both. Other backends ignore it.
 
     Raises:
         VideoDecodeError: the file is missing, unreadable or not a decodable video: no video stream,
@@ -186,30 +220,48 @@ def open_video(
     _check_path(source)
     _output_size(2, 2, size)  # a bad size is a programming error: ValueError, before any decoding
     max_pixels = max_frame_pixels(max_pixels)
-    if backend not in ("auto", "decord", "pyav"):
-        raise ValueError(f"unknown backend {backend!r}; choose auto, decord or pyav")
-    has_decord = "decord" in available_backends()
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    installed = available_backends()
+    has_decord = "decord" in installed
     if backend == "decord" and not has_decord:
         raise VideoDecodeError(_source_name(source), "decord backend requested but decord2 is not installed")
+    if backend == "torchcodec" and "torchcodec" not in installed:
+        raise VideoDecodeError(
+            _source_name(source), "torchcodec backend requested but torchcodec is not installed (vidattn[torchcodec])"
+        )
+    use_torchcodec = backend == "torchcodec" or (backend == "auto" and TORCHCODEC_FASTER and "torchcodec" in installed)
 
     def pyav() -> PyAVReader:
         return PyAVReader(
             source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels, stream=stream
         )
 
-    if backend == "pyav" or not has_decord:
+    if backend == "pyav" or (not has_decord and not use_torchcodec):
         return pyav()
     # Exact frames are the contract; a backend is a preference. Every reason to read this file with PyAV
     # instead of decord is decided here: from the headers, then from decord's own output.
     path = _source_name(source)
     header = run_with_timeout(
         lambda: read_header(
-            source, path, max_pixels, want_first_frame=lambda h: _why_pyav(h, backend) is None, stream_index=stream
+            source,
+            path,
+            max_pixels,
+            want_first_frame=lambda h: (
+                _why_pyav(h, backend) is None or (use_torchcodec and _why_not_torchcodec(h, backend) is None)
+            ),
+            stream_index=stream,
         ),
         timeout_s,
         path,
     )
-    if _why_pyav(header, backend) is not None:
+    if use_torchcodec and _why_not_torchcodec(header, backend) is None:
+        reader = _open_torchcodec(
+            source, header, size, num_threads, timeout_s, max_pixels, seek_mode, explicit=backend == "torchcodec"
+        )
+        if reader is not None:
+            return reader
+    if backend == "torchcodec" or not has_decord or _why_pyav(header, backend) is not None:
         return pyav()
     try:
         reader = DecordReader(
@@ -232,6 +284,48 @@ def open_video(
             reader.close()
             return pyav()
         reader.pause()  # the check started decord's decode-ahead
+    return reader
+
+
+def _open_torchcodec(
+    source: Source,
+    header: StreamHeader,
+    size: Size,
+    num_threads: int,
+    timeout_s: float | None,
+    max_pixels: int,
+    seek_mode: str,
+    explicit: bool,
+) -> TorchCodecReader | None:
+    """A torchcodec reader for this file, or None where torchcodec cannot open it or is not exact on it."""
+    from vidattn.data.decode.torchcodec_reader import TorchCodecReader
+
+    try:
+        import torchcodec.decoders  # noqa: F401  the optional extra, imported on use; it loads FFmpeg's libraries
+    except Exception as exc:  # installed, but its FFmpeg libraries (or torch ABI) do not load here
+        if explicit:
+            raise VideoDecodeError(
+                _source_name(source), f"torchcodec is installed but does not load: {_short(exc)}"
+            ) from None
+        return None
+    try:
+        reader = TorchCodecReader(
+            source,
+            header,
+            size=size,
+            num_threads=num_threads,
+            timeout_s=timeout_s,
+            max_pixels=max_pixels,
+            seek_mode=seek_mode,
+        )
+    except VideoDecodeError:
+        return None  # PyAV reads it, or says precisely why it cannot
+    if _decord_proven(header) and seek_mode == "exact":
+        return reader
+    # Outside the containers whose index is exact, or trusting the header's count: checked once per file.
+    if not reader._call(lambda: decord_is_exact(reader, header, source)):
+        reader.close()
+        return None
     return reader
 
 

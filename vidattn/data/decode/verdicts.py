@@ -1,8 +1,8 @@
-"""Whether decord is exact on a file, remembered in memory and on disk, so a dataset pays the check once.
+"""Whether decord (or torchcodec) is exact on a file, kept in memory and on disk: a dataset pays the check once.
 
 `policy.decord_is_exact` compares decord's random access with PyAV's exact decode on files outside the
 containers decord always indexes exactly (~65 ms the first time a process opens such a file). The
-verdict is kept per (absolute path, size, mtime, decord version): in this process, and as one small
+verdict is kept per (absolute path, size, mtime, backend and its version): in this process, and as one small
 file per verdict under ``$VIDATTN_CACHE_DIR/decord-verdicts`` (default ``$XDG_CACHE_HOME/vidattn`` or
 ``~/.cache/vidattn``; an empty ``VIDATTN_CACHE_DIR`` keeps verdicts in memory only). One file per
 verdict, written to a temporary name and renamed, so DataLoader workers and several machines on a
@@ -18,7 +18,7 @@ from pathlib import Path
 
 # Bump when the check changes, so that verdicts from the old check are not trusted.
 _CHECK_VERSION = 1
-# (path, size, mtime, decord version) -> whether decord's random access is exact there.
+# (path, size, mtime, backend version, check version) -> whether that backend's random access is exact there.
 _DECORD_VERDICTS: dict[tuple, bool] = {}
 
 
@@ -32,10 +32,10 @@ def cache_dir() -> Path | None:
 
 
 @functools.cache
-def _decord_version() -> str:
+def _backend_version(backend: str) -> str:
     from importlib import metadata
 
-    for name in ("decord2", "decord"):
+    for name in ("decord2", "decord") if backend == "decord" else (backend,):
         try:
             return f"{name}-{metadata.version(name)}"
         except metadata.PackageNotFoundError:
@@ -43,9 +43,9 @@ def _decord_version() -> str:
     return "unknown"
 
 
-def _key(path: str | os.PathLike) -> tuple:
+def _key(path: str | os.PathLike, backend: str) -> tuple:
     st = os.stat(path)
-    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, _decord_version(), _CHECK_VERSION)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, _backend_version(backend), _CHECK_VERSION)
 
 
 def _disk_path(key: tuple) -> Path | None:
@@ -53,9 +53,9 @@ def _disk_path(key: tuple) -> Path | None:
     return None if folder is None else folder / hashlib.sha256(repr(key).encode()).hexdigest()[:40]
 
 
-def lookup(path: str | os.PathLike) -> bool | None:
-    """The verdict for this file as it is now (same size and mtime), or None if it was never checked."""
-    key = _key(path)
+def lookup(path: str | os.PathLike, backend: str = "decord") -> bool | None:
+    """`backend`'s verdict for this file as it is now (same size and mtime), or None if it was never checked."""
+    key = _key(path, backend)
     if key in _DECORD_VERDICTS:
         return _DECORD_VERDICTS[key]
     disk = _disk_path(key)
@@ -69,9 +69,9 @@ def lookup(path: str | os.PathLike) -> bool | None:
     return _DECORD_VERDICTS[key]
 
 
-def store(path: str | os.PathLike, exact: bool) -> None:
-    """Remember the verdict for this file, in memory and (when it can be written) on disk."""
-    key = _key(path)
+def store(path: str | os.PathLike, exact: bool, backend: str = "decord") -> None:
+    """Remember `backend`'s verdict for this file, in memory and (when it can be written) on disk."""
+    key = _key(path, backend)
     if len(_DECORD_VERDICTS) >= 100_000:
         _DECORD_VERDICTS.clear()
     _DECORD_VERDICTS[key] = exact
