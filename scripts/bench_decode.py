@@ -395,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         for video in videos:
             result["generated"].append(bench_file(video, args.clips, args))
             print(f"done {video.name}", file=sys.stderr)
+            save_partial(result, args)
         summarise(result["generated"], keys)
     real = [] if args.no_realvids else realvids_files(args)
     if real:
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result["realvids"].append(row)
             print(f"done {path.name}", file=sys.stderr)
+            save_partial(result, args)
         result["realvids_summary"] = summarise(result["realvids"], keys)
 
     table = markdown(result["generated"] + result["realvids"], result.get("realvids_summary"), methods(args))
@@ -416,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
+
+
+def save_partial(result: dict, args: argparse.Namespace) -> None:
+    """Write the rows so far to ``--json``: a long run stopped part-way keeps what it measured."""
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def _cpus() -> int:
