@@ -9,7 +9,6 @@ timestamps); ``auto`` uses it only for the file classes on `policy.TORCHCODEC_FA
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -109,14 +108,18 @@ class TorchCodecReader(VideoReader):
             raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
 
     def _torchcodec_source(self) -> Any:
-        """The source as torchcodec takes it: a path string, or the bytes of a file object."""
+        """The source as torchcodec takes it: a path string, or bytes.
+
+        A file object is read into bytes once: two decoders (`native_batches` at full size) reading one
+        file object would move each other's position.
+        """
         src = self._source
         if isinstance(src, os.PathLike):
             return os.fspath(src)
-        if isinstance(src, (str, bytes)):
-            return src
-        src.seek(0)
-        return src.read() if not isinstance(src, (io.RawIOBase, io.BufferedReader)) else src
+        if not isinstance(src, (str, bytes)):
+            src.seek(0)
+            self._source = src = src.read()
+        return src
 
     def native_batches(self, index_lists: list[list[int]], *, full_size: bool) -> list[np.ndarray]:
         """Frames from torchcodec's own indexing, one array per list, read in that order.
