@@ -94,7 +94,7 @@ FFMPEG_CLASSES = {
     "hevc_1080p.mp4": (
         "1920x1080",
         10,
-        ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "bframes=3:log-level=error"],
+        ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=60:bframes=3:log-level=error"],
     ),
     "xvid_240p.avi": ("320x240", 20, ["-c:v", "mpeg4", "-vtag", "XVID", "-q:v", "4", "-bf", "2"]),
     "anim_240p.gif": ("320x240", 10, ["-r", "15"]),
