@@ -57,7 +57,8 @@ _VERIFY_AT = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
 _VERIFY_MAX_SERIAL_FRAMES = 3000
 #: Codecs that ``backend="auto"`` reads with torchcodec (when installed and exact on the file): only where
 #: scripts/bench_decode.py measured it faster than both the PyAV and decord paths for that file class.
-#: Empty: in the 0.17.0 run (README, decoding section) torchcodec was not the fastest on any class.
+#: Empty for now: in the one (noisy, shared-machine) 0.17.0 run in the README, the only class where
+#: torchcodec was both faster and exact was MPEG-4 part 2 without B-frames, on 2-clip rows.
 TORCHCODEC_FASTER: frozenset[str] = frozenset()
 BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 
