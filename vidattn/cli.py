@@ -27,7 +27,7 @@ def cli() -> None:
 
 # --- options shared by several commands -----------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "decord", "pyav")
+BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 
 
 def device_option(default: str | None = "auto", help: str = "Where the model runs (auto: a GPU when there is one)."):
@@ -38,7 +38,7 @@ def device_option(default: str | None = "auto", help: str = "Where the model run
 
 
 def backend_option():
-    """``--backend auto|decord|pyav``: the video decoder (auto picks per file)."""
+    """``--backend auto|decord|pyav|torchcodec``: the video decoder (auto picks per file; torchcodec is an extra)."""
     return click.option(
         "--backend",
         type=click.Choice(BACKENDS),
