@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vidattn.data.decode.header import StreamHeader, _short
-from vidattn.data.decode.pyav_reader import PyAVReader
+from vidattn.data.decode.pyav_reader import PyAVFallback, PyAVReader
 from vidattn.data.decode.reader import DEFAULT_TIMEOUT_S, Size, Source, VideoReader, _output_size
 from vidattn.errors import VideoDecodeError
 
@@ -37,7 +37,7 @@ def _quiet_decord() -> None:
         pass
 
 
-class DecordReader(VideoReader):
+class DecordReader(PyAVFallback, VideoReader):
     """decord / decord2 backend. Fast random access via `get_batch`; HEVC read in order (exact).
 
     `header` is what PyAV read of the file (`read_header`): decord exposes no codec, container or
@@ -170,24 +170,8 @@ class DecordReader(VideoReader):
         many frames decode. PyAV decodes in order and fails at a fixed frame: it returns the exact
         frames that do decode and corrects `num_frames` for the rest.
         """
-        if self._fallback is None:
-            src = self._source
-            if not isinstance(src, (str, os.PathLike, bytes)):
-                src.seek(0)
-                src = src.read()  # decord already holds the whole file object in memory
-            # Same output size as decord, so frames from before and after the switch stack together.
-            self._fallback = PyAVReader(
-                src, size=(self.width, self.height), timeout_s=None, max_pixels=self.max_pixels, stream=self.stream
-            )
-            self._fallback.path = self.path
         self._vr = None  # decord's state after a failed read is undefined; stop using it
-        fallback = self._fallback
-        try:
-            return fallback._read_sorted(indices)
-        except VideoDecodeError as exc:
-            if fallback.num_frames <= max(indices) and fallback.num_frames <= self.num_frames:
-                raise self._truncated(fallback.num_frames) from None
-            raise VideoDecodeError(self.path, exc.reason) from None
+        return self._read_with_pyav(indices)
 
     def _read_sorted(self, indices: list[int]) -> np.ndarray:
         if self._fallback is not None:

@@ -563,3 +563,34 @@ class PyAVReader(VideoReader):
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+class PyAVFallback:
+    """For readers whose decoder can fail part-way through a corrupt or truncated file (decord, torchcodec).
+
+    Their threaded or batched decoders report a broken packet at a nondeterministic point, so they cannot
+    say how many frames decode. After such a failure `_read_with_pyav` re-reads with PyAV from then on: it
+    decodes in order, fails at a fixed frame, returns the exact frames that do decode and corrects
+    `num_frames` for the rest. The output size is the failed reader's, so frames from before and after
+    the switch stack together.
+    """
+
+    _fallback: PyAVReader | None
+
+    def _read_with_pyav(self, indices: list[int]) -> np.ndarray:
+        if self._fallback is None:
+            src = self._source
+            if not isinstance(src, (str, os.PathLike, bytes)):
+                src.seek(0)
+                src = src.read()  # the failed decoder already held the whole file object in memory
+            self._fallback = PyAVReader(
+                src, size=(self.width, self.height), timeout_s=None, max_pixels=self.max_pixels, stream=self.stream
+            )
+            self._fallback.path = self.path
+        fallback = self._fallback
+        try:
+            return fallback._read_sorted(indices)
+        except VideoDecodeError as exc:
+            if fallback.num_frames <= max(indices) and fallback.num_frames <= self.num_frames:
+                raise self._truncated(fallback.num_frames) from None
+            raise VideoDecodeError(self.path, exc.reason) from None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vidattn.data.decode.header import StreamHeader, _short
-from vidattn.data.decode.pyav_reader import PyAVReader
+from vidattn.data.decode.pyav_reader import PyAVFallback, PyAVReader
 from vidattn.data.decode.reader import DEFAULT_TIMEOUT_S, Size, Source, VideoReader, _output_size
 from vidattn.errors import VideoDecodeError
 
@@ -35,7 +35,7 @@ def torchcodec_version() -> str | None:
         return None
 
 
-class TorchCodecReader(VideoReader):
+class TorchCodecReader(PyAVFallback, VideoReader):
     """torchcodec backend: batched decode by frame index through `VideoDecoder.get_frames_at`.
 
     `header` is what PyAV read of the file (`read_header`); the reader reads that stream. Files with
@@ -142,23 +142,8 @@ class TorchCodecReader(VideoReader):
 
     def _recover(self, indices: list[int]) -> np.ndarray:
         """torchcodec failed mid-read: a corrupt or truncated file. Re-read with PyAV, which fails at a fixed frame."""
-        if self._fallback is None:
-            src = self._source
-            if not isinstance(src, (str, os.PathLike, bytes)):
-                src.seek(0)
-                src = src.read()
-            self._fallback = PyAVReader(
-                src, size=(self.width, self.height), timeout_s=None, max_pixels=self.max_pixels, stream=self.stream
-            )
-            self._fallback.path = self.path
         self._decoder = None  # its state after a failed read is undefined
-        fallback = self._fallback
-        try:
-            return fallback._read_sorted(indices)
-        except VideoDecodeError as exc:
-            if fallback.num_frames <= max(indices) and fallback.num_frames <= self.num_frames:
-                raise self._truncated(fallback.num_frames) from None
-            raise VideoDecodeError(self.path, exc.reason) from None
+        return self._read_with_pyav(indices)
 
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         # Small chunks in order: bounded memory, and every frame that decodes is yielded before an error.
