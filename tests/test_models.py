@@ -16,7 +16,7 @@ from vidattn.errors import VidattnError
 from vidattn.layers import NonLocalBlock, ShapeError, collect_attention, list_attn
 from vidattn.models import AttentionPoolHead, _registry, create_model, expand_time_weights, list_models, register_model
 from vidattn.models._pretrained import attention_param_names, torchvision_checkpoint_path
-from vidattn.models.resnet import VideoResNet
+from vidattn.models.resnet import VideoResNet, frame_differences
 
 TINY = ["mc3_tiny", "r2plus1d_tiny", "r3d_tiny"]
 FULL_18 = ["mc3_18", "r2plus1d_18", "r3d_18"]
@@ -382,3 +382,32 @@ def test_glimpse_model_trains_on_cpu_and_runs_the_backbone_on_glimpses_only():
         model(x)
     assert recorded[""].shape == (2, 24)
     torch.testing.assert_close(recorded[":mask"].sum(1), torch.full((2,), 2.0))
+
+
+def test_frame_differences_keep_the_shape_and_only_see_what_moved():
+    clip = torch.rand(1, 3, 1, 8, 8).expand(2, 3, 6, 8, 8).clone()  # a still scene
+    assert torch.equal(frame_differences(clip), torch.zeros_like(clip))
+    clip[:, :, 3:, 2, 2] += 1.0  # one pixel changes at frame 3 and stays
+    d = frame_differences(clip)
+    assert d.shape == clip.shape
+    moved = torch.zeros_like(clip)
+    moved[:, :, 3, 2, 2] = 1.0
+    assert torch.allclose(d, moved, atol=1e-6)  # only at the moment and the place it changed
+    assert torch.equal(frame_differences(clip[:, :, :1]), torch.zeros_like(clip[:, :, :1]))
+
+
+@pytest.mark.parametrize("name", ["r2plus1d_tiny", "r2plus1d_glimpse"])
+def test_diff_input_ignores_the_static_scene(name):
+    """With input_mode="diff" a model's output does not depend on the background, only on what moves."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=4, input_mode="diff").eval()
+    moving = torch.zeros(2, 3, 12, 32, 32)
+    for t in range(12):
+        moving[:, :, t, 10:16, 2 + t : 8 + t] = 1.0
+    background = torch.rand(2, 3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(moving), model(moving + background), atol=1e-5)
+        rgb = create_model(name, num_classes=4).eval()
+        assert not torch.allclose(rgb(moving), rgb(moving + background), atol=1e-3)
+    with pytest.raises(ValueError, match="input_mode"):
+        create_model(name, num_classes=4, input_mode="flow")

@@ -176,15 +176,16 @@ def test_coverage_training_can_sample_every_frame_in_order(num_frames, snippet):
 @pytest.mark.parametrize("num_frames", LENGTHS)
 def test_coverage_every_clip_spans_the_video(num_frames, snippet):
     """Training clips and test views reach into the first and the last segment of the video, whatever its length."""
-    clip_len = 16
-    segment = max(1.0, num_frames / (clip_len // snippet))
+    clip_len, stride = 16, 2
+    # A video that fits one clip is sampled every `stride` frames; a longer one by segments.
+    reach = stride if num_frames <= (clip_len - 1) * stride + 1 else max(1.0, num_frames / (clip_len // snippet))
     for train in (True, False):
-        sampler = sampler_for("auto", clip_len=clip_len, stride=2, train=train, num_clips=3, snippet=snippet)
+        sampler = sampler_for("auto", clip_len=clip_len, stride=stride, train=train, num_clips=3, snippet=snippet)
         clips = sampler(num_frames, make_rng(1, num_frames))
         assert len(clips) == (1 if train else 3)
         for clip in clips:
-            assert clip.frame_indices[0] < segment
-            assert clip.frame_indices[-1] >= num_frames - segment - 1
+            assert clip.frame_indices[0] < reach
+            assert clip.frame_indices[-1] >= num_frames - reach - 1
 
 
 @pytest.mark.parametrize("num_frames", [16, 40, 100, 333, 768])
@@ -197,10 +198,12 @@ def test_coverage_test_views_together_reach_every_frame(num_frames):
 
 def test_coverage_picks_by_length_against_the_clip():
     sampler = CoverageSampler(8, stride=2, snippet=4, random=False)
-    (fits,) = sampler(15)  # the span of 8 frames at stride 2: spread evenly, one frame at a time
+    (fits,) = sampler(15)  # the span of 8 frames at stride 2: every second frame, one frame at a time
     assert fits.frame_indices == (0, 2, 4, 6, 8, 10, 12, 14)
-    (short,) = sampler(4)  # shorter than a clip: slowed down, never looped
-    assert short.frame_indices == (0, 0, 1, 1, 2, 2, 3, 3)
+    (short,) = sampler(7)  # shorter than the span: the same spacing, the last frame held, never looped
+    assert short.frame_indices == (0, 2, 4, 6, 6, 6, 6, 6)
+    views = CoverageSampler(8, stride=2, random=False, num_clips=2)(7)  # test views: one per phase
+    assert [v.frame_indices for v in views] == [(0, 2, 4, 6, 6, 6, 6, 6), (1, 3, 5, 5, 5, 5, 5, 5)]
     (long,) = sampler(100)  # longer than the span: 2 segments of 50, a 4-frame snippet at each centre
     assert long.frame_indices == (23, 24, 25, 26, 73, 74, 75, 76)
 

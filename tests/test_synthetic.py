@@ -54,10 +54,13 @@ def test_profile_derives_only_what_is_unset(tmp_path):
     assert profile is not None and profile.probed == 2 and profile.fps == pytest.approx(12)
     assert profile.short_side == 32 and all(20 <= f <= 60 for f in profile.frames)
     derived = derive_data_settings(DataConfig(), profile)
-    assert derived["stride"] == 3 and derived["size"] == derived["crop_size"] == 32
-    assert derived["clip_len"] % 8 == 0 and derived["clip_len"] * 3 >= max(profile.frames)  # covers the longest
+    # Videos of at most 60 frames fit a 64-frame clip: every frame is seen.
+    assert derived["stride"] == 1 and derived["size"] == derived["crop_size"] == 32
+    assert derived["clip_len"] % 8 == 0 and derived["clip_len"] >= max(profile.frames)  # covers the longest
     assert derive_data_settings(DataConfig(clip_len=8, stride=1, size=48, crop_size=40), profile) == {}
-    # Real-footage-like metadata: 25 fps, 240 px, 250 frames.
+    # Real-footage-like metadata: 25 fps, 240 px, up to 300 frames: every 5th frame, 60 of them (64 with rounding).
     real = DataProfile(4, 4, (250, 240, 180, 300), 25.0, 240)
-    assert derive_data_settings(DataConfig(), real) == {"stride": 6, "clip_len": 56, "size": 112, "crop_size": 112}
+    assert derive_data_settings(DataConfig(), real) == {"stride": 5, "clip_len": 64, "size": 112, "crop_size": 112}
+    # The spacing follows the length, not the frame rate: the same videos at 60 fps are sampled the same way.
+    assert derive_data_settings(DataConfig(), dataclasses.replace(real, fps=60.0))["stride"] == 5
     assert derive_data_settings(DataConfig(), None)["clip_len"] == 16  # nothing probed: the classic clip

@@ -80,6 +80,7 @@ def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
     # It says which config it uses and what it derived from the data (stride from the 12 fps videos).
     assert "config: the embedded default" in res.stdout and "data.stride=3" in res.stderr
     assert "optim.lr=0.006 (training from scratch)" in res.stderr
+    assert "model.input=diff (training from scratch)" in res.stderr
     assert list((run / "tb").glob("events.out.tfevents.*"))
     metrics = read_metrics(run)
     assert [m["epoch"] for m in metrics] == [1, 2]
@@ -416,6 +417,7 @@ def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     _, loaded_classes, loaded = load_model(path, cpu)
     assert isinstance(loaded, Config) and loaded_classes == classes
     assert loaded.data.size == PREDATED_DATA["size"] and loaded.data.clip_len == 4
+    assert loaded.model.input == "rgb"  # written before model.input existed: its models saw the frames
     assert KeyframeModel.load(path, cpu).size == loaded.data.size
     assert load_classifier(path, cpu, topk=3).data.size == loaded.data.size
     # train.amp is honoured by eval, key frames and scoring (bf16 runs on the CPU too); auto means off on a CPU.

@@ -123,9 +123,13 @@ class ModelConfig:
     head: str = "attn"  # classification head: attn (attention pooling over time) | avg
     pretrained: str | None = None  # torchvision | path to weights | None
     dropout: float = 0.0  # dropout before the classifier
+    # What the network sees: rgb (the frames) | diff (differences of consecutive sampled frames: what moved).
+    # None = derived: diff when training from scratch (the frames would let it memorise each video's
+    # background), rgb with pretrained weights (they were trained on frames).
+    input: str | None = None
     kwargs: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
 
-    _rules: ClassVar[dict[str, _Rule]] = {"dropout": _fraction(below_one=True)}
+    _rules: ClassVar[dict[str, _Rule]] = {"dropout": _fraction(below_one=True), "input": _one_of("rgb", "diff")}
 
 
 @dataclass

@@ -5,8 +5,10 @@
 ``data.crop_size``) is derived from an evenly spaced sample of the training videos (metadata only, no
 decoding):
 
-- ``stride``: the largest spacing that still samples every quarter second (``round(fps / 4)``, at least
-  1), so a half-second event is seen by at least two frames;
+- ``stride``: the smallest spacing at which a clip of at most `MAX_CLIP_LEN` frames covers the longest
+  probed video (``ceil(longest / 64)``). A short event is then seen by as many frames as the cost of a
+  clip allows, whatever the frame rate (a rule in seconds, such as every quarter second, would see a
+  6-frame burst in a 30 fps video once, and its direction not at all);
 - ``clip_len``: enough frames to cover the longest probed video at that spacing (whole-video coverage),
   rounded up to a multiple of 8 and kept within 8..64 (the cost of a clip grows with it);
 - ``size`` / ``crop_size``: the videos' short side, rounded down to a multiple of 16 and kept within
@@ -25,7 +27,10 @@ import numpy as np
 
 from vidattn.errors import VidattnError
 
-__all__ = ["DataProfile", "derive_data_settings", "profile_videos"]
+__all__ = ["MAX_CLIP_LEN", "DataProfile", "derive_data_settings", "profile_videos"]
+
+#: The longest clip a derived setting asks for (frames): the cost of a training step grows with it.
+MAX_CLIP_LEN = 64
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,9 @@ def derive_data_settings(data: Any, profile: DataProfile | None) -> dict[str, in
     if profile is None:
         stride, clip_len, side = 1, 16, 112
     else:
-        stride = max(1, round(profile.fps / 4))
         long = max(profile.frames)
-        clip_len = min(64, max(8, 8 * math.ceil(long / stride / 8)))
+        stride = max(1, math.ceil(long / MAX_CLIP_LEN))
+        clip_len = min(MAX_CLIP_LEN, max(8, 8 * math.ceil(long / stride / 8)))
         side = min(112, max(32, 16 * (profile.short_side // 16)))
     derived: dict[str, int] = {}
     if data.stride is None:

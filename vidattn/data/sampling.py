@@ -192,14 +192,17 @@ class CoverageSampler(_StridedClip, ClipSampler):
 
     The choice depends on the video's length ``T`` against the clip's span ``(clip_len - 1) * stride + 1``:
 
-    - ``T <= span`` (the video fits one clip): `clip_len` frames evenly spread over the whole video,
-      at most `stride` apart; a video shorter than `clip_len` frames is slowed down (frames repeat, in
-      order) rather than looped, so the order of events is kept.
+    - ``T <= span`` (the video fits one clip): every `stride`-th frame of the whole video, from a phase in
+      ``[0, stride)`` (random in training; 0, then spread over the test views at test), and the last of them held until
+      the clip has `clip_len` frames. The spacing is the same in every video whatever its length, so a
+      motion looks the same in a short video as in a long one (stretching a short video to fill the clip
+      would make the same event 3x slower in a video a third as long, and the model would have to learn
+      every speed), and the order of events is kept (nothing loops).
     - ``T > span``: TSN segments. The video is cut into ``clip_len // snippet`` equal segments and each
       gives `snippet` consecutive frames: at a random place in training, the centre at test.
 
-    Test views (``num_clips > 1``, ``random=False``) shift every segment's pick by ``k / num_clips`` of a
-    segment, so together they cover the video evenly.
+    Test views (``num_clips > 1``, ``random=False``) shift every pick by ``k / num_clips`` of the spacing
+    (of a segment for long videos), so together they cover the video evenly.
 
     Args:
         clip_len: frames per clip.
@@ -230,8 +233,9 @@ class CoverageSampler(_StridedClip, ClipSampler):
         return False  # short videos are stretched here, never looped
 
     def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
-        fits = num_frames <= self.span
-        snippet = 1 if fits else self.snippet
+        if num_frames <= self.span:
+            return self._strided(num_frames, rng)
+        snippet = self.snippet
         segments = self.clip_len // snippet
         seg_len = num_frames / segments
         # A snippet may start anywhere from its segment's start to `snippet` frames before the next one's
@@ -247,6 +251,18 @@ class CoverageSampler(_StridedClip, ClipSampler):
             else:
                 idx = (starts[:, None] + np.arange(snippet)[None, :]).reshape(-1)
             idx = np.clip(idx, 0, num_frames - 1)
+            clips.append(ClipInfo(tuple(int(i) for i in idx), k, n_clips))
+        return clips
+
+    def _strided(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
+        """A video that fits one clip: every `stride`-th frame from a phase, the last one held to `clip_len`."""
+        stride = min(self.stride, num_frames)
+        n_clips = 1 if self.random else self.num_clips
+        clips = []
+        for k in range(n_clips):
+            phase = int(rng.integers(0, stride)) if self.random else k * stride // n_clips
+            idx = np.arange(phase, num_frames, stride)[: self.clip_len]
+            idx = np.concatenate([idx, np.full(self.clip_len - len(idx), idx[-1])])
             clips.append(ClipInfo(tuple(int(i) for i in idx), k, n_clips))
         return clips
 

@@ -75,6 +75,8 @@ def checkpoint_config(ckpt: dict[str, Any], source: str | os.PathLike) -> Config
             setattr(cfg.data, key, value)
     if cfg.optim.lr is None:
         cfg.optim.lr = 6e-3
+    if cfg.model.input is None:
+        cfg.model.input = "rgb"
     return cfg.validate(str(source))
 
 

@@ -34,6 +34,7 @@ def build_model(cfg: Config, num_classes: int, *, pretrained: bool = True) -> nn
         head=m.head,
         drop_rate=m.dropout,
         pretrained=m.pretrained if pretrained else None,
+        input_mode=m.input,
         **(m.kwargs or {}),
     )
 

@@ -158,10 +158,14 @@ def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
             setattr(d, key, value)
         source = profile.describe() if profile is not None else "no training video could be probed"
         said.append(f"{source} -> " + ", ".join(f"data.{k}={v}" for k, v in derived.items()))
+    scratch = default_lr(cfg.model.pretrained) == LR_SCRATCH
+    kind = "training from scratch" if scratch else "pretrained weights"
     if cfg.optim.lr is None:
         cfg.optim.lr = default_lr(cfg.model.pretrained)
-        kind = "training from scratch" if cfg.optim.lr == LR_SCRATCH else "pretrained weights"
         said.append(f"optim.lr={cfg.optim.lr:g} ({kind})")
+    if cfg.model.input is None:
+        cfg.model.input = "diff" if scratch else "rgb"
+        said.append(f"model.input={cfg.model.input} ({kind})")
     if said:
         _log(info, "derived (set them with -o to override): " + "; ".join(said))
 

@@ -32,6 +32,7 @@ from vidattn.layers import RecordsAttention, check_video, select_topk
 
 from ._registry import create_model, register_model
 from .heads import AttentionPoolHead, ClassifierHead, _linear, expand_time_weights
+from .resnet import check_input_mode, frame_differences
 
 __all__ = ["GlimpseNet", "GlimpseScorer"]
 
@@ -97,6 +98,8 @@ class GlimpseNet(RecordsAttention, nn.Module):
         tau: softmax temperature of the scores.
         head: ``"attn"`` (attention pooling over the glimpses' time steps) or ``"avg"``.
         drop_rate: dropout before the classifier.
+        input_mode: ``"rgb"`` or ``"diff"``: the scorer and the glimpses see the differences between
+            consecutive input frames (`vidattn.models.resnet.frame_differences`, taken over the whole input).
 
     Weights recorded: ``""`` the scorer's softmax over input frames ``(B, T)`` and ``":mask"`` the glimpse
     centres ``(B, T)`` (0/1).
@@ -115,8 +118,13 @@ class GlimpseNet(RecordsAttention, nn.Module):
         tau: float = 1.0,
         head: str = "attn",
         drop_rate: float = 0.0,
+        input_mode: str = "rgb",
     ) -> None:
         super().__init__()
+        check_input_mode(input_mode, "GlimpseNet")
+        if getattr(backbone, "input_mode", "rgb") != "rgb":
+            raise ValueError("GlimpseNet: give input_mode to the GlimpseNet, not to its backbone")
+        self.input_mode = input_mode
         if k < 1 or glimpse_len < 1:
             raise ValueError(f"GlimpseNet: k and glimpse_len must be >= 1, got {k}, {glimpse_len}")
         if estimator not in ("st", "gumbel"):
@@ -172,6 +180,8 @@ class GlimpseNet(RecordsAttention, nn.Module):
 
     def _features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_video(x, self.in_chans, type(self).__name__)
+        if self.input_mode == "diff":
+            x = frame_differences(x)
         b = x.shape[0]
         clips, context, soft = self._select(x)
         g = self.backbone.forward_features(clips)  # (B*k, F, L', H', W')
@@ -201,7 +211,7 @@ class GlimpseNet(RecordsAttention, nn.Module):
         self.fc = _linear(self.num_features, num_classes)
 
 
-_GLIMPSE_KWARGS = ("k", "glimpse_len", "scorer_width", "scorer_size", "estimator", "tau")
+_GLIMPSE_KWARGS = ("k", "glimpse_len", "scorer_width", "scorer_size", "estimator", "tau", "input_mode")
 
 
 def _glimpse(backbone_name: str, *, num_classes: int = 400, head: str = "attn", drop_rate: float = 0.0, **kwargs: Any):

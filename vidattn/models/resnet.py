@@ -16,6 +16,8 @@ load one-to-one (see :mod:`vidattn.models._pretrained`). What is added:
   keep full temporal resolution (the conv builders below take a ``(t, h, w)`` stride;
   torchvision's take one int for all three axes);
 - ``head="avg"`` (torchvision's) or ``"attn"`` (attention pooling over time);
+- ``input_mode="diff"``: the network sees the differences between consecutive input frames
+  (what moved) instead of the frames (see :func:`frame_differences`);
 - ``forward_features`` / ``forward_head`` / ``frame_weights``.
 
 Every variant is a five-line builder differing in ``conv_makers``, ``layers``, ``stem``
@@ -28,6 +30,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from vidattn.layers import NonLocalBlock, RecordsAttention, check_video, create_attn
@@ -36,6 +39,8 @@ from ._registry import keyword_names, register_model
 from .heads import AttentionPoolHead, create_head, expand_time_weights
 
 __all__ = [
+    "INPUT_MODES",
+    "frame_differences",
     "BasicBlock",
     "BasicStem",
     "Conv2Plus1D",
@@ -49,6 +54,30 @@ Stride3 = tuple[int, int, int]
 #: Kinetics-400 normalisation of torchvision's video weights.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+#: What a model sees of its input clip: the frames, or the differences between consecutive frames.
+INPUT_MODES = ("rgb", "diff")
+
+
+def frame_differences(x: Tensor) -> Tensor:
+    """``x[t] - x[t-1]`` for a clip ``(B, C, T, H, W)``; frame 0 gets frame 1's difference (same shape).
+
+    What moved between two sampled frames, with the static scene removed: a model trained from scratch
+    on a few hundred videos otherwise learns to recognise each training video by its background and
+    memorises the labels (TSN's "RGB difference" modality: Wang et al., ECCV 2016). A clip of one frame
+    gives zeros.
+    """
+    if x.shape[2] < 2:
+        return x.new_zeros(x.shape)
+    d = x[:, :, 1:] - x[:, :, :-1]
+    return torch.cat([d[:, :, :1], d], dim=2)
+
+
+def check_input_mode(input_mode: str, where: str) -> None:
+    """Raise ValueError unless `input_mode` is one of `INPUT_MODES`."""
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"{where}: input_mode must be one of {', '.join(INPUT_MODES)}, got {input_mode!r}")
 
 
 # --- conv builders: (in_planes, out_planes, midplanes, stride) -> module -------------------
@@ -223,6 +252,8 @@ class VideoResNet(nn.Module):
             pad the ends of a clip. Zero padding makes the first and last frames look different
             from the rest, and an attention head can latch onto that instead of the content;
             replicate padding shows them their own content. The weights are the same either way.
+        input_mode: ``"rgb"`` (the frames) or ``"diff"`` (`frame_differences` of the frames, computed
+            inside the model, so every caller feeds plain frames).
 
     Attributes:
         num_classes: classifier outputs.
@@ -252,8 +283,11 @@ class VideoResNet(nn.Module):
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
         temporal_padding: str = "zeros",
+        input_mode: str = "rgb",
     ) -> None:
         super().__init__()
+        check_input_mode(input_mode, "VideoResNet")
+        self.input_mode = input_mode
         n = len(layers)
         if not (len(conv_makers) == len(widths) == len(strides) == n):
             raise ValueError("conv_makers, layers, widths and strides need one entry per stage")
@@ -335,6 +369,8 @@ class VideoResNet(nn.Module):
         ``T' = ceil(T / temporal_stride)``, ``H' = ceil(H / spatial_stride)``.
         """
         check_video(x, self.in_chans, type(self).__name__)
+        if self.input_mode == "diff":
+            x = frame_differences(x)
         x = self.stem(x)
         for stage in self.stages():
             x = stage(x)
