@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Attention ablation on long synthetic videos: the same budget for every variant, several seeds.
 
-Variants: no attention, channel only (SE), spatial only, temporal only (gating), STC (all three),
-and the two-stage glimpse model (hard attention: a cheap scorer over the whole video, the STC
+Variants: no attention at all (plain blocks, average-pooling head), the attention-pooling head alone
+(plain blocks), then with that head: channel only (SE), spatial only, temporal only (gating), STC (all
+three, the default), and the two-stage glimpse model (hard attention: a cheap scorer over the whole video, the STC
 backbone on the top-k glimpses only). Every variant trains on the same data with whole-video
 coverage (the defaults of `vidattn train --data-root`), for the same compute budget: a variant's
 epochs are its budget divided by its measured CPU seconds per epoch (a few training steps are timed
@@ -36,7 +37,8 @@ from vidattn.engine.train import train
 
 # Variant name -> config overrides.
 VARIANTS = {
-    "none": ["model.attn=none"],
+    "none": ["model.attn=none", "model.head=avg"],
+    "head": ["model.attn=none"],
     "channel": ["model.attn=se"],
     "spatial": ["model.attn=spatial"],
     "temporal": ["model.attn=temporal"],

@@ -167,7 +167,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 50
     batch_size: int = 16  # clips per process
     eval_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda
