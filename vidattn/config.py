@@ -167,7 +167,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 50
+    epochs: int = 30
     batch_size: int = 16  # clips per process
     eval_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda
