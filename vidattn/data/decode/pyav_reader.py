@@ -181,6 +181,7 @@ class PyAVReader(VideoReader):
         self._stream: Any = None
         self._scale_to = (0, 0)
         self._seeked_to: int | None = None
+        self._sought = False  # the decoder was positioned by a seek, not counted from frame 0
         self._pts_by_index: list[int] | None = None  # pts of each frame in presentation order, if reliable
         self._index_of: dict[int, int] = {}  # the inverse: pts -> presentation index
         self._key_positions: list[int] = []
@@ -258,6 +259,7 @@ class PyAVReader(VideoReader):
         self._frames = self._decode()
         self._pos = -1
         self._seeked_to = None
+        self._sought = False
 
     def _decode(self) -> Iterator[Any]:
         """Frames in presentation order. A non-reference picture the current read does not want is never
@@ -355,6 +357,7 @@ class PyAVReader(VideoReader):
         self._frames = self._decode()
         self._pos = key_pos - 1
         self._seeked_to = self._pts_by_index[key_pos]
+        self._sought = True
 
     def _next_frame(self) -> Any:
         """Decode the next frame in presentation order, or None at the end of the stream."""
@@ -433,6 +436,11 @@ class PyAVReader(VideoReader):
             if frame is None:
                 if self._nonref:  # frames left out before the end: count exactly what decodes
                     self._forget_order()
+                    self._restart(force=True)
+                    continue
+                if self._sought:
+                    # The stream ended early after a seek (an MPEG-TS with open GOPs lost its last frame
+                    # after a seek to the last key frame): count from the start before calling it truncated.
                     self._restart(force=True)
                     continue
                 raise self._truncated(self._pos + 1)
