@@ -153,11 +153,17 @@ def count_decoded(reader) -> list[int]:
 
 @pytest.mark.parametrize(
     ("name", "codec", "params"),
-    [("h264.mp4", "libx264", ""), ("h264.avi", "libx264", ""), ("hevc.mkv", "libx265", "log-level=error:bframes=3")],
+    [
+        ("h264.mp4", "libx264", ""),
+        ("h264.avi", "libx264", ""),
+        ("hevc.mkv", "libx265", "log-level=error:bframes=3"),
+        ("mpeg4.avi", "mpeg4", ""),
+    ],
 )
 def test_pyav_leaves_out_unreferenced_pictures_and_stays_exact(tmp_path, name, codec, params):
     """Strided clips decode fewer pictures than a plain decode and return exactly the same frames.
-    In the AVI the order comes from the picture order counts (its timestamps are in decode order)."""
+    In the H.264 AVI the order comes from the picture order counts (its timestamps are in decode order);
+    in MPEG-4 part 2 (XviD) every B-VOP is unreferenced."""
     path = encode(tmp_path / name, 90, codec=codec, params=params, gop=45)
     decoded = {}
     for leave_out in (False, True):
@@ -173,6 +179,18 @@ def test_pyav_leaves_out_unreferenced_pictures_and_stays_exact(tmp_path, name, c
             assert reader._nonref or not leave_out  # the plan held all the way
             decoded[leave_out] = count[0]
     assert decoded[True] < 0.85 * decoded[False]
+
+
+def test_mpeg4_b_vops_are_unreferenced_and_packed_packets_unsupported():
+    vop = b"\x00\x00\x01\xb6"
+    header = b"\x00\x00\x01\xb0\xf5\x00\x00\x01\xb5"  # a VOS header before the VOP, as in key frames
+    assert picture_kind("mpeg4", header + vop + bytes([0x10, 0xFF]), 0) == (False, 0)  # I-VOP
+    assert picture_kind("mpeg4", vop + bytes([0x51, 0x00]), 0) == (False, 0)  # P-VOP
+    assert picture_kind("mpeg4", memoryview(vop + bytes([0x90, 0x00])), 0) == (True, 0)  # B-VOP
+    assert picture_kind("mpeg4", header, 0) is None
+    with pytest.raises(Unsupported):  # DivX packed bitstream: the decoder reorders inside the packet
+        picture_kind("mpeg4", vop + bytes([0x51, 0x00]) + vop + bytes([0x90, 0x00]), 0)
+    assert nal_length_size("mpeg4", header) == 0
 
 
 def test_a_read_past_the_last_one_gets_frames_the_decoder_ran_ahead_of(tmp_path):

@@ -1,4 +1,4 @@
-"""Just enough H.264 / HEVC bitstream reading to leave out pictures that nothing needs.
+"""Just enough H.264 / HEVC / MPEG-4 part 2 bitstream reading to leave out pictures that nothing needs.
 
 A picture that no other picture predicts from (a non-reference picture: most B-frames in H.264 from
 x264, the ``*_N`` pictures of HEVC) can be left out of the decoder's input without changing any other
@@ -26,6 +26,8 @@ __all__ = ["Unsupported", "nal_length_size", "nal_units", "picture_kind", "H264P
 _H264_SLICE, _H264_IDR, _H264_SPS, _H264_PPS = 1, 5, 7, 8
 _H264_PARTITION = (2, 3, 4)
 _HEVC_VCL_MAX = 31
+# MPEG-4 part 2: the VOP start code, and the vop_coding_type of a B-VOP.
+_MPEG4_VOP, _MPEG4_B_VOP = b"\x00\x00\x01\xb6", 2
 # Profiles whose SPS carries chroma format, bit depths and scaling matrices.
 _HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 _P, _B, _I, _SP, _SI = range(5)
@@ -43,8 +45,8 @@ def nal_length_size(codec: str, extradata: bytes | None) -> int:
     MP4/MKV store avcC / hvcC configuration records in the extradata (first byte 1) and
     length-prefixed NAL units in packets; AVI, MPEG-TS and raw streams use start codes.
     """
-    if not extradata or extradata[0] != 1:
-        return 0
+    if codec == "mpeg4" or not extradata or extradata[0] != 1:
+        return 0  # MPEG-4 part 2 has start codes in every container
     if codec == "h264" and len(extradata) > 4:
         return (extradata[4] & 3) + 1
     if codec in ("hevc", "h265") and len(extradata) > 21:
@@ -100,8 +102,11 @@ def picture_kind(codec: str, data: bytes | memoryview, length_size: int) -> tupl
     H.264: a picture is unreferenced when its slices have ``nal_ref_idc == 0`` (temporal id 0). HEVC:
     a sub-layer non-reference picture (``TRAIL_N``, ``RADL_N``, ...) can still be referenced by
     pictures of higher temporal sub-layers, so it is unreferenced only on the stream's top sub-layer:
-    the caller compares `temporal_id` with the highest one in the stream.
+    the caller compares `temporal_id` with the highest one in the stream. MPEG-4 part 2 (XviD/DivX): a
+    B-VOP is never a reference (a packet with two VOPs, DivX's packed bitstream, is `Unsupported`).
     """
+    if codec == "mpeg4":
+        return _mpeg4_picture_kind(data)
     for nal in nal_units(data, length_size):
         if codec == "h264":
             kind = nal[0] & 0x1F
@@ -114,6 +119,22 @@ def picture_kind(codec: str, data: bytes | memoryview, length_size: int) -> tupl
             if kind <= _HEVC_VCL_MAX:
                 return kind <= 14 and kind % 2 == 0, (nal[1] & 7) - 1
     return None
+
+
+def _mpeg4_picture_kind(data: bytes | memoryview) -> tuple[bool, int] | None:
+    raw = data if isinstance(data, bytes) else bytes(data)
+    types = []
+    start = raw.find(_MPEG4_VOP)
+    while start >= 0:
+        if start + 4 >= len(raw):
+            raise Unsupported("VOP header runs past the packet")
+        types.append(raw[start + 4] >> 6)  # vop_coding_type: 0 I, 1 P, 2 B, 3 S (sprite)
+        start = raw.find(_MPEG4_VOP, start + 4)
+    if len(types) > 1:
+        # DivX "packed B-frames": a P-VOP and the B-VOP shown before it in one packet, which the decoder
+        # splits and reorders itself; the timestamps of what it outputs do not follow the packets.
+        raise Unsupported("packed bitstream")
+    return (types[0] == _MPEG4_B_VOP, 0) if types else None
 
 
 class _Bits:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -36,6 +37,14 @@ def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         out = first.new(storage).view(shape)
     else:
         out = torch.empty(shape, dtype=first.dtype, device=first.device)
+    if out.device.type == "cpu" and first.dtype == torch.uint8:
+        # numpy's copy: torch's copy_ of a strided crop spreads over its intra-op threads, and on a busy
+        # machine (decoder threads, other workers) waiting for them cost 12 ms per 16x240x240 clip, against
+        # 0.3 ms for numpy's single-threaded copy of the same bytes.
+        dst = out.numpy()
+        for i, t in enumerate(tensors):
+            np.copyto(dst[i], t.numpy())
+        return out
     for i, t in enumerate(tensors):
         out[i].copy_(t)
     return out

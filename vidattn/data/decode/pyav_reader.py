@@ -23,14 +23,18 @@ PYAV_SEEK_UNSAFE_CONTAINERS = frozenset({"mpeg", "mpegvideo"})
 #: frame threads hand them over (286 against 232 clips/s on a UCF101 clip; at 720p threads win, 20 against 5).
 SINGLE_THREAD_CODECS = frozenset({"mpeg4"})
 SINGLE_THREAD_MAX_PIXELS = 640 * 480
-# Above this many frames between requested indices, re-seek rather than decode through the gap.
+# Up to this many frames ahead, a reader without a seek index decodes on rather than build one.
 _FORWARD_DECODE_LIMIT = 64
 
-_SCANNED_CODECS = frozenset({"h264", "hevc"})
+_SCANNED_CODECS = frozenset({"h264", "hevc", "mpeg4"})
+# swscale threads for the 8-bit conversion: one, FFmpeg's own default. PyAV's default (one per core) built
+# a thread pool per reader and synchronised it per frame: a new reader's first frames cost ~10 ms each on
+# the shared 2-core machine, and a DataLoader worker already has a core of its own.
+_SWS_THREADS = 1
 
 
 class _PictureScan:
-    """Reads each packet's NAL unit headers during the seek-index pass (H.264 and HEVC only).
+    """Reads each packet's picture header during the seek-index pass (H.264, HEVC and MPEG-4 part 2 only).
 
     It finds the pictures that nothing references, and for H.264 whose timestamps are in decode order
     (AVI stores no presentation times) the presentation order from the picture order counts. Any
@@ -129,7 +133,7 @@ class PyAVReader(VideoReader):
     unique (checked once, by demuxing without decoding); otherwise it decodes from the start,
     which is slower but exact on files with broken timestamps (old AVIs).
 
-    In H.264 and HEVC, the same demux pass reads each packet's NAL unit headers, and a read never
+    In H.264, HEVC and MPEG-4 part 2, the same demux pass reads each packet's picture header, and a read never
     sends the decoder a picture that nothing references unless it returns that picture: a clip with
     stride 2, or frames far apart, decodes a fifth to a half fewer pictures on streams with B-frames,
     and returns the same frames. Where the timestamps are in decode order (H.264 in AVI) the frames
@@ -177,6 +181,7 @@ class PyAVReader(VideoReader):
         self._stream: Any = None
         self._scale_to = (0, 0)
         self._seeked_to: int | None = None
+        self._sought = False  # the decoder was positioned by a seek, not counted from frame 0
         self._pts_by_index: list[int] | None = None  # pts of each frame in presentation order, if reliable
         self._index_of: dict[int, int] = {}  # the inverse: pts -> presentation index
         self._key_positions: list[int] = []
@@ -254,6 +259,7 @@ class PyAVReader(VideoReader):
         self._frames = self._decode()
         self._pos = -1
         self._seeked_to = None
+        self._sought = False
 
     def _decode(self) -> Iterator[Any]:
         """Frames in presentation order. A non-reference picture the current read does not want is never
@@ -351,6 +357,7 @@ class PyAVReader(VideoReader):
         self._frames = self._decode()
         self._pos = key_pos - 1
         self._seeked_to = self._pts_by_index[key_pos]
+        self._sought = True
 
     def _next_frame(self) -> Any:
         """Decode the next frame in presentation order, or None at the end of the stream."""
@@ -404,16 +411,24 @@ class PyAVReader(VideoReader):
 
                 self._reformatter = VideoReformatter()
             # 8-bit: swscale's unscaled converters, bit for bit what ffmpeg gives (tested per colour case).
-            rgb = self._reformatter.reformat(frame, format="rgb24", width=w, height=h, interpolation=interp)
+            rgb = self._reformatter.reformat(
+                frame, format="rgb24", width=w, height=h, interpolation=interp, threads=_SWS_THREADS
+            )
         array = rgb.to_ndarray()
         if self.rotation:
             array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
         return np.ascontiguousarray(array)
 
+    def _seek_saves_decoding(self, index: int) -> bool:
+        """Whether a key frame lies between where the decoder is and `index` (a seek there skips the frames
+        before it), as torchcodec and decord decide. Near reads of a reader that has not built its seek
+        index yet decode on: building it demuxes the whole file."""
+        if self._pts_by_index is None and index - self._pos <= _FORWARD_DECODE_LIMIT:
+            return False
+        return self._key_before(index) > self._pos + 1
+
     def _goto(self, index: int) -> Any:
-        # Seek when the frame is behind us, or far ahead past a key frame (else decoding on is cheaper:
-        # a seek would land at or before where we are, or restart a file that cannot seek).
-        if index <= self._pos or (index - self._pos > _FORWARD_DECODE_LIMIT and self._key_before(index) > self._pos):
+        if index <= self._pos or self._seek_saves_decoding(index):
             self._seek_before(index)
         sought_back = False
         while True:
@@ -421,6 +436,11 @@ class PyAVReader(VideoReader):
             if frame is None:
                 if self._nonref:  # frames left out before the end: count exactly what decodes
                     self._forget_order()
+                    self._restart(force=True)
+                    continue
+                if self._sought:
+                    # The stream ended early after a seek (an MPEG-TS with open GOPs lost its last frame
+                    # after a seek to the last key frame): count from the start before calling it truncated.
                     self._restart(force=True)
                     continue
                 raise self._truncated(self._pos + 1)
