@@ -306,6 +306,66 @@ def keyframes(
     return 1 if failures else 0
 
 
+# --- explain ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=str)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A `vidattn train` checkpoint (its model's attention is what is shown) [required].",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write OUT/<video stem>/explain.json, overlay.mp4, contact_sheet.png, attention.png, maps.npz.",
+)
+@click.option(
+    "--layers",
+    multiple=True,
+    metavar="NAME",
+    help="Map layers to show (module names, or a prefix such as layer2; repeatable) [default: all spatial ones].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document per video on stdout.")
+# Prediction and pictures
+@click.option("--clips", type=click.IntRange(1), default=3, show_default=True, help="Views of the prediction.")
+@click.option("--topk", type=click.IntRange(1), default=5, show_default=True, help="Labels in the prediction.")
+@click.option("--top-frames", type=click.IntRange(1), default=6, show_default=True, help="Frames on the sheet.")
+@device_option()
+@backend_option()
+def explain(videos, checkpoint, out_dir, layers, as_json, clips, topk, top_frames, device, backend) -> int:
+    """Show where and when a trained model looks: prediction, temporal weights, attention maps, glimpses.
+
+    VIDEO may be a quoted glob. A bad file gets one error line on stderr, the others go on, and the exit
+    code is 1.
+
+    \b
+    Examples:
+      vidattn explain clip.mp4 --checkpoint runs/x/checkpoints/best.pt --out explain/
+      vidattn explain "clips/*.mp4" --checkpoint best.pt --layers layer1 --json > explain.jsonl
+    """
+    if checkpoint is None:  # checked here, not by click, so the user gets one line, not the usage text
+        raise VidattnError("--checkpoint is required: explain shows a trained model's attention (see vidattn train)")
+    from vidattn.apps.explain import run_explain
+    from vidattn.explainer.video import ExplainOptions
+
+    opts = ExplainOptions(
+        layers=tuple(layers), clips=clips, topk=topk, top_frames=top_frames, device=device, backend=backend
+    )
+    failures = run_explain(
+        videos,
+        checkpoint=checkpoint,
+        out_dir=out_dir,
+        options=opts,
+        as_json=as_json,
+        out=click.echo,
+        err=lambda line: click.echo(line, err=True),
+    )
+    return 1 if failures else 0
+
+
 # --- track --------------------------------------------------------------------------------------
 class BoxParam(click.ParamType):
     """``x,y,w,h`` in pixels (top-left origin) -> a 4-tuple of floats."""

@@ -16,12 +16,14 @@ brightness flicker) make static cues useless; *decoys* (`SynthSpec.num_decoys`, 
 preset) look like the target and have a burst of their own, but a time-symmetric one (out and
 back, or fade in and out), so only the real event's direction tells the class. The event's
 frames are written to ``events.csv`` (``path,label,event_start,event_end``, inclusive frame
-indices), the ground truth for key frames.
+indices), the ground truth for key frames, and the target's box in every frame to ``boxes.jsonl``
+(``{"path", "boxes": [[x, y, w, h] or null per frame]}`` per video), the ground truth for spatial
+attention (`vidattn explain`, ``scripts/eval_explain.py``).
 
 Layout written by `generate_dataset`::
 
-    OUT/train/<class>/<class>_0000.mp4 ...   OUT/train/events.csv
-    OUT/val/<class>/...                      OUT/val/events.csv
+    OUT/train/<class>/<class>_0000.mp4 ...   OUT/train/events.csv   OUT/train/boxes.jsonl
+    OUT/val/<class>/...                      OUT/val/events.csv     OUT/val/boxes.jsonl
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 from vidattn._io import atomic_open, atomic_path, ensure_output_dir
 from vidattn.data.encode import write_video
 
-__all__ = ["CLASSES", "PRESETS", "SynthSpec", "render_video", "generate_dataset"]
+__all__ = ["CLASSES", "PRESETS", "SynthSpec", "render_video", "render_video_boxes", "generate_dataset"]
 
 CLASSES = ("appear", "disappear", "move_down", "move_left", "move_right", "move_up")
 _DIRECTIONS = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}
@@ -182,6 +184,22 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
     Returns:
         frames uint8 ``(T, H, W, 3)``, and the event's first and last frame (inclusive).
     """
+    frames, start, end, _ = render_video_boxes(label, rng, spec)
+    return frames, start, end
+
+
+def render_video_boxes(
+    label: str, rng: np.random.Generator, spec: SynthSpec = SynthSpec()
+) -> tuple[np.ndarray, int, int, list[list[int] | None]]:
+    """`render_video`, plus the target's box in every frame: the ground truth of where to look.
+
+    The same random draws in the same order as `render_video`, so the frames are identical.
+
+    Returns:
+        frames, event start and end (as `render_video`), and per frame the target's box ``[x, y, w, h]``
+        (pixels, top-left origin, clipped to the frame: the pixels it is drawn on), or None when it is not
+        on screen (outside the event, or fully transparent).
+    """
     if label not in CLASSES:
         raise ValueError(f"unknown synthetic class {label!r}")
     h, w = spec.height, spec.width
@@ -211,6 +229,7 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
     decoys = _make_decoys(rng, spec, t_len, target_look, path_start)
     distractors = _make_distractors(rng, spec.num_distractors, h, w)
     frames = np.empty((t_len, h, w, 3), dtype=np.uint8)
+    boxes: list[list[int] | None] = []
     for t in range(t_len):
         frame = bg * rng.uniform(0.92, 1.08)  # brightness flicker
         _draw_clutter(frame, t, distractors, decoys)
@@ -224,9 +243,17 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
             cx, cy = x, y
             alpha = progress if label == "appear" else (1.0 - progress + 1.0 / event_len) * inside
         _stamp(frame, cx, cy, radius, color, alpha, disc)
+        boxes.append(_stamp_box(cx, cy, radius, w, h) if alpha > 0 else None)
         frame += rng.normal(0, 4, size=frame.shape)
         frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
-    return frames, start, end
+    return frames, start, end, boxes
+
+
+def _stamp_box(cx: float, cy: float, r: int, w: int, h: int) -> list[int] | None:
+    """``[x, y, w, h]`` of the pixels `_stamp` covers for a shape of radius `r` at (cx, cy), clipped to the frame."""
+    x0, x1 = max(int(round(cx - r)), 0), min(int(round(cx + r)) + 1, w)
+    y0, y1 = max(int(round(cy - r)), 0), min(int(round(cy + r)) + 1, h)
+    return [x0, y0, x1 - x0, y1 - y0] if x0 < x1 and y0 < y1 else None
 
 
 def generate_dataset(
@@ -258,22 +285,28 @@ def generate_dataset(
         split_dir = out / split
         events_path = split_dir / "events.csv"
         expected = count * len(classes)
-        if same_spec and events_path.is_file() and sum(1 for _ in events_path.open()) - 1 == expected:
+        done = same_spec and events_path.is_file() and sum(1 for _ in events_path.open()) - 1 == expected
+        if done and (split_dir / "boxes.jsonl").is_file():
             continue
-        rows = []
+        rows, box_lines = [], []
         for ci, label in enumerate(classes):
             (split_dir / label).mkdir(parents=True, exist_ok=True)
             for k in range(count):
                 rng = np.random.default_rng([split_seed, ci, k])
-                frames, start, end = render_video(label, rng, spec)
+                frames, start, end, boxes = render_video_boxes(label, rng, spec)
                 rel = f"{label}/{label}_{k:04d}.mp4"
-                with atomic_path(split_dir / rel, suffix=".tmp.mp4") as tmp:  # the muxer picks MP4 from the name
-                    write_video(tmp, frames, fps=spec.fps, codec="libx264", crf=12)
+                if not done:  # a finished split made before boxes.jsonl existed only gets the boxes
+                    with atomic_path(split_dir / rel, suffix=".tmp.mp4") as tmp:  # the muxer picks MP4 from the name
+                        write_video(tmp, frames, fps=spec.fps, codec="libx264", crf=12)
                 rows.append((rel, label, start, end))
-        with atomic_open(events_path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", "event_start", "event_end"])
-            writer.writerows(rows)
+                box_lines.append(json.dumps({"path": rel, "boxes": boxes}, separators=(",", ":")))
+        if not done:
+            with atomic_open(events_path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path", "label", "event_start", "event_end"])
+                writer.writerows(rows)
+        with atomic_open(split_dir / "boxes.jsonl", "w") as f:
+            f.write("\n".join(box_lines) + "\n")
     (out / "synth.json").write_text(
         json.dumps(
             {

@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from vidattn.errors import VidattnError
+
+if TYPE_CHECKING:
+    from vidattn.config import Config
 
 __all__ = ["KeyframeModel", "WindowScorer"]
 
@@ -46,11 +49,24 @@ class KeyframeModel:
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, device: torch.device) -> KeyframeModel:
         """Rebuild the model of a `vidattn train` checkpoint with its data settings."""
-        from vidattn.data.transforms import VideoTransform
         from vidattn.engine.checkpoint import load_model
-        from vidattn.engine.modeling import amp_mode
 
         model, classes, cfg = load_model(checkpoint, device)
+        return cls.from_loaded(model, classes, cfg, checkpoint, device)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        model: torch.nn.Module,
+        classes: list[str],
+        cfg: Config,
+        checkpoint: str | os.PathLike,
+        device: torch.device,
+    ) -> KeyframeModel:
+        """Wrap a model `vidattn.engine.checkpoint.load_model` rebuilt (``(model, classes, cfg)``) on `device`."""
+        from vidattn.data.transforms import VideoTransform
+        from vidattn.engine.modeling import amp_mode
+
         if not hasattr(model, "frame_weights"):
             raise VidattnError(f"{checkpoint}: model has no frame_weights(); it cannot score key frames")
         d = cfg.data
@@ -171,12 +187,16 @@ class WindowScorer:
             return
         weights, probs = self.km.score_windows(torch.stack([clip for _, clip in self.pending]))
         for (positions, _), w, p in zip(self.pending, weights, probs, strict=True):
-            for j, pos in enumerate(positions):
-                self.weight_sum[pos] += float(w[j])
-                self.weight_n[pos] += 1
-            cls = int(p.argmax())
-            self.windows.append((min(positions), max(positions), cls, float(p[cls])))
+            self.add_window(positions, w, p)
         self.pending.clear()
+
+    def add_window(self, positions: list[int], weights: torch.Tensor, probs: torch.Tensor) -> None:
+        """Count one scored window: its frame weights ``(T,)`` at sample `positions`, its class probs ``(K,)``."""
+        for j, pos in enumerate(positions):
+            self.weight_sum[pos] += float(weights[j])
+            self.weight_n[pos] += 1
+        cls = int(probs.argmax())
+        self.windows.append((min(positions), max(positions), cls, float(probs[cls])))
 
     def frame_scores(self) -> np.ndarray:
         """``(T,)`` each sample's attention weight averaged over the windows/views covering it.

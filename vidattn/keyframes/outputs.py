@@ -22,7 +22,7 @@ from vidattn.errors import VidattnError
 from vidattn.keyframes.pipeline import SCORER_FREE
 from vidattn.keyframes.stream import KeyframeOptions, decoder_backend
 
-__all__ = ["clock", "safe_stem", "write_outputs"]
+__all__ = ["clock", "safe_stem", "video_dir", "write_outputs"]
 
 
 _UNSAFE = re.compile(r"[^\w.\-]+", flags=re.UNICODE)
@@ -43,7 +43,8 @@ def _inside(child: Path, root: Path) -> bool:
     return True
 
 
-def _video_dir(out_dir: Path, stem: str, used: set[str]) -> Path:
+def video_dir(out_dir: Path, stem: str, used: set[str]) -> Path:
+    """``out_dir/<stem>`` (``<stem>-2``, ... when taken in this run or by a file or link), created; never outside."""
     name, n = stem, 1
 
     def taken(candidate: str) -> bool:
@@ -98,7 +99,7 @@ def write_outputs(
     opts = options or KeyframeOptions()
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    folder = _video_dir(root, safe_stem(doc["video"]), used if used is not None else set())
+    folder = video_dir(root, safe_stem(doc["video"]), used if used is not None else set())
     keys = doc["keyframes"]
     wanted = sorted({k["frame_index"] for k in keys})
     # Re-decode the key frames in a thread (FFmpeg releases the GIL) while the score plot renders here.

@@ -42,6 +42,7 @@ __all__ = [
     "error_record",
     "resolve_keyframe_fn",
     "KeyframeFn",
+    "model_input",
 ]
 
 _MAX_WORKERS = 256
@@ -126,7 +127,7 @@ def model_views(spec: DecodeSpec, num_frames: int) -> list:
     return sampler(num_frames)
 
 
-def _model_input(source: Any, reader: VideoReader, spec: DecodeSpec) -> torch.Tensor:
+def model_input(source: Any, reader: VideoReader, spec: DecodeSpec) -> torch.Tensor:
     """Uniform views of the video as uint8 ``(V, T, S, S, C)``, decoded at the model's size."""
     clips = model_views(spec, reader.num_frames)
     indices = [i for clip in clips for i in clip.frame_indices]
@@ -182,7 +183,7 @@ def score_source(
         reader = open_video(source, backend=spec.backend, num_threads=spec.num_threads, timeout_s=spec.timeout_s)
         row.update(_metadata(reader))
         if spec.clip_len is not None:
-            row["video"] = _model_input(source, reader, spec)
+            row["video"] = model_input(source, reader, spec)
         else:
             reader.get_frames(_check_frame_indices(reader.num_frames, spec.check_frames))
         if spec.keyframes_k:
