@@ -150,6 +150,19 @@ def test_long_video_weights_and_maps_sit_at_true_frame_indices(files, monkeypatc
     assert [label for label, _ in ex.topk] and abs(sum(p for _, p in ex.topk) - 1) < 1e-3
 
 
+def test_dense_clip_model_slides_windows_also_over_a_video_shorter_than_one(files, tmp_path):
+    ckpt = _checkpoint(tmp_path / "dense.pt", sampler="random", stride=1)
+    opts = ExplainOptions(device="cpu")
+    model = ExplainModel.load(ckpt, opts)
+    ex = explain_video(files["short"], model, opts)
+    assert ex.indices.tolist() == list(range(41)) and len(ex.windows) > 1  # overlapping windows of 8
+    assert ex.maps["layer1.0.attn.spatial"].shape == (41, 8, 8)
+    tiny = make_index_video(tmp_path / "three.mp4", 3, height=32, width=32)
+    ex = explain_video(tiny, model, opts)  # one window, padded with the last frame
+    assert ex.indices.tolist() == [0, 1, 2] and len(ex.windows) == 1
+    assert all(m.shape[0] == 3 and np.isfinite(m).all() for m in ex.maps.values())
+
+
 def test_cli_writes_json_overlay_sheet_and_plot(files, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["explain", str(files["short"]), "--checkpoint", str(files["ckpt"]), "--out", str(out), "--device", "cpu"]

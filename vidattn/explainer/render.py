@@ -110,7 +110,7 @@ def _bar(width: int, height: int, ex: VideoExplanation, frame_index: int, weight
     n = max(1, int(ex.info.num_frames) - 1)
     xs = (ex.indices / n * (width - 1)).tolist()
     ys = (curve_h - 2 - ex.weights / top * (curve_h - 4)).tolist()
-    draw.line(list(zip(xs, ys, strict=True)), fill=(120, 170, 255), width=1)
+    draw.line(list(zip(xs, ys, strict=True)), fill=(120, 170, 255), width=2)
     cursor = frame_index / n * (width - 1)
     draw.line([(cursor, 0), (cursor, curve_h)], fill=(255, 255, 255), width=1)
     bar_top = curve_h + 2
@@ -125,7 +125,7 @@ def overlay_frames(
     ex: VideoExplanation, frames: Iterator[tuple[int, np.ndarray]], size: tuple[int, int]
 ) -> Iterator[np.ndarray]:
     """Overlay video frames, one per decoded frame: panels (`composite`) above the weight strip (`_bar`)."""
-    strip_h = max(24, size[1] // 6)
+    strip_h = max(40, size[1] // 5)
     for index, frame in frames:
         sample = int(ex.sample_of(np.asarray([index]))[0])
         weight = float(np.interp(index, ex.indices, ex.weights))
@@ -187,7 +187,7 @@ def plot_attention(ex: VideoExplanation, ranked: list[int]) -> bytes:
     ax.set_title(f"{name}: {top_label} ({top_prob:.2f})", fontsize=9)
     handles = ax.get_legend_handles_labels()
     more = prob_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper right", fontsize=7, ncols=4)
+    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="lower right", fontsize=7, ncols=4)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

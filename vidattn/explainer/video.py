@@ -110,7 +110,7 @@ class ExplainScorer(WindowScorer):
         if not self.pending:
             return
         positions = [p for p, _ in self.pending]
-        t = len(positions[0])
+        t = self.pending[0][1].shape[0]  # frames per clip (a window of a short video has fewer positions)
         with collect_attention(self.km.model) as recorded:
             super().flush()
         maps = batch_maps(recorded, self.layers, t, glimpses=glimpse_frames(self.km.model, recorded, t))
@@ -148,7 +148,7 @@ class ExplainScorer(WindowScorer):
         for view, clip_picks in zip(positions, picks, strict=True):
             while len(self.picked) < max(view) + 1:
                 self.picked.append(False)
-            for pos, p in zip(view, clip_picks, strict=True):
+            for pos, p in zip(view, clip_picks[: len(view)], strict=True):
                 self.picked[pos] = self.picked[pos] or bool(p)
 
     def sample_maps(self, count: int) -> dict[str, np.ndarray]:
