@@ -125,7 +125,7 @@ def overlay_frames(
     ex: VideoExplanation, frames: Iterator[tuple[int, np.ndarray]], size: tuple[int, int]
 ) -> Iterator[np.ndarray]:
     """Overlay video frames, one per decoded frame: panels (`composite`) above the weight strip (`_bar`)."""
-    strip_h = max(40, size[1] // 5)
+    strip_h = max(40, size[1] // 5 // 2 * 2)  # even: H.264 in yuv420p needs an even frame height
     for index, frame in frames:
         sample = int(ex.sample_of(np.asarray([index]))[0])
         weight = float(np.interp(index, ex.indices, ex.weights))
