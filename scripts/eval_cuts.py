@@ -5,7 +5,11 @@ Builds (once, cached under ``--cache``) edited videos by concatenating different
 ``../shared/realvids`` (never copied into the project): shots from a third of a second to several
 seconds, jump cuts (the same clip, later), fades through black and dissolves, at several sizes and
 frame rates, with every cut frame known exactly. Also fade-only videos in the style of
-PySceneDetect's ``fades.mp4`` (fade to black and back), where any reported cut is false.
+PySceneDetect's ``fades.mp4`` (fade to black and back), where any reported cut is false, and
+jump-cut videos: each real clip (and each sequence of ``../shared/tracking``) with stretches of
+half a second to 1.5 s left out, so the shots on both sides of a cut show the same scene (static
+cameras, fast motion, camera shake, a drone), plus each clip uncut, where any reported cut is false.
+The encoder runs without x264's macroblock tree, so the same frames always give the same file.
 
 For each detector it reports precision / recall / F1 of the cuts at +-2 frames (a detection inside a
 fade or dissolve is neither right nor wrong on the edited videos: those are transitions, not cuts),
@@ -59,26 +63,38 @@ EDITED = [
 ]
 # Fade-only videos: (width, height, fps, fade frames, black hold frames, same clip after the fade).
 FADES = [(640, 360, 30, 30, 15, False), (426, 240, 25, 12, 0, False), (480, 360, 30, 60, 20, True)]
+# Jump-cut videos: every source above plus these sequences of ../shared/tracking (bag is pysot/bag.avi).
+TRACKING = ["Crossing", "ball1", "car1", "person12_1"]
+JUMP_SIZES = [(320, 240, 25), (426, 240, 30), (480, 360, 25), (640, 360, 30)]
+# Bump when the way test videos are encoded changes, so a cache of older files is not reused.
+ENCODING = "r1"
 
 
 def _load_clip(realvids: Path, source: str, width: int, height: int) -> list[np.ndarray]:
-    """The frames of `source` (``path[:start:end]``), centre-cropped to the aspect and resized to ``width x height``."""
+    """The frames of `source` (``path[:start:end]``, or a folder of JPEGs), centre-cropped to the aspect and
+    resized to ``width x height``."""
     import av
     from PIL import Image
 
     name, *span = source.split(":")
     start, end = (int(span[0]), int(span[1])) if span else (0, None)
+    path = realvids / name
+    if path.is_dir():
+        images = (Image.open(p) for p in sorted(path.glob("*.jpg")))
+    else:
+        container = av.open(str(path))
+        images = (frame.to_image() for frame in container.decode(video=0))
     frames = []
-    with av.open(str(realvids / name)) as container:
-        for k, frame in enumerate(container.decode(video=0)):
-            if k < start or (end is not None and k >= end):
-                continue
-            image = frame.to_image()
-            scale = max(width / image.width, height / image.height)
-            w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-            image = image.resize((w, h), Image.BILINEAR)
-            x, y = (w - width) // 2, (h - height) // 2
-            frames.append(np.asarray(image.crop((x, y, x + width, y + height)).convert("RGB")))
+    for k, image in enumerate(images):
+        if k < start or (end is not None and k >= end):
+            continue
+        scale = max(width / image.width, height / image.height)
+        w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+        image = image.resize((w, h), Image.BILINEAR)
+        x, y = (w - width) // 2, (h - height) // 2
+        frames.append(np.asarray(image.crop((x, y, x + width, y + height)).convert("RGB")))
+    if not path.is_dir():
+        container.close()
     return frames
 
 
@@ -98,7 +114,7 @@ def build_edited(cache: Path, realvids: Path, spec: tuple) -> tuple[Path, dict]:
     from vidattn.keyframes.edits import Join, compose_edit
 
     width, height, fps, n_shots, extra, seed = spec
-    path = cache / f"edited_{seed}_{width}x{height}_{fps}.mp4"
+    path = cache / f"edited_{seed}_{width}x{height}_{fps}_{ENCODING}.mp4"
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text())
@@ -155,7 +171,7 @@ def build_fade(cache: Path, realvids: Path, spec: tuple, seed: int) -> tuple[Pat
     from vidattn.keyframes.edits import Join, compose_edit
 
     width, height, fps, fade, hold, same = spec
-    path = cache / f"fades_{seed}_{width}x{height}_{fps}.mp4"
+    path = cache / f"fades_{seed}_{width}x{height}_{fps}_{ENCODING}.mp4"
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text())
@@ -169,6 +185,40 @@ def build_fade(cache: Path, realvids: Path, spec: tuple, seed: int) -> tuple[Pat
     os.replace(tmp, path)
     meta.write_text(json.dumps(truth))
     return path, truth
+
+
+def build_jumps(cache: Path, root: Path, source: str, seed: int) -> list[tuple[Path, dict]]:
+    """Two videos of one clip (cached): with jump cuts (stretches of 0.5-1.5 s left out between shots of
+    1-2.5 s, as many as fit) and uncut (the whole clip, where every reported cut is false)."""
+    from vidattn.keyframes.edits import Join, compose_edit
+
+    width, height, fps = JUMP_SIZES[seed % len(JUMP_SIZES)]
+    name = source.split(":")[0].removesuffix("/img")  # a tracking sequence is named by its folder
+    stem = f"{Path(name).stem}_{width}x{height}_{fps}_{ENCODING}"
+    paths = [cache / f"jumps_{stem}.mp4", cache / f"uncut_{stem}.mp4"]
+    if all(p.exists() and p.with_suffix(".json").exists() for p in paths):
+        return [(p, json.loads(p.with_suffix(".json").read_text())) for p in paths]
+    frames = _load_clip(root, source, width, height)
+    rng = np.random.default_rng(100 + seed)
+    shots, pos = [], 0
+    while True:
+        length = int(rng.integers(fps, int(2.5 * fps) + 1))
+        if shots and pos + length > len(frames):
+            break
+        shots.append(frames[pos : pos + length])
+        pos += length + int(rng.integers(fps // 2, int(1.5 * fps) + 1))
+    if len(shots) < 2:  # too short for a jump of half a second between shots of 1 s: halve the shots
+        half = len(frames) // 2
+        shots = [frames[: half - fps // 4], frames[half + fps // 4 :]]
+    out = []
+    cache.mkdir(parents=True, exist_ok=True)
+    for path, (clip_shots, joins) in zip(paths, [(shots, [Join()] * (len(shots) - 1)), ([frames], [])], strict=True):
+        tmp = path.with_suffix(".tmp.mp4")
+        truth = compose_edit(tmp, clip_shots, joins, fps=fps).to_dict()
+        os.replace(tmp, path)
+        path.with_suffix(".json").write_text(json.dumps(truth))
+        out.append((path, truth))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,14 +296,36 @@ def coverage(path: Path, truth: dict) -> dict:
     }
 
 
+def _score(found: list[list[int]], videos: list[tuple[Path, dict]]) -> dict:
+    """Precision / recall / F1 over `videos` (``found`` per video), and every cut counted as found."""
+    tp = fp = fn = 0
+    for cuts, (_, truth) in zip(found, videos, strict=True):
+        a, b, c = match(cuts, truth)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    precision = tp / max(tp + fp, 1)
+    recall = tp / max(tp + fn, 1)
+    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+    return {
+        "precision": round(precision, 3),
+        "recall": round(recall, 3),
+        "f1": round(f1, 3),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--realvids", type=Path, default=root.parent / "shared" / "realvids")
+    parser.add_argument("--tracking", type=Path, default=root.parent / "shared" / "tracking", help="more clips")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/vidattn-eval-cuts"), help="generated videos")
     parser.add_argument(
         "--detectors", default="vidattn,ContentDetector,AdaptiveDetector,HashDetector", help="comma-separated"
     )
+    parser.add_argument("--no-jumps", action="store_true", help="leave out the jump-cut and uncut videos")
+    parser.add_argument("--jump-clips", type=int, default=None, help="jump-cut videos from the first N clips only")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
     parser.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the results as JSON")
     parser.add_argument("--per-video", action="store_true", help="print each video's cuts and detections")
@@ -265,50 +337,46 @@ def main() -> int:
     t0 = time.perf_counter()
     edited = [build_edited(args.cache, args.realvids, spec) for spec in EDITED]
     fades = [build_fade(args.cache, args.realvids, spec, i) for i, spec in enumerate(FADES)]
+    jumps: list[tuple[Path, dict]] = []
+    uncut: list[tuple[Path, dict]] = []
+    if not args.no_jumps:
+        sources = [(args.realvids, src) for src in SOURCES]
+        if args.tracking.is_dir():
+            sources += [(args.tracking, f"{name}/img") for name in TRACKING if (args.tracking / name).is_dir()]
+        for seed, (where, src) in enumerate(sources[: args.jump_clips]):
+            jump, plain = build_jumps(args.cache, where, src, seed)
+            jumps.append(jump)
+            uncut.append(plain)
     print(f"test videos ready in {time.perf_counter() - t0:.0f} s ({args.cache})", file=sys.stderr)
     n_cuts = sum(len(t["cuts"]) for _, t in edited)
     n_trans = sum(len(t["transitions"]) for _, t in edited)
+    n_jumps = sum(len(t["cuts"]) for _, t in jumps)
 
     results = []
     for name, detect in detectors(args.detectors.split(",")).items():
-        tp = fp = fn = 0
+        found: dict[str, list[list[int]]] = {}
         wall = 0.0
-        for path, truth in edited:
-            start = time.perf_counter()
-            found = detect(path)
-            wall += time.perf_counter() - start
-            a, b, c = match(found, truth)
-            tp, fp, fn = tp + a, fp + b, fn + c
-            if args.per_video:
-                print(f"{name} {path.name}: truth {truth['cuts']} found {sorted(found)} -> tp {a} fp {b} fn {c}")
-        fade_cuts = 0
-        for path, _ in fades:
-            start = time.perf_counter()
-            found = detect(path)
-            wall += time.perf_counter() - start
-            fade_cuts += len(found)
-            if args.per_video:
-                print(f"{name} {path.name}: cuts {sorted(found)}")
-        precision = tp / max(tp + fp, 1)
-        recall = tp / max(tp + fn, 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        results.append(
-            {
-                "detector": name,
-                "precision": round(precision, 3),
-                "recall": round(recall, 3),
-                "f1": round(f1, 3),
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "cuts_on_fade_videos": fade_cuts,
-                "wall_s": round(wall, 2),
-            }
-        )
+        for group, videos in (("edited", edited), ("fades", fades), ("jumps", jumps), ("uncut", uncut)):
+            found[group] = []
+            for path, truth in videos:
+                start = time.perf_counter()
+                cuts = sorted(detect(path))
+                wall += time.perf_counter() - start
+                found[group].append(cuts)
+                if args.per_video:
+                    a, b, c = match(cuts, truth)
+                    print(f"{name} {path.name}: truth {truth['cuts']} found {cuts} -> tp {a} fp {b} fn {c}")
+        row = {"detector": name, **_score(found["edited"], edited)}
+        row["cuts_on_fade_videos"] = sum(len(c) for c in found["fades"])
+        if jumps:
+            row["jumps"] = _score(found["jumps"], jumps)
+            row["cuts_on_uncut_clips"] = sum(len(c) for c in found["uncut"])
+        row["wall_s"] = round(wall, 2)
+        results.append(row)
     cover = None
     if "vidattn" in args.detectors.split(","):
         totals: dict[str, int] = {}
-        for path, truth in [*edited, *fades]:
+        for path, truth in [*edited, *fades, *jumps, *uncut]:
             for key, value in coverage(path, truth).items():
                 totals[key] = totals.get(key, 0) + value
         cover = totals
@@ -316,7 +384,7 @@ def main() -> int:
     if args.markdown:
         print(
             f"| detector ({n_cuts} cuts, {n_trans} fades/dissolves, {len(edited)} edited videos) "
-            f"| precision | recall | F1 +-{TOLERANCE} frames | cuts on {len(fades)} fade videos | wall s |"
+            f"| precision | recall | F1 +-{TOLERANCE} frames | cuts on {len(fades)} fade videos | wall s (all videos) |"
         )
         print("|---|---|---|---|---|---|")
         for r in results:
@@ -324,12 +392,26 @@ def main() -> int:
                 f"| {r['detector']} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} "
                 f"| {r['cuts_on_fade_videos']} | {r['wall_s']:.1f} |"
             )
+        if jumps:
+            print()
+            print(
+                f"| detector ({n_jumps} jump cuts in {len(jumps)} clips) | precision | recall "
+                f"| F1 +-{TOLERANCE} frames | cuts on the {len(uncut)} clips uncut |"
+            )
+            print("|---|---|---|---|---|")
+            for r in results:
+                j = r["jumps"]
+                print(
+                    f"| {r['detector']} | {j['precision']:.2f} | {j['recall']:.2f} | {j['f1']:.2f} "
+                    f"| {r['cuts_on_uncut_clips']} |"
+                )
         if cover:
             print()
             print(
-                f"vidattn with -k = number of true shots: {cover['covered']} of {cover['shots_1s']} shots of "
-                f">= 1 s have a key frame; {cover['keyframes']} key frames, {cover['in_transition']} inside a "
-                f"transition, {cover['black_or_flat']} black or flat."
+                f"vidattn with -k = number of true shots, on all {len(edited) + len(fades) + len(jumps) + len(uncut)} "
+                f"videos: {cover['covered']} of {cover['shots_1s']} shots of >= 1 s have a key frame; "
+                f"{cover['keyframes']} key frames, {cover['in_transition']} inside a transition, "
+                f"{cover['black_or_flat']} black or flat."
             )
     else:
         for r in results:

@@ -49,8 +49,8 @@ def clips(tmp_path_factory) -> dict[str, Path]:
         "shots": root / "three_shots.mp4",
         "tiny": root / "tiny.mp4",
     }
-    write_video(out["shots"], three_shots, fps=20)
-    write_video(out["tiny"], _scene(4, 3), fps=20)  # shorter than any window
+    write_video(out["shots"], three_shots, fps=20, reproducible=True)
+    write_video(out["tiny"], _scene(4, 3), fps=20, reproducible=True)  # shorter than any window
     bad = root / "corrupt.mp4"
     data = out["shots"].read_bytes()
     bad.write_bytes(data[:64] + b"\x00" * 4096)  # header start, then garbage
@@ -97,6 +97,19 @@ def test_selection_gap_duplicates_shots_threshold():
     # Near-duplicates: identical descriptors give a single key frame.
     desc = np.full((20, 4), 0.5, dtype=np.float32)  # unit rows, all equal
     assert len(select_keyframes(scores, times, k=5, min_gap_s=0.0, desc=desc).positions) == 1
+    # The two sides of a jump cut look alike but are shots of their own: k = 3 shots gives each a frame.
+    # A scene recurring after another shot is still shown once while k does not need it.
+    shots = np.array([0] * 6 + [1] * 7 + [2] * 7)
+    desc = np.zeros((20, 3), dtype=np.float32)
+    desc[:13] = [1, 0, 0]  # shots 0 and 1: one room, a jump cut between them
+    desc[13:] = [0, 1, 0]
+    sel = select_keyframes(scores, times, k=3, min_gap_s=1.0, shots=shots, desc=desc)
+    assert {int(shots[p]) for p in sel.positions} == {0, 1, 2}
+    recurring = np.array([0] * 6 + [1] * 7 + [2] * 7)
+    desc[13:] = desc[0]  # shot 2 shows the room of shot 0 again, after shot 1 (something else)
+    desc[6:13] = [0, 0, 1]
+    sel = select_keyframes(scores, times, k=3, min_gap_s=1.0, shots=recurring, desc=desc)
+    assert sorted(int(recurring[p]) for p in sel.positions) in ([1, 2], [0, 1])
     # Threshold without k: everything above it (subject to the gap).
     sel = select_keyframes(scores, times, k=None, threshold=0.5, min_gap_s=0.0)
     assert sorted(sel.positions) == [p for p in range(20) if scores[p] >= 0.5]
@@ -351,7 +364,7 @@ def test_multishot_realvids_keyframes_in_distinct_shots(realvid_frames, tmp_path
             frames.extend(src[start : start + length])
             bounds.append(len(frames))
         path = tmp_path / f"multishot_{v}.mp4"
-        write_video(path, frames, fps=25)
+        write_video(path, frames, fps=25, reproducible=True)
         doc = score_video(path, KeyframeOptions(k=n_shots))
         shots = {int(np.searchsorted(bounds, k["frame_index"], side="right")) - 1 for k in doc["keyframes"]}
         hits += len(shots) == n_shots
@@ -376,7 +389,7 @@ def test_sharp_frame_beats_blurred_and_black(realvid_frames, tmp_path):
             shot2 = list(b[:50]) + [np.zeros_like(f) for f in b[50:80]]
             bad = set(range(40, 80)) | set(range(130, 160))
         path = tmp_path / f"sharp_{blur_first}.mp4"
-        write_video(path, shot1 + shot2, fps=25)
+        write_video(path, shot1 + shot2, fps=25, reproducible=True)
         doc = score_video(path, KeyframeOptions(k=2))
         chosen = [k["frame_index"] for k in doc["keyframes"]]
         assert len(chosen) == 2
@@ -437,7 +450,7 @@ def coverage_checkpoint(tmp_path_factory) -> Path:
 
 def test_checkpoint_scores_map_to_true_frame_indices_on_a_long_video(coverage_checkpoint, tmp_path, capsys):
     video = tmp_path / "long.mp4"
-    write_video(video, _scene(5, 120) + _scene(6, 120) + _scene(7, 61), fps=20)  # 301 frames
+    write_video(video, _scene(5, 120) + _scene(6, 120) + _scene(7, 61), fps=20, reproducible=True)  # 301 frames
     args = ["keyframes", str(video), "--checkpoint", str(coverage_checkpoint), "-k", "3", "--json", "--device", "cpu"]
     code, stdout, stderr = _run_cli(args, capsys)
     assert code == 0, stderr

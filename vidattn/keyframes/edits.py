@@ -122,6 +122,9 @@ def compose_edit(
 ) -> EditTruth:
     """Write the shots joined by `joins` to `path` (H.264) and return the truth.
 
+    The file is reproducible (`write_video`'s ``reproducible``): the same shots and joins give the same
+    bytes in every run, so a test or an evaluation on it does not depend on the encoder's state.
+
     Args:
         path: output video.
         shots: each shot's RGB uint8 frames, all of one size (even width and height).
@@ -132,5 +135,5 @@ def compose_edit(
     from vidattn.data.encode import write_video
 
     truth = EditTruth(fps=float(fps))
-    write_video(path, _frames_and_truth(shots, joins, truth), fps=fps, crf=crf)
+    write_video(path, _frames_and_truth(shots, joins, truth), fps=fps, crf=crf, reproducible=True)
     return truth

@@ -134,7 +134,7 @@ class _Frames:
         self.source, self.opts, self.fps, self.probe = source, opts, fps, dense
         self._reader: VideoReader | None = None
         self._opened = False
-        self._rows: dict[int, tuple[float, float, float]] = {}
+        self._rows: dict[int, tuple[float, float, float, float]] = {}  # index -> step, mean, std, change
 
     @property
     def reader(self) -> VideoReader | None:
@@ -170,18 +170,20 @@ class _Frames:
         """`DenseSteps` of every frame ``lo < index <= hi``, decoded here."""
         reader = self.reader
         if reader is None:
-            return DenseSteps(*(np.zeros(0, dtype=d) for d in (np.int64, np.float32, np.float32, np.float32)))
+            empty = np.zeros(0, dtype=np.float32)
+            return DenseSteps(np.zeros(0, dtype=np.int64), empty, empty, empty, None, empty)
         lo, hi = max(lo, 0), min(hi, reader.num_frames - 1)
         missing = [i for i in range(lo + 1, hi + 1) if i not in self._rows]
         if missing:
             want = list(range(missing[0] - 1 if missing[0] > 0 else 0, missing[-1] + 1))
             steps = luma_steps(want, reader.get_frames(want, numpy=True))
-            for i, st, m, sd in zip(steps.index.tolist(), steps.step, steps.mean, steps.std, strict=True):
+            cols = (steps.index.tolist(), steps.step, steps.mean, steps.std, steps.change)
+            for i, st, m, sd, ch in zip(*cols, strict=True):
                 if i != want[0] or i == 0:
-                    self._rows.setdefault(i, (float(st), float(m), float(sd)))
+                    self._rows.setdefault(i, (float(st), float(m), float(sd), float(ch)))
         idx = [i for i in range(lo + 1, hi + 1) if i in self._rows]
-        rows = np.asarray([self._rows[i] for i in idx], dtype=np.float32).reshape(-1, 3)
-        return DenseSteps(np.asarray(idx, dtype=np.int64), rows[:, 0], rows[:, 1], rows[:, 2])
+        rows = np.asarray([self._rows[i] for i in idx], dtype=np.float32).reshape(-1, 4)
+        return DenseSteps(np.asarray(idx, dtype=np.int64), rows[:, 0], rows[:, 1], rows[:, 2], None, rows[:, 3])
 
     def close(self) -> None:
         """Release the reader, if one was opened."""
@@ -214,7 +216,14 @@ def _boundaries(
         times = facts.times(indices)
         if facts.has_steps:
             min_shot = int(round(opts.min_shot_s * native_fps))
-            cuts = find_cuts(indices, stats.desc, facts, exact=facts.exact, min_shot=min_shot)
+            cuts = find_cuts(
+                indices,
+                stats.desc,
+                facts,
+                exact=facts.exact,
+                min_shot=min_shot,
+                probe=facts.probe,
+            )
         else:
             cuts = [int(indices[c]) for c in detect_cuts(stats.desc)]
         transitions = find_transitions(indices, stats, cuts)

@@ -2,7 +2,7 @@
 
 The sampled pass (`stream.open_frames`) decodes far more frames than it scores: every reference
 frame on the way from one sample to the next. `FrameProbe` is called by the decoder for each of them
-(``iter_frames(on_decoded=...)``) and keeps four numbers per frame, computed from the luma plane
+(``iter_frames(on_decoded=...)``) and keeps five numbers per frame, computed from the luma plane
 without any colour conversion or resize (about 3,000 sampled pixels, some 30 us at 1080p):
 
 - ``step``: the distance of its luma signature to the previous decoded frame's; a hard cut is one
@@ -11,9 +11,14 @@ without any colour conversion or resize (about 3,000 sampled pixels, some 30 us 
 - ``time``: the frame's presentation time (from its timestamp), so the times of variable-frame-rate
   video need no second look at the file.
 
+- ``change``: the share of the sampled pixels whose contrast-normalised luma changed by more than
+  one standard deviation since the previous decoded frame. It sees what the step averages away:
+  a jump cut inside one static scene (the people moved, the room did not) changes few pixels a lot,
+  once, where the frames around it change almost none.
+
 The signature is a 16-bin histogram (Hellinger) plus a 6 x 8 grid of block means of the luma
 normalised to zero mean and unit variance, so the step reacts both to what is in the picture and to
-where it is, but not to a fade, which only scales the picture. Memory is 28 bytes per decoded frame.
+where it is, but not to a fade, which only scales the picture. Memory is 32 bytes per decoded frame.
 
 Where no probe ran (decord, a model's exact frames, files without reliable timestamps), `luma_steps`
 computes the same numbers from decoded RGB frames.
@@ -35,32 +40,37 @@ _BINS = 16
 _Z_RANGE = 2.5  # the histogram covers +-2.5 standard deviations of luma
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 _RGB_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_CHANGE_Z = 1.0  # a pixel changed: its normalised luma moved by more than one standard deviation (noise: far less)
 
 
 @dataclass
 class DenseSteps:
     """Per decoded frame, in index order: ``index``, ``step`` (to the previous decoded frame; 0 for the
-    first), ``mean`` and ``std`` of luma in [0, 1], and ``time`` (presentation time in seconds from
-    the first frame; None where unknown)."""
+    first), ``mean`` and ``std`` of luma in [0, 1], ``time`` (presentation time in seconds from the
+    first frame; None where unknown) and ``change`` (share of pixels that changed since the previous
+    decoded frame; None where not measured)."""
 
     index: np.ndarray
     step: np.ndarray
     mean: np.ndarray
     std: np.ndarray
     time: np.ndarray | None = None
+    change: np.ndarray | None = None
 
     def between(self, lo: int, hi: int) -> DenseSteps:
         """The frames with ``lo < index <= hi``."""
         a, b = np.searchsorted(self.index, [lo, hi], side="right")
         time = None if self.time is None else self.time[a:b]
-        return DenseSteps(self.index[a:b], self.step[a:b], self.mean[a:b], self.std[a:b], time)
+        change = None if self.change is None else self.change[a:b]
+        return DenseSteps(self.index[a:b], self.step[a:b], self.mean[a:b], self.std[a:b], time, change)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
 
-def _signature(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(sqrt histogram, grid means, mean, std) of a 2-D uint8 luma image, from a fixed grid of pixels."""
+def _signature(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray]:
+    """(sqrt histogram, grid means, mean, std, normalised pixels) of a 2-D uint8 luma image, from a fixed
+    grid of pixels."""
     h, w = luma.shape
     ys = (np.arange(_ROWS) * h + h // 2) // _ROWS
     xs = (np.arange(_COLS) * w + w // 2) // _COLS
@@ -71,13 +81,18 @@ def _signature(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
     bins = np.clip(((z + _Z_RANGE) * (_BINS / (2 * _Z_RANGE))).astype(np.intp), 0, _BINS - 1)
     hist = np.bincount(bins.ravel(), minlength=_BINS)
     grid = z.reshape(_GRID_R, _ROWS // _GRID_R, _GRID_C, _COLS // _GRID_C).mean((1, 3))
-    return np.sqrt(hist / pts.size), grid, mean, std
+    return np.sqrt(hist / pts.size), grid, mean, std, z
 
 
 def _distance(a: tuple, b: tuple) -> float:
     """Hellinger distance of the histograms plus half the mean absolute grid difference (at most 1)."""
     hell = float(np.sqrt(max(1.0 - float(a[0] @ b[0]), 0.0)))
     return hell + min(0.5 * float(np.abs(a[1] - b[1]).mean()), 1.0)
+
+
+def _changed(a: tuple, b: tuple) -> float:
+    """Share of the sampled pixels whose normalised luma differs by more than `_CHANGE_Z`."""
+    return float(np.count_nonzero(np.abs(a[4] - b[4]) > _CHANGE_Z)) / a[4].size
 
 
 class FrameProbe:
@@ -88,9 +103,10 @@ class FrameProbe:
     """
 
     def __init__(self) -> None:
-        # Compact columns (28 bytes a frame): a two-hour video's record is a few MB, not Python objects.
+        # Compact columns (32 bytes a frame): a two-hour video's record is a few MB, not Python objects.
         self._index, self._time = array.array("q"), array.array("d")
         self._step, self._mean, self._std = array.array("f"), array.array("f"), array.array("f")
+        self._change = array.array("f")
         self._prev: tuple | None = None
         self._ok = True
 
@@ -103,10 +119,10 @@ class FrameProbe:
         plane = frame.planes[0]
         luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
         sig = _signature(luma)
-        step = _distance(self._prev, sig) if self._prev is not None else 0.0
-        self._prev = sig
+        prev, self._prev = self._prev, sig
         self._index.append(int(index))
-        self._step.append(step)
+        self._step.append(_distance(prev, sig) if prev is not None else 0.0)
+        self._change.append(_changed(prev, sig) if prev is not None else 0.0)
         self._mean.append(sig[2])
         self._std.append(sig[3])
         self._time.append(float(frame.time) if frame.time is not None else np.nan)
@@ -119,8 +135,10 @@ class FrameProbe:
         time = np.frombuffer(self._time, dtype=np.float64).copy()
         # Seconds from the first frame: the decoder starts at frame 0 and outputs in presentation order.
         time = time - time[0] if index[0] == 0 and not np.isnan(time).any() else None
-        cols = (np.frombuffer(c, dtype=np.float32).copy() for c in (self._step, self._mean, self._std))
-        return DenseSteps(index, *cols, time)
+        step, mean, std, change = (
+            np.frombuffer(c, dtype=np.float32).copy() for c in (self._step, self._mean, self._std, self._change)
+        )
+        return DenseSteps(index, step, mean, std, time, change)
 
 
 def luma_steps(indices: list[int], frames: np.ndarray) -> DenseSteps:
@@ -130,7 +148,11 @@ def luma_steps(indices: list[int], frames: np.ndarray) -> DenseSteps:
     for index, frame in zip(indices, frames, strict=True):
         luma = np.clip(frame.astype(np.float32) @ _RGB_LUMA, 0, 255).astype(np.uint8)
         sig = _signature(luma)
-        rows.append((int(index), _distance(prev, sig) if prev is not None else 0.0, sig[2], sig[3]))
+        first = prev is None
+        rows.append(
+            (int(index), 0.0 if first else _distance(prev, sig), sig[2], sig[3], 0.0 if first else _changed(prev, sig))
+        )
         prev = sig
-    cols = list(zip(*rows, strict=True)) if rows else [[], [], [], []]
-    return DenseSteps(np.asarray(cols[0], dtype=np.int64), *(np.asarray(c, dtype=np.float32) for c in cols[1:]))
+    cols = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+    step, mean, std, change = (np.asarray(c, dtype=np.float32) for c in cols[1:])
+    return DenseSteps(np.asarray(cols[0], dtype=np.int64), step, mean, std, None, change)

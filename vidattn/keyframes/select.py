@@ -9,7 +9,10 @@ when fewer are usable than asked for, fewer come back.
    `min_gap_s` from those chosen gets one at half the gap, then at any distance (a short shot between
    two others). A shot whose frames look like one already chosen (cosine similarity at least
    `shot_dup_similarity`: the same scene recurring) is passed over; a second round gives those shots
-   a frame too if `k` still allows (a recurring shot is shown once unless `k` needs more).
+   a frame too if `k` still allows (a recurring shot is shown once unless `k` needs more). A third
+   round lets a shot look like its neighbours' frames: the two sides of a jump cut are one scene
+   from one camera, alike to any descriptor, but a cut was found between them, so each is a shot of
+   its own (a scene recurring after other shots is still shown once).
 2. **Fill pass.** The remaining frames in descending score order (greedy non-maximum suppression).
 3. **Relaxed fill.** While fewer than `k` are chosen, the fill pass again with half the gap, then
    none: `k` frames come back whenever the video has `k` usable frames that are not near-duplicates.
@@ -82,39 +85,44 @@ def select_keyframes(
     chosen_set: set[int] = set()
     gaps = (min_gap_s, min_gap_s / 2, 0.0) if k is not None else (min_gap_s,)  # relaxed only to reach k
 
-    def acceptable(i: int, gap: float, dup: float) -> bool:
+    def acceptable(i: int, gap: float, dup: float, beside: bool = False) -> bool:
         if not usable[i] or i in chosen_set:
             return False
         if threshold is not None and float(scores[i]) < threshold:
             return False
         if any(abs(float(times_s[i] - times_s[j])) < gap for j in chosen):
             return False
-        if desc is not None and chosen:
-            sims = desc[chosen] @ desc[i]
+        # beside: a frame may look like those of the neighbouring shots (the other side of a jump cut)
+        others = [j for j in chosen if not (beside and abs(int(shot_of[j]) - int(shot_of[i])) == 1)]
+        if desc is not None and others:
+            sims = desc[others] @ desc[i]
             if float(sims.max()) >= dup:
                 return False
         return True
 
-    def take(order: list[int], reason: str, gap: float, dup: float) -> bool:
+    def take(order: list[int], reason: str, gap: float, dup: float, beside: bool = False) -> bool:
         for i in order:
             if len(chosen) >= limit:
                 return False
-            if acceptable(i, gap, dup):
+            if acceptable(i, gap, dup, beside):
                 chosen.append(i)
                 chosen_set.add(i)
                 reasons.append(reason)
                 return True
         return False
 
+    shot_of = np.zeros(n, dtype=np.int64) if shots is None else np.asarray(shots)
     if shots is not None and limit > 1:
-        candidates = _shot_candidates(scores, times_s, np.asarray(shots), usable, quality, min_quality)
+        candidates = _shot_candidates(scores, times_s, shot_of, usable, quality, min_quality)
         candidates.sort(key=lambda c: -c[0])
         pending = [order for _, order in candidates]
         # A shot's frame may stand closer than the gap to its neighbours' (a short shot between two
-        # others has no frame a full gap from both); a recurring scene waits for the second round.
-        for dup in (min(shot_dup_similarity, dup_similarity), dup_similarity):
+        # others has no frame a full gap from both); a recurring scene waits for the second round, the
+        # far side of a jump cut for the third.
+        rounds = ((min(shot_dup_similarity, dup_similarity), False), (dup_similarity, False), (dup_similarity, True))
+        for dup, beside in rounds:
             for gap in gaps:
-                pending = [order for order in pending if not take(order, "shot", gap, dup)]
+                pending = [order for order in pending if not take(order, "shot", gap, dup, beside)]
 
     everything = _by_score(scores).tolist()
     for gap in gaps:

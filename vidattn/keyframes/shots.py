@@ -16,6 +16,16 @@ Two levels:
    a black or flat frame and a dim one is the end of a fade, not a cut (a cut to black from a
    picture of full contrast is a cut).
 
+3. **Jump cuts.** A cut between two shots of one scene from one camera (the people moved, the room
+   did not) changes the samples' descriptors and the luma signature hardly more than the motion
+   around it. What gives it away is the probe's ``change``, the share of pixels that changed a lot
+   since the previous decoded frame: a jump cut changes a few per cent of them at once, the frames
+   around it almost none. Where the whole probe is given, every decoded frame whose change stands
+   `jump_ratio` times above the mean change on either side of it, and twice above each of them (the
+   largest of each side left out), is a cut when
+   the samples around it confirm that the picture stays changed (their distance stands above the
+   distances around it) and neither side is black or flat.
+
 Cuts closer than ``min_shot`` frames: the later one is dropped (PySceneDetect's ``min_scene_len``);
 if the picture after it is the picture before the first one (a flash), both are dropped.
 
@@ -96,6 +106,10 @@ def find_cuts(
     margin: float = 0.05,
     flat_std: float = 0.03,
     min_shot: int = 0,
+    probe: DenseSteps | None = None,
+    jump_window: int = 8,
+    jump_ratio: float = 4.0,
+    jump_margin: float = 0.004,
 ) -> list[int]:
     """Frame-exact hard cuts: the first frame of each new shot (see the module docstring).
 
@@ -108,13 +122,20 @@ def find_cuts(
             first decoded frame of the new shot.
         candidate: sample distance from which a gap is examined.
         min_distance: sample distance from which a dominant step is a cut; below it (down to
-            `candidate`) only a step `strong_ratio` times its surroundings is.
+            `candidate`), and in the first and last gaps, only a step `strong_ratio` times its
+            surroundings is.
         step_min: smallest frame step that can be a cut.
         ratio, margin: a cut's step is at least ``ratio * expected step + margin``, the expected step
             being the median step per frame around it (its two largest left out), or in its own gap if
             larger, times the frames it spans.
         flat_std: luma standard deviation below which a frame is black or flat.
         min_shot: fewest frames between two cuts.
+        probe: every decoded frame's `DenseSteps` with ``change`` (the sampled pass's probe): also look
+            for jump cuts there. None: only the gaps the samples point at are examined.
+        jump_window: decoded frames on each side whose change is the jump cut's background.
+        jump_ratio, jump_margin: a jump cut's change is at least ``jump_ratio * background + jump_margin``
+            (the background is the larger mean change of the decoded frames on each side, the largest of
+            each side left out).
     """
     indices = np.asarray(indices, dtype=np.int64)
     delta = consecutive_distances(desc)
@@ -133,7 +154,10 @@ def find_cuts(
         rate = np.sort(around.step / np.maximum(np.diff(around.index, prepend=wide_lo), 1))
         rate = rate[:-2] if rate.shape[0] > 6 else rate
         base = float(np.median(rate)) if rate.size else 0.0
-        need = ratio if delta[t] >= min_distance else strong_ratio
+        # The expected step comes from both sides of the gap; the first and last gaps have one side
+        # only (at the end, a camera jerk in the last quarter second looked like a cut), so only a
+        # step that stands out strongly is a cut there.
+        need = ratio if delta[t] >= min_distance and 1 < t < n - 1 else strong_ratio
         j = int(np.argmax(gap.step / (need * base * span + margin)))
         others = np.delete(gap.step / span, j)
         if others.size >= 2:  # it must stand out in its own gap too: a fade's steps are all alike
@@ -156,7 +180,64 @@ def find_cuts(
         if sides[0] < flat_std and sides[1] < 3 * flat_std:
             continue  # the last step of a fade into black (or the first out of it), not a cut to black
         found.append((frame, t))
+    if probe is not None and probe.change is not None:
+        seen = {t for _, t in found}
+        found += _jump_cuts(probe, delta, indices, exact, seen, jump_window, jump_ratio, jump_margin, flat_std)
+        found.sort()
     return _min_shot(found, indices, desc, min_shot, candidate)
+
+
+def _jump_cuts(
+    probe: DenseSteps,
+    delta: np.ndarray,
+    indices: np.ndarray,
+    exact: Callable[[int, int], DenseSteps] | None,
+    seen: set[int],
+    window: int,
+    ratio: float,
+    margin: float,
+    flat_std: float,
+) -> list[tuple[int, int]]:
+    """(frame, sample gap) where a jump cut starts: an isolated burst of changed pixels that the samples
+    see persist, in a gap not in `seen` (those already have their cut)."""
+    change, index = probe.change, probe.index
+    out: list[tuple[int, int]] = []
+    # Only local maxima above the margin can pass; the median around each is then cheap to take.
+    peaks = np.flatnonzero(change >= margin)
+    for p in peaks.tolist():
+        if p == 0 or change[p] < change[max(p - 2, 0) : p + 3].max():
+            continue
+        # Quiet on both sides: motion that starts (or stops) here has a busy side. The largest change of
+        # each side is left out, so a neighbouring cut (a short shot) does not hide this one.
+        near = (change[max(p - window, 1) : p], change[p + 1 : p + 1 + window])
+        if min(side.size for side in near) < 4:
+            continue  # too close to either end to tell a cut from motion that starts or stops
+        # The mean, not the median: small motion that comes and goes (a walker's step every few frames)
+        # is part of the background even where most frames do not change at all.
+        rest = [np.sort(side)[:-1] for side in near]
+        background = max(float(side.mean()) for side in rest)
+        if change[p] < ratio * background + margin:
+            continue
+        if change[p] < 2 * max(float(side[-1]) for side in rest):
+            continue  # and twice every other change around it: a walker's step recurs, a jump does not
+        if min(float(probe.std[p]), float(probe.std[p - 1])) < flat_std:
+            continue  # normalised luma of a black or flat frame is noise
+        t = int(np.searchsorted(indices, index[p]))  # its gap (indices[t - 1], indices[t]]
+        if not 0 < t < delta.shape[0] or t in seen:
+            continue
+        # The samples around it: does the picture stay changed?
+        around = np.concatenate([delta[max(t - 3, 1) : t], delta[t + 1 : t + 4]])
+        if not delta[t] > 2 * float(np.median(around) if around.size else 0.0):
+            continue
+        frame = int(index[p])
+        width = frame - int(index[p - 1])
+        if width > 1 and exact is not None:  # the decoder skipped frames inside: find the one it happened on
+            fine = exact(frame - width, frame)
+            if len(fine) and fine.change is not None:
+                frame = int(fine.index[int(np.argmax(fine.change))])
+        seen.add(t)
+        out.append((frame, t))
+    return out
 
 
 def _std_before(dense: Callable[[int, int], DenseSteps], gap: DenseSteps, j: int, lo: int) -> float:
