@@ -32,7 +32,7 @@ def _pan(seed: int, n: int, h: int = 72, w: int = 96, speed: int = 2) -> list[np
 
 
 def _room(seed: int, n: int, start: int = 0, h: int = 72, w: int = 96) -> list[np.ndarray]:
-    """A static camera on a still room where two small people shift slowly (a pixel every fourth frame).
+    """A static camera on a still room where two small people shift slowly (a pixel every sixth frame).
 
     ``start`` is where in their walk the shot begins: two shots of one room with a gap between their
     starts are a jump cut, which moves only the people.
@@ -44,7 +44,7 @@ def _room(seed: int, n: int, start: int = 0, h: int = 72, w: int = 96) -> list[n
     for t in range(start, start + n):
         frame = room.copy()
         for k, (y, colour) in enumerate(((20, (20, 20, 30)), (40, (240, 230, 210)))):
-            x = (8 + 30 * k + t // 4) % (w - 8)
+            x = (8 + 30 * k + t // 6) % (w - 8)
             frame[y : y + 16, x : x + 6] = colour
         out.append(frame)
     return out
@@ -228,7 +228,7 @@ def test_find_cuts_sees_a_jump_cut_in_a_still_scene_in_the_changed_pixels():
 
 def test_a_jump_cut_in_a_static_room_is_found_and_its_shot_gets_a_key_frame(tmp_path):
     path = tmp_path / "jump.mp4"
-    shots = [_room(20, 45), _room(20, 40, start=70), _pan(21, 40)]
+    shots = [_room(20, 45), _room(20, 40, start=100), _pan(21, 40)]
     truth = compose_edit(path, shots, [Join(), Join()])
     doc = score_video(path, KeyframeOptions(k=len(truth.shots)))
     assert _frames_of(doc, "cuts") == truth.cuts

@@ -21,8 +21,8 @@ Two levels:
    around it. What gives it away is the probe's ``change``, the share of pixels that changed a lot
    since the previous decoded frame: a jump cut changes a few per cent of them at once, the frames
    around it almost none. Where the whole probe is given, every decoded frame whose change stands
-   `jump_ratio` times above the mean change on either side of it, and twice above each of them (the
-   largest of each side left out), is a cut when
+   `jump_ratio` times above the median change on either side of it, and twice above each of them
+   (the largest of each side left out), is a cut when
    the samples around it confirm that the picture stays changed (their distance stands above the
    distances around it) and neither side is black or flat.
 
@@ -107,8 +107,8 @@ def find_cuts(
     flat_std: float = 0.03,
     min_shot: int = 0,
     probe: DenseSteps | None = None,
-    jump_window: int = 8,
-    jump_ratio: float = 4.0,
+    jump_window: int = 12,
+    jump_ratio: float = 6.0,
     jump_margin: float = 0.004,
 ) -> list[int]:
     """Frame-exact hard cuts: the first frame of each new shot (see the module docstring).
@@ -134,8 +134,9 @@ def find_cuts(
             for jump cuts there. None: only the gaps the samples point at are examined.
         jump_window: decoded frames on each side whose change is the jump cut's background.
         jump_ratio, jump_margin: a jump cut's change is at least ``jump_ratio * background + jump_margin``
-            (the background is the larger mean change of the decoded frames on each side, the largest of
-            each side left out).
+            (the background is the larger median change of the decoded frames on each side, the largest
+            of each side left out); it must also be twice every change around it but the largest of each
+            side (a walker's step recurs, a jump does not).
     """
     indices = np.asarray(indices, dtype=np.int64)
     delta = consecutive_distances(desc)
@@ -212,10 +213,8 @@ def _jump_cuts(
         near = (change[max(p - window, 1) : p], change[p + 1 : p + 1 + window])
         if min(side.size for side in near) < 4:
             continue  # too close to either end to tell a cut from motion that starts or stops
-        # The mean, not the median: small motion that comes and goes (a walker's step every few frames)
-        # is part of the background even where most frames do not change at all.
         rest = [np.sort(side)[:-1] for side in near]
-        background = max(float(side.mean()) for side in rest)
+        background = max(float(np.median(side)) for side in rest)
         if change[p] < ratio * background + margin:
             continue
         if change[p] < 2 * max(float(side[-1]) for side in rest):
