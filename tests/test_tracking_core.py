@@ -162,6 +162,31 @@ def test_only_lost_targets_pay_for_the_wide_search():
         assert iou_xywh(boxes[i, -1], four.boxes[i, -1])[0] > 0.5
 
 
+def test_each_target_pays_only_for_its_own_scale_search():
+    """A small and a large target batched: the 1-D scale filter crops only the large one, the pyramid only the small."""
+    small = make_sequence(seed=2, num_frames=5, size=12, occlusion=False, background=None)
+    large = make_sequence(seed=2, num_frames=5, size=80, occlusion=False, background=None)
+    boxes = np.concatenate([small.boxes[:, 0], large.boxes[:, 0]])
+    trk = DCFTracker()
+    trk.init(small.frames[0], boxes)
+    assert (torch.sqrt(trk.size.prod(1)) < trk.cfg.small_target).tolist() == [True, False]
+    seen: dict[str, list[list[int]]] = {"dsst": [], "pyramid": []}
+    dsst, pyramid = trk.scale_filter.detect, trk._pyramid_scale
+
+    def spy_dsst(img, centres, sizes, cache=None, targets=None):
+        seen["dsst"].append(targets.tolist())
+        return dsst(img, centres, sizes, cache, targets)
+
+    def spy_pyramid(img, idx):
+        seen["pyramid"].append(idx.tolist())
+        return pyramid(img, idx)
+
+    trk.scale_filter.detect, trk._pyramid_scale = spy_dsst, spy_pyramid
+    for frame in small.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    assert seen == {"dsst": [[1]] * 4, "pyramid": [[0]] * 4}
+
+
 def test_sample_windows_pools_only_what_the_windows_cover():
     """Crop before pooling: a small window in a large frame pools a small region, with the same result."""
     img = torch.rand(1, 3, 720, 1280)

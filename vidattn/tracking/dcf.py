@@ -652,15 +652,20 @@ class DCFTracker:
         """Scale of the active targets at their new position (lost targets keep theirs).
 
         The 1-D scale filter, or, for small targets, the translation filter on a three-level pyramid
-        (the scale filter's crops of a 10 px target carry too little detail to respond).
+        (the scale filter's crops of a 10 px target carry too little detail to respond). Each target
+        pays only for its own method.
         """
         cfg = self.cfg
-        scale = self.scale_filter.detect(img, self.pos, self.size, self._pyramid) ** cfg.scale_damping
+        scale = torch.ones_like(self.step)
         small = active & (torch.sqrt(self.size.prod(1)) < cfg.small_target)
+        large = active & ~small
+        if bool(large.any()):
+            idx = large.nonzero().flatten()
+            pos, size = self.pos.index_select(0, idx), self.size.index_select(0, idx)
+            scale[idx] = self.scale_filter.detect(img, pos, size, self._pyramid, idx) ** cfg.scale_damping
         if bool(small.any()):
             idx = small.nonzero().flatten()
             scale[idx] = self._pyramid_scale(img, idx)
-        scale = torch.where(active, scale, torch.ones_like(scale))
         rel = self.step * scale / self.init_step
         scale = scale * rel.clamp(cfg.min_scale, cfg.max_scale) / rel
         self.step = self.step * scale
