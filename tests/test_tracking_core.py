@@ -187,6 +187,39 @@ def test_each_target_pays_only_for_its_own_scale_search():
     assert seen == {"dsst": [[1]] * 4, "pyramid": [[0]] * 4}
 
 
+def test_a_low_psr_alone_does_not_declare_a_target_lost():
+    """A low PSR cue needs a middling second cue (or to be far down) to flag a target lost; peak or anchor alone do."""
+    seq = make_sequence(seed=0, num_frames=8, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(seq.frames[0], seq.boxes[:, 0])
+    for frame in seq.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    cfg = trk.cfg
+    psr_ref, peak_ref, anchor_ref = trk.psr_ref.clone(), trk.peak_ref.clone(), trk.anchor_ref.clone()
+
+    def psr_at(share: float) -> torch.Tensor:  # the PSR whose cue is `share`
+        return cfg.psr_floor + share * (psr_ref - cfg.psr_floor)
+
+    def peak_at(share: float, ref: torch.Tensor) -> torch.Tensor:
+        return ref * (cfg.peak_low + share * (cfg.peak_high - cfg.peak_low))
+
+    psr_low = psr_at(0.8 * cfg.lost_score).clamp_min(cfg.psr_lost + 0.01)
+    assert psr_low.item() < psr_at(cfg.lost_score).item()
+    cases = {  # (psr, peak cue, anchor cue) -> lost
+        (psr_low, 1.0, 1.0): False,  # deforming: low PSR, the peak and the first-frame template agree
+        (psr_low, 0.5, 1.0): True,  # low PSR and a middling peak
+        (psr_at(1.0), 0.2, 1.0): True,  # the peak alone
+        (psr_at(1.0), 1.0, 0.2): True,  # the first-frame template alone
+        (psr_at(1.0), 1.0, 1.0): False,
+    }
+    for (psr, peak, anchor), want in cases.items():
+        trk.psr_ref, trk.peak_ref, trk.anchor_ref = psr_ref.clone(), peak_ref.clone(), anchor_ref.clone()
+        conf, _, lost = trk._confidence(psr, peak_at(peak, peak_ref), peak_at(anchor, anchor_ref))
+        assert lost.item() == want, (psr.item(), peak, anchor)
+        if (peak, anchor) == (1.0, 1.0) and psr is psr_low:
+            assert conf.item() < cfg.lost_score  # the confidence still reports the weak cue
+
+
 def test_sample_windows_pools_only_what_the_windows_cover():
     """Crop before pooling: a small window in a large frame pools a small region, with the same result."""
     img = torch.rand(1, 3, 720, 1280)
