@@ -162,6 +162,64 @@ def test_only_lost_targets_pay_for_the_wide_search():
         assert iou_xywh(boxes[i, -1], four.boxes[i, -1])[0] > 0.5
 
 
+def test_each_target_pays_only_for_its_own_scale_search():
+    """A small and a large target batched: the 1-D scale filter crops only the large one, the pyramid only the small."""
+    small = make_sequence(seed=2, num_frames=5, size=12, occlusion=False, background=None)
+    large = make_sequence(seed=2, num_frames=5, size=80, occlusion=False, background=None)
+    boxes = np.concatenate([small.boxes[:, 0], large.boxes[:, 0]])
+    trk = DCFTracker()
+    trk.init(small.frames[0], boxes)
+    assert (torch.sqrt(trk.size.prod(1)) < trk.cfg.small_target).tolist() == [True, False]
+    seen: dict[str, list[list[int]]] = {"dsst": [], "pyramid": []}
+    dsst, pyramid = trk.scale_filter.detect, trk._pyramid_scale
+
+    def spy_dsst(img, centres, sizes, cache=None, targets=None):
+        seen["dsst"].append(targets.tolist())
+        return dsst(img, centres, sizes, cache, targets)
+
+    def spy_pyramid(img, idx):
+        seen["pyramid"].append(idx.tolist())
+        return pyramid(img, idx)
+
+    trk.scale_filter.detect, trk._pyramid_scale = spy_dsst, spy_pyramid
+    for frame in small.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    assert seen == {"dsst": [[1]] * 4, "pyramid": [[0]] * 4}
+
+
+def test_a_low_psr_alone_does_not_declare_a_target_lost():
+    """A low PSR cue needs a middling second cue (or to be far down) to flag a target lost; peak or anchor alone do."""
+    seq = make_sequence(seed=0, num_frames=8, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(seq.frames[0], seq.boxes[:, 0])
+    for frame in seq.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    cfg = trk.cfg
+    psr_ref, peak_ref, anchor_ref = trk.psr_ref.clone(), trk.peak_ref.clone(), trk.anchor_ref.clone()
+
+    def psr_at(share: float) -> torch.Tensor:  # the PSR whose cue is `share`
+        return cfg.psr_floor + share * (psr_ref - cfg.psr_floor)
+
+    def peak_at(share: float, ref: torch.Tensor) -> torch.Tensor:
+        return ref * (cfg.peak_low + share * (cfg.peak_high - cfg.peak_low))
+
+    psr_low = psr_at(0.8 * cfg.lost_score).clamp_min(cfg.psr_lost + 0.01)
+    assert psr_low.item() < psr_at(cfg.lost_score).item()
+    cases = {  # (psr, peak cue, anchor cue) -> lost
+        (psr_low, 1.0, 1.0): False,  # deforming: low PSR, the peak and the first-frame template agree
+        (psr_low, 0.5, 1.0): True,  # low PSR and a middling peak
+        (psr_at(1.0), 0.2, 1.0): True,  # the peak alone
+        (psr_at(1.0), 1.0, 0.2): True,  # the first-frame template alone
+        (psr_at(1.0), 1.0, 1.0): False,
+    }
+    for (psr, peak, anchor), want in cases.items():
+        trk.psr_ref, trk.peak_ref, trk.anchor_ref = psr_ref.clone(), peak_ref.clone(), anchor_ref.clone()
+        conf, _, lost = trk._confidence(psr, peak_at(peak, peak_ref), peak_at(anchor, anchor_ref))
+        assert lost.item() == want, (psr.item(), peak, anchor)
+        if (peak, anchor) == (1.0, 1.0) and psr is psr_low:
+            assert conf.item() < cfg.lost_score  # the confidence still reports the weak cue
+
+
 def test_sample_windows_pools_only_what_the_windows_cover():
     """Crop before pooling: a small window in a large frame pools a small region, with the same result."""
     img = torch.rand(1, 3, 720, 1280)

@@ -30,9 +30,11 @@ they come from:
 - **Confidence** from three cues, each relative to its own running reference for the target: the
   peak-to-sidelobe ratio (PSR, Bolme et al. 2010), the peak height, and the response of the
   first-frame filter at the same place (agreement between two templates: a look-alike or background
-  the adapted filter drifted onto answers the original weakly). The weakest cue decides. Below
-  ``lost_score`` a target is *lost*: its model and scale stop learning, its box stays where it was
-  last seen, and it alone pays for a wider re-detection search (the filter zero-padded to a larger
+  the adapted filter drifted onto answers the original weakly). The weakest cue is the confidence.
+  A target is *lost* when the peak or anchor cue is below ``lost_score``, or the PSR cue is (a
+  deforming target's broad response lowers the PSR alone: then it takes a second, middling cue, or
+  a PSR cue far down): its model and scale stop learning, its box stays where it was last seen, and
+  it alone pays for a wider re-detection search (the filter zero-padded to a larger
   grid) until it is found again.
 - **Cost** follows the targets, not the frame: windows are cut from the frame before any pooling.
 
@@ -104,7 +106,11 @@ class DCFConfig:
     psr_ref_lr: float = 0.1  # the PSR (peak, anchor) that maps to confidence 1 is a running mean over confident frames
     peak_low: float = 0.4  # response peak / its running mean at which peak confidence is 0 ...
     peak_high: float = 0.85  # ... and 1: an occluded or vanished target answers with a weak peak
-    lost_score: float = 0.3  # confidence below this: lost (no update, wider search)
+    lost_score: float = 0.3  # confidence below this: lost (no update, wider search)...
+    # ... but the PSR cue, which a deforming target's broad response lowers while the peak height and
+    # the first-frame template still find it, declares a target lost on its own only below this
+    # share of lost_score; above it, it needs the peak or anchor cue under good_score to agree.
+    psr_lost_share: float = 0.5
     good_score: float = 0.6  # confidence above this: full-weight sample (in between: down-weighted)
     redetect_factor: int = 2  # search-window growth while lost
     cpu_threads: int | None = 1  # torch threads while tracking on the CPU (None: leave torch's setting)
@@ -625,9 +631,12 @@ class DCFTracker:
           look-alike or background that the adapted filter has drifted onto answers the original
           template weakly.
 
-        The weakest cue decides. (Motion consistency enters earlier, through the motion prior that
-        picks the peak.) The references are the mean of the first ``ref_warmup`` frames, then learn
-        only from confident frames, so slow drift cannot teach them that drift is normal.
+        The weakest cue is the confidence. The lost flag trusts the PSR cue less than the other two
+        (``psr_lost_share``): a walking, deforming person answers with a broad, low-PSR response while
+        the peak height and the first-frame template still find it. (Motion consistency enters
+        earlier, through the motion prior that picks the peak.) The references are the mean of the
+        first ``ref_warmup`` frames, then learn only from confident frames, so slow drift cannot
+        teach them that drift is normal.
         """
         cfg = self.cfg
         if self.psr_ref is None:
@@ -640,7 +649,11 @@ class DCFTracker:
         conf_anchor = (anchor / self.anchor_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
         conf = torch.minimum(torch.minimum(conf_psr, conf_peak), conf_anchor).clamp(0, 1)
         self.cues = torch.stack([conf_psr, conf_peak, conf_anchor], 1)  # (B, 3), for diagnostics
-        lost = (conf < cfg.lost_score) | (psr < cfg.psr_lost)
+        # Lost: the peak or the anchor cue alone, the PSR cue alone only when far down, else the PSR
+        # cue with a second cue that is only middling (a deforming target keeps a high peak there).
+        other = torch.minimum(conf_peak, conf_anchor)
+        lost = (other < cfg.lost_score) | (conf_psr < cfg.lost_score * cfg.psr_lost_share) | (psr < cfg.psr_lost)
+        lost = lost | ((conf_psr < cfg.lost_score) & (other < cfg.good_score))
         warm = torch.full_like(conf, 1.0 / self.frame_index) * ~lost
         ref_lr = warm if self.frame_index <= cfg.ref_warmup else cfg.psr_ref_lr * (conf > cfg.ref_gate)
         self.psr_ref = (1 - ref_lr) * self.psr_ref + ref_lr * psr
@@ -652,15 +665,20 @@ class DCFTracker:
         """Scale of the active targets at their new position (lost targets keep theirs).
 
         The 1-D scale filter, or, for small targets, the translation filter on a three-level pyramid
-        (the scale filter's crops of a 10 px target carry too little detail to respond).
+        (the scale filter's crops of a 10 px target carry too little detail to respond). Each target
+        pays only for its own method.
         """
         cfg = self.cfg
-        scale = self.scale_filter.detect(img, self.pos, self.size, self._pyramid) ** cfg.scale_damping
+        scale = torch.ones_like(self.step)
         small = active & (torch.sqrt(self.size.prod(1)) < cfg.small_target)
+        large = active & ~small
+        if bool(large.any()):
+            idx = large.nonzero().flatten()
+            pos, size = self.pos.index_select(0, idx), self.size.index_select(0, idx)
+            scale[idx] = self.scale_filter.detect(img, pos, size, self._pyramid, idx) ** cfg.scale_damping
         if bool(small.any()):
             idx = small.nonzero().flatten()
             scale[idx] = self._pyramid_scale(img, idx)
-        scale = torch.where(active, scale, torch.ones_like(scale))
         rel = self.step * scale / self.init_step
         scale = scale * rel.clamp(cfg.min_scale, cfg.max_scale) / rel
         self.step = self.step * scale

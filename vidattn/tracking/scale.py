@@ -75,10 +75,27 @@ class ScaleFilter:
         self.den = torch.view_as_real(xf).square().sum((1, 3))  # (B, S)
 
     @torch.no_grad()
-    def detect(self, img: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, pyramid=None) -> torch.Tensor:
-        """Relative scale change ``(B,)`` of each target (1.0 = unchanged), sub-step refined."""
+    def detect(
+        self, img: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, pyramid=None, targets=None
+    ) -> torch.Tensor:
+        """Relative scale change of each target (1.0 = unchanged), sub-step refined.
+
+        Args:
+            img: ``(1, 3, H, W)`` float frame.
+            centres: Target centres ``(N, 2)`` pixels.
+            sizes: Target sizes ``(N, 2)`` pixels.
+            pyramid: Pooled-frame cache shared with the other samplers of this frame.
+            targets: Indices ``(N,)`` of the targets whose models to use (all ``B`` when None), so
+                targets that take their scale elsewhere pay nothing here.
+
+        Returns:
+            ``(N,)`` scale factors.
+        """
+        num, den = self.num, self.den
+        if targets is not None:
+            num, den = num.index_select(0, targets), den.index_select(0, targets)
         zf = self._samples(img, centres, sizes, pyramid)
-        resp = torch.fft.ifft((self.num * zf).sum(1) / (self.den + self.cfg.lam), dim=1).real  # (B, S)
+        resp = torch.fft.ifft((num * zf).sum(1) / (den + self.cfg.lam), dim=1).real  # (N, S)
         s = self.cfg.num_scales
         i = resp.argmax(1)
         ar = torch.arange(resp.shape[0], device=self.device)
