@@ -230,7 +230,7 @@ class CoverageSampler(_StridedClip, ClipSampler):
         )
 
     def needs_full_span(self) -> bool:
-        return False  # short videos are stretched here, never looped
+        return False  # a short video is read at the same spacing with its last frame held, never looped
 
     def _sample(self, num_frames: int, rng: np.random.Generator) -> list[ClipInfo]:
         if num_frames <= self.span:
