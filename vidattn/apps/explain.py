@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vidattn._io import ensure_output_dir
-from vidattn.errors import VidattnError, VideoDecodeError
+from vidattn.apps import prepare_out_dir, report_failure
+from vidattn.errors import VidattnError
 
 if TYPE_CHECKING:
     from vidattn.explainer.video import ExplainOptions
@@ -46,9 +45,7 @@ def run_explain(
     opts = options or ExplainOptions()
     model = ExplainModel.load(checkpoint, opts)  # a bad checkpoint or layer name: one line, nothing written
     if out_dir is not None:
-        if Path(out_dir).exists() and not Path(out_dir).is_dir():
-            raise VidattnError(f"--out {out_dir} exists and is not a directory")
-        ensure_output_dir(out_dir)  # a read-only folder: one line naming it, before any video is decoded
+        prepare_out_dir(out_dir)
     if not model.layers:
         err("note: the model has no spatial attention layer; explaining when it looks (temporal weights) only")
     failures = 0
@@ -60,9 +57,7 @@ def run_explain(
             folder = write_outputs(ex, doc, out_dir, opts, used) if out_dir is not None else None
         except VidattnError as exc:
             failures += 1
-            if as_json:
-                out(json.dumps({"video": str(path), "error": str(getattr(exc, "reason", exc))}, ensure_ascii=False))
-            err(f"Error: {exc}" if isinstance(exc, VideoDecodeError) else f"Error: {path}: {exc}")
+            report_failure(path, exc, as_json=as_json, out=out, err=err)
             continue
         if as_json:
             out(json.dumps(doc, ensure_ascii=False, allow_nan=False))

@@ -14,11 +14,10 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from vidattn._io import ensure_output_dir
+from vidattn.apps import prepare_out_dir, report_failure
 from vidattn.data.prefetch import PrefetchedFrames
-from vidattn.errors import VidattnError, VideoDecodeError
+from vidattn.errors import VidattnError
 from vidattn.keyframes.outputs import clock, write_outputs
 from vidattn.keyframes.pipeline import KeyframeOptions, expand_globs, score_video
 
@@ -74,9 +73,7 @@ def run_keyframes(
 
             model = KeyframeModel.load(checkpoint, resolve_device(opts.device))
         if out_dir is not None:
-            if Path(out_dir).exists() and not Path(out_dir).is_dir():
-                raise VidattnError(f"--out {out_dir} exists and is not a directory")
-            ensure_output_dir(out_dir)  # a read-only or full folder: one line naming it, before any decoding
+            prepare_out_dir(out_dir)  # a read-only or full folder: one line naming it, before any decoding
         failures = 0
         used: set[str] = set()
         for path in expand_globs(inputs):
@@ -88,9 +85,7 @@ def run_keyframes(
                 folder = write_outputs(doc, out_dir, options=opts, csv_out=csv_out, used=used) if out_dir else None
             except VidattnError as exc:
                 failures += 1
-                if as_json:
-                    out(json.dumps({"video": str(path), "error": str(getattr(exc, "reason", exc))}, ensure_ascii=False))
-                err(f"Error: {exc}" if isinstance(exc, VideoDecodeError) else f"Error: {path}: {exc}")
+                report_failure(path, exc, as_json=as_json, out=out, err=err)
                 continue
             except OSError as exc:  # disk full, permission denied on the output side
                 failures += 1

@@ -12,7 +12,6 @@ into ``<out stem>.shard-i-of-n<suffix>``; ranks never talk to each other; `vidat
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -112,16 +111,7 @@ def run_score(
     summary.model = model.tag if model else None
     spec = DecodeSpec(backend=backend, timeout_s=timeout_s, keyframes_k=keyframes or None)
     if model is not None:
-        d = model.data
-        spec = dataclasses.replace(
-            spec,
-            clip_len=d.clip_len,
-            stride=d.stride,
-            num_clips=clips,
-            size=d.size,
-            sampler=d.sampler,
-            snippet=d.snippet,
-        )
+        spec = spec.for_model(model.data, clips)
     kf_fn = keyframe_fn or (resolve_keyframe_fn(timeout_s) if keyframes else None)
 
     with ResultStore(db) as store:

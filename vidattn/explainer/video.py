@@ -253,16 +253,8 @@ def _predict(path: str, model: ExplainModel, options: ExplainOptions) -> tuple[l
     from vidattn.data.decode import open_video
     from vidattn.scoring.pipeline import DecodeSpec, model_input
 
-    d = model.classifier.data
-    spec = DecodeSpec(
-        backend=options.backend,
-        timeout_s=options.timeout_s,
-        clip_len=d.clip_len,
-        stride=d.stride,
-        num_clips=options.clips,
-        size=d.size,
-        sampler=d.sampler,
-        snippet=d.snippet,
+    spec = DecodeSpec(backend=options.backend, timeout_s=options.timeout_s).for_model(
+        model.classifier.data, options.clips
     )
     with open_video(path, backend=options.backend, timeout_s=options.timeout_s) as reader:
         video = model_input(path, reader, spec)

@@ -12,6 +12,7 @@ Tar members are streamed with `tarfile` in stream mode (``r|*``) and decoded fro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -80,6 +81,18 @@ class DecodeSpec:
     keyframes_k: int | None = None
     sampler: str = "random"  # the model's data.sampler (see `model_views`)
     snippet: int = 1  # the model's data.snippet
+
+    def for_model(self, data: Any, num_clips: int) -> DecodeSpec:
+        """This spec reading videos as a checkpoint's model was evaluated: `data` is its config's ``data``."""
+        return dataclasses.replace(
+            self,
+            clip_len=data.clip_len,
+            stride=data.stride,
+            num_clips=num_clips,
+            size=data.size,
+            sampler=data.sampler,
+            snippet=data.snippet,
+        )
 
 
 @dataclass
