@@ -86,7 +86,8 @@ def main() -> int:
 
     from vidattn.explainer.video import ExplainModel, ExplainOptions, explain_video
 
-    rows = list(csv.DictReader((args.split_dir / "events.csv").open()))
+    # Videos with no event (the generator's no_event class) have no target to find: left out.
+    rows = [r for r in csv.DictReader((args.split_dir / "events.csv").open()) if r["event_start"]]
     if args.limit is not None:  # the first N of each class, so every class is measured
         kept: dict[str, int] = {}
         for r in list(rows):
@@ -94,7 +95,7 @@ def main() -> int:
             if kept[r["label"]] > args.limit:
                 rows.remove(r)
     if not rows:
-        print(f"no videos listed in {args.split_dir / 'events.csv'}", file=sys.stderr)
+        print(f"no videos with an event listed in {args.split_dir / 'events.csv'}", file=sys.stderr)
         return 1
     boxes = ensure_boxes(args.split_dir)
     opts = ExplainOptions(layers=tuple(args.layers), device=args.device)

@@ -35,9 +35,10 @@ def main() -> int:
     from vidattn.keyframes.model import KeyframeModel
     from vidattn.keyframes.pipeline import KeyframeOptions, score_video
 
-    rows = list(csv.DictReader((args.split_dir / "events.csv").open()))[: args.limit]
+    # Videos with no event (the generator's no_event class) have no window to hit: left out.
+    rows = [r for r in csv.DictReader((args.split_dir / "events.csv").open()) if r["event_start"]][: args.limit]
     if not rows:
-        print(f"no videos listed in {args.split_dir / 'events.csv'}", file=sys.stderr)
+        print(f"no videos with an event listed in {args.split_dir / 'events.csv'}", file=sys.stderr)
         return 1
     model = KeyframeModel.load(args.checkpoint, resolve_device(args.device))
     opts = KeyframeOptions(k=1, min_gap_s=0.0)

@@ -247,6 +247,9 @@ def test_synthetic_boxes_leave_the_videos_unchanged(tmp_path):
         again, start2, end2, boxes = render_video_boxes(label, np.random.default_rng([7, ci]), spec)
         assert np.array_equal(frames, again) and (start, end) == (start2, end2)
         assert len(boxes) == len(frames)
+        if start is None:  # no_event: no target, no box
+            assert all(box is None for box in boxes)
+            continue
         assert all((box is not None) == (start <= t <= end) for t, box in enumerate(boxes))
         for box in filter(None, boxes):
             x, y, w, h = box

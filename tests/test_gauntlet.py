@@ -419,9 +419,9 @@ def test_train_dry_run_refuses_out_of_range(key):
 @pytest.mark.slow
 def test_tiny_train_and_eval_skip_every_bad_video(work, bad, tmp_path):
     """One epoch on a tiny dataset with every bad video in it: it trains, and records each bad file."""
-    from vidattn.data.synthetic import generate_dataset
+    from vidattn.data.synthetic import EVENT_CLASSES, generate_dataset
 
-    root = generate_dataset(tmp_path / "data", per_class=1, val_per_class=1, seed=0)
+    root = generate_dataset(tmp_path / "data", per_class=1, val_per_class=1, seed=0, classes=EVENT_CLASSES)
     planted = []
     for split in ("train", "val"):
         for kind, path in bad.items():

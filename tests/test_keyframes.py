@@ -399,11 +399,12 @@ def test_sharp_frame_beats_blurred_and_black(realvid_frames, tmp_path):
 
 # --- whole-video scoring with a coverage-trained model (issue 15) --------------------------------
 class _Brightness(torch.nn.Module):
-    """A stand-in model whose temporal attention is the frames' brightness (softmax over the view)."""
+    """A stand-in model whose class-"b" logit is a soft maximum of the frames' brightness: its evidence is the
+    brightest frame."""
 
-    def frame_weights(self, x: torch.Tensor, *, return_logits: bool = False):
-        weights = torch.softmax(x.mean((1, 3, 4)) * 20, dim=-1)
-        return torch.zeros(x.shape[0], 2), weights
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bright = torch.logsumexp(x.mean((1, 3, 4)) * 20, dim=-1)
+        return torch.stack([torch.zeros_like(bright), bright], dim=-1)
 
 
 def _bright_frame_video(n: int, bright: int) -> np.ndarray:
@@ -429,6 +430,36 @@ def test_whole_video_scores_find_the_moment_in_a_long_video(monkeypatch, max_sam
     scores = scorer.frame_scores()
     assert scores.shape == (700,) and int(scores.argmax()) == 517
     assert min(w[0] for w in scorer.windows) == 0 and max(w[1] for w in scorer.windows) == 699
+
+
+class _Change(torch.nn.Module):
+    """A stand-in difference model: its class-"b" logit is a soft maximum of how much each step changed."""
+
+    input_mode = "diff"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from vidattn.models.resnet import frame_differences
+
+        seen = frame_differences(x) if self.input_mode == "diff" else x
+        change = torch.logsumexp(seen.abs().mean((1, 3, 4)) * 20, dim=-1)
+        return torch.stack([torch.zeros_like(change), change], dim=-1)
+
+
+def test_evidence_of_a_difference_model_is_on_the_change_and_reported_midway():
+    from vidattn.keyframes.model import evidence_frame_offsets, frame_evidence
+
+    model = _Change()
+    x = torch.zeros(1, 3, 12, 8, 8)
+    x[:, :, 7:] = 1.0  # the scene changes between samples 6 and 7
+    logits, evidence = frame_evidence(model, x)
+    assert model.input_mode == "diff"  # restored after being fed its own differences
+    assert int(logits.argmax()) == 1 and int(evidence.argmax()) == 7 and evidence[0, 0] == 0
+    assert (evidence[0, :7] < 1e-3 * evidence[0, 7]).all()  # nothing before the change counts
+    # Samples every 3rd frame: sample 7 (frame 21) holds the change since frame 18, reported at frame 20.
+    indices = np.arange(0, 36, 3)
+    assert (indices - evidence_frame_offsets(indices, "diff"))[7] == 20
+    assert evidence_frame_offsets(indices, "rgb").tolist() == [0] * 12
+    assert evidence_frame_offsets(np.array([5]), "diff").tolist() == [0]
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 from vidattn.config import DataConfig
 from vidattn.data import probe, scan_videos
 from vidattn.data.profile import DataProfile, derive_data_settings, profile_videos
-from vidattn.data.synthetic import CLASSES, PRESETS, SynthSpec, generate_dataset, render_video
+from vidattn.data.synthetic import EVENT_CLASSES, NO_EVENT, PRESETS, SynthSpec, generate_dataset, render_video
 
 
-@pytest.mark.parametrize("label", CLASSES)
+@pytest.mark.parametrize("label", EVENT_CLASSES)
 def test_lengths_and_event_vary_and_stay_inside_the_video(label):
     spec = SynthSpec(min_frames=30, max_frames=90, min_event=4, max_event=9, num_distractors=1, num_decoys=1)
     lengths, events = set(), set()
@@ -25,6 +25,22 @@ def test_lengths_and_event_vary_and_stay_inside_the_video(label):
         lengths.add(len(frames))
         events.add((start, end - start))
     assert len(lengths) > 3 and len(events) > 3  # a random moment and duration, not one fixed clip
+
+
+def test_no_event_videos_have_the_clutter_but_no_target(tmp_path):
+    spec = SynthSpec(min_frames=30, max_frames=40)
+    for seed in range(3):
+        frames, start, end = render_video(NO_EVENT, np.random.default_rng([seed, 1]), spec)
+        with_event, s, e = render_video("appear", np.random.default_rng([seed, 1]), spec)
+        assert start is None and end is None and frames.shape == with_event.shape  # same draws, same length
+        outside = np.ones(len(frames), dtype=bool)
+        outside[s : e + 1] = False
+        assert np.array_equal(frames[outside], with_event[outside])  # the clutter is the same frame for frame
+        assert not np.array_equal(frames[s : e + 1], with_event[s : e + 1])  # only the target is missing
+    root = generate_dataset(tmp_path / "d", per_class=1, val_per_class=1, spec=spec, classes=("move_up", NO_EVENT))
+    rows = {r["label"]: r for r in csv.DictReader((root / "train" / "events.csv").open())}
+    assert rows[NO_EVENT]["event_start"] == rows[NO_EVENT]["event_end"] == ""  # no window to find
+    assert int(rows["move_up"]["event_start"]) >= 1
 
 
 def test_default_is_longer_than_a_clip_and_hard_preset_is_harder():

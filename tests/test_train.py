@@ -17,7 +17,7 @@ import yaml
 
 from vidattn.config import load_config
 from vidattn.data import load_annotations
-from vidattn.data.synthetic import generate_dataset
+from vidattn.data.synthetic import EVENT_CLASSES, generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -53,7 +53,7 @@ def overrides(*extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, per_class=3, val_per_class=2, seed=0)
+    generate_dataset(root, per_class=3, val_per_class=2, seed=0, classes=EVENT_CLASSES)  # 18 + 12 videos
     return root
 
 

