@@ -973,6 +973,17 @@ def test_prefetched_frames_errors_and_early_stop(tmp_path, index_videos, process
     assert time.perf_counter() - start < 5
 
 
+def test_prefetched_child_ends_by_itself_after_its_last_frame(index_videos):
+    """Closing a finished child-process stream does not wait for the child; it still exits cleanly."""
+    from vidattn.data import PrefetchedFrames
+
+    with PrefetchedFrames(index_videos["h264.mp4"], backend="pyav", process=True, step=5) as frames:
+        indices = [i for i, _ in frames]
+    assert indices and frames.probe_result is None
+    frames._worker.join(30)
+    assert frames._worker.exitcode == 0
+
+
 def test_prefetched_frames_truncated_file_raises_in_stream(tmp_path):
     from vidattn.data import PrefetchedFrames
 

@@ -201,6 +201,22 @@ def test_cli_out_json_csv_and_corrupt_file(clips, tmp_path, capsys):
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_key_frame_images_are_exact_frames_when_two_readers_share_the_work(clips):
+    """The frames the JPEGs are made of (the earlier and the later half read by two readers at once) are
+    the frames one reader returns, with and without skipping non-reference frames on the way."""
+    from vidattn.data.decode import open_video
+    from vidattn.keyframes.outputs import _read_frames
+
+    indices = [3, 17, 41, 58, 80, 99, 118]
+    with open_video(clips["shots"], backend="pyav") as reader:
+        expected = reader.get_frames(indices, numpy=True)
+    for reference in (True, False):
+        frames = _read_frames(str(clips["shots"]), indices, KeyframeOptions(), reference=reference)
+        assert sorted(frames) == indices
+        for index, want in zip(indices, expected, strict=True):
+            np.testing.assert_array_equal(frames[index], want)
+
+
 def test_cli_first_video_decoded_ahead_matches_in_process_scoring(clips, capsys):
     """The CLI decodes its first video in a child process while it imports torch: same result, same errors."""
     code, stdout, stderr = _run_cli(["keyframes", str(clips["corrupt"]), str(clips["shots"]), "--json"], capsys)
