@@ -187,6 +187,32 @@ def test_each_target_pays_only_for_its_own_scale_search():
     assert seen == {"dsst": [[1]] * 4, "pyramid": [[0]] * 4}
 
 
+def test_only_targets_that_use_the_scale_filter_train_it():
+    """A target well under small_target never trains the 1-D scale filter; its model stays as init left it."""
+    small = make_sequence(seed=2, num_frames=7, size=12, occlusion=False, background=None)
+    large = make_sequence(seed=2, num_frames=7, size=80, occlusion=False, background=None)
+    boxes = np.concatenate([small.boxes[:, 0], large.boxes[:, 0]])
+    trk = DCFTracker()
+    trk.init(small.frames[0], boxes)
+    assert 12 * trk.cfg.scale_train_margin < trk.cfg.small_target
+    num0, den0 = trk.scale_filter.num.clone(), trk.scale_filter.den.clone()
+    seen: list[list[int]] = []
+    update = trk.scale_filter.update
+
+    def spy(img, centres, sizes, rate, cache=None, targets=None):
+        seen.append(targets.tolist())
+        assert centres.shape[0] == sizes.shape[0] == rate.shape[0] == len(targets)
+        return update(img, centres, sizes, rate, cache, targets)
+
+    trk.scale_filter.update = spy
+    for frame in small.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    solves = (len(small.frames) - 1) // trk.cfg.update_interval
+    assert seen == [[1]] * solves
+    assert torch.equal(trk.scale_filter.num[0], num0[0]) and torch.equal(trk.scale_filter.den[0], den0[0])
+    assert not torch.equal(trk.scale_filter.den[1], den0[1])
+
+
 def test_a_low_psr_alone_does_not_declare_a_target_lost():
     """A low PSR cue needs a middling second cue (or to be far down) to flag a target lost; peak or anchor alone do."""
     seq = make_sequence(seed=0, num_frames=8, occlusion=False, background=None)

@@ -103,6 +103,9 @@ class DCFConfig:
     velocity_lr: float = 0.3  # blending of the per-frame motion into the velocity that centres the search
     small_target: float = 48.0  # targets under this size sqrt(w * h) in pixels get their scale from a pyramid
     pyramid_step: float = 1.05  # scale ratio between the pyramid's three levels
+    # A small target within this factor of small_target keeps the 1-D scale filter trained, so that
+    # it finds a current model when it grows into it; smaller ones skip its update.
+    scale_train_margin: float = 1.25
     psr_ref_lr: float = 0.1  # the PSR (peak, anchor) that maps to confidence 1 is a running mean over confident frames
     peak_low: float = 0.4  # response peak / its running mean at which peak confidence is 0 ...
     peak_high: float = 0.85  # ... and 1: an occluded or vanished target answers with a weak peak
@@ -704,7 +707,14 @@ class DCFTracker:
             # measured on solve frames.
             det_rel = self._peak_ratio(zf, side)
             self._update_histograms(cells, lr=cfg.hist_lr * active.float())
-            self.scale_filter.update(img, self.pos, self.size, weight * active, self._pyramid)
+            # Only the targets that take their scale from the 1-D scale filter, or that are close to
+            # growing into it, train it: a target well under small_target would pay for its 13
+            # crops every solve frame and never use them.
+            large = active & (torch.sqrt(self.size.prod(1)) * cfg.scale_train_margin >= cfg.small_target)
+            if bool(large.any()):
+                idx = large.nonzero().flatten()
+                pos, size = self.pos.index_select(0, idx), self.size.index_select(0, idx)
+                self.scale_filter.update(img, pos, size, weight.index_select(0, idx), self._pyramid, idx)
             prev_f, prev_w = self.filter_f, self.chan_w
             self._solve(xf, cells, det_rel)
             keep = (~active).view(-1, 1, 1, 1)

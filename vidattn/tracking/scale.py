@@ -106,9 +106,32 @@ class ScaleFilter:
         return self.cfg.step ** (self.exponents[i] + delta)
 
     @torch.no_grad()
-    def update(self, img: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, rate: torch.Tensor, pyramid=None):
-        """Blend in a new sample with per-target learning rate factor ``rate`` (B,) in [0, 1]."""
+    def update(
+        self,
+        img: torch.Tensor,
+        centres: torch.Tensor,
+        sizes: torch.Tensor,
+        rate: torch.Tensor,
+        pyramid=None,
+        targets: torch.Tensor | None = None,
+    ) -> None:
+        """Blend in a new sample with per-target learning rate factor ``rate`` in [0, 1].
+
+        Args:
+            img: ``(1, 3, H, W)`` float frame.
+            centres: Target centres ``(N, 2)`` pixels.
+            sizes: Target sizes ``(N, 2)`` pixels.
+            rate: ``(N,)`` learning rate factors.
+            pyramid: Pooled-frame cache shared with the other samplers of this frame.
+            targets: Indices ``(N,)`` of the targets whose models learn (all ``B`` when None); the
+                others keep theirs and pay nothing.
+        """
         xf = self._samples(img, centres, sizes, pyramid)
         lr = (self.cfg.lr * rate).view(-1, 1)
-        self.num = (1 - lr.unsqueeze(2)) * self.num + lr.unsqueeze(2) * self.label_f.view(1, 1, -1) * xf.conj()
-        self.den = (1 - lr) * self.den + lr * torch.view_as_real(xf).square().sum((1, 3))
+        num, den = (self.num, self.den) if targets is None else (self.num[targets], self.den[targets])
+        num = (1 - lr.unsqueeze(2)) * num + lr.unsqueeze(2) * self.label_f.view(1, 1, -1) * xf.conj()
+        den = (1 - lr) * den + lr * torch.view_as_real(xf).square().sum((1, 3))
+        if targets is None:
+            self.num, self.den = num, den
+        else:
+            self.num[targets], self.den[targets] = num, den
