@@ -17,7 +17,7 @@ import numpy as np
 
 from vidattn.data.decode import verdicts
 from vidattn.data.decode.decord_reader import SEEK_UNSAFE_CODECS, DecordReader
-from vidattn.data.decode.header import StreamHeader, _short, is_image_demuxer, max_frame_pixels, read_header
+from vidattn.data.decode.header import StreamHeader, _short, is_image_demuxer, max_frame_pixels, open_header
 from vidattn.data.decode.pyav_reader import PyAVReader
 from vidattn.data.decode.reader import (
     DEFAULT_TIMEOUT_S,
@@ -63,14 +63,27 @@ TORCHCODEC_FASTER: frozenset[str] = frozenset()
 BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 
 
-def available_backends() -> list[str]:
-    """Backends importable in this environment, in `auto` preference order."""
+# (module, finder) -> whether the finder found it: `find_spec` searches sys.path (0.3 ms of file system calls
+# per open_video). Keyed by the finder too, so a replaced `importlib.util.find_spec` is asked again.
+_FOUND: dict[tuple[str, object], bool] = {}
+
+
+def _installed(module: str) -> bool:
     import importlib.util
 
-    # find_spec, not import: loading decord costs ~400 MB of RSS, paid only when a decord reader opens.
-    names = ["decord"] if importlib.util.find_spec("decord") is not None else []
+    finder = importlib.util.find_spec
+    key = (module, finder)
+    if key not in _FOUND:
+        # find_spec, not import: loading decord costs ~400 MB of RSS, paid only when a decord reader opens.
+        _FOUND[key] = finder(module) is not None
+    return _FOUND[key]
+
+
+def available_backends() -> list[str]:
+    """Backends importable in this environment, in `auto` preference order."""
+    names = ["decord"] if _installed("decord") else []
     names.append("pyav")
-    if importlib.util.find_spec("torchcodec") is not None:  # the optional extra vidattn[torchcodec]
+    if _installed("torchcodec"):  # the optional extra vidattn[torchcodec]
         names.append("torchcodec")
     return names
 
@@ -233,9 +246,15 @@ def open_video(
         )
     use_torchcodec = backend == "torchcodec" or (backend == "auto" and TORCHCODEC_FASTER and "torchcodec" in installed)
 
-    def pyav() -> PyAVReader:
+    def pyav(container: object = None) -> PyAVReader:
         return PyAVReader(
-            source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels, stream=stream
+            source,
+            size=size,
+            num_threads=num_threads,
+            timeout_s=timeout_s,
+            max_pixels=max_pixels,
+            stream=stream,
+            container=container,
         )
 
     if backend == "pyav" or (not has_decord and not use_torchcodec):
@@ -243,8 +262,8 @@ def open_video(
     # Exact frames are the contract; a backend is a preference. Every reason to read this file with PyAV
     # instead of decord is decided here: from the headers, then from decord's own output.
     path = _source_name(source)
-    header = run_with_timeout(
-        lambda: read_header(
+    header, container = run_with_timeout(
+        lambda: open_header(
             source,
             path,
             max_pixels,
@@ -256,6 +275,12 @@ def open_video(
         timeout_s,
         path,
     )
+    if container is not None:  # open_header decoded nothing: PyAV reads this file, from the same container
+        try:
+            return pyav(container)
+        except BaseException:
+            container.close()
+            raise
     if use_torchcodec and _why_not_torchcodec(header, backend) is None:
         reader = _open_torchcodec(
             source, header, size, num_threads, timeout_s, max_pixels, seek_mode, explicit=backend == "torchcodec"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import io
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,6 +28,11 @@ SINGLE_THREAD_MAX_PIXELS = 640 * 480
 _FORWARD_DECODE_LIMIT = 64
 
 _SCANNED_CODECS = frozenset({"h264", "hevc", "mpeg4"})
+#: Containers that carry no display matrix (FFmpeg's avi and gif demuxers set none), read with codecs whose
+#: decoders export none either (only H.264/HEVC/VVC have an orientation SEI): their rotation is 0 without
+#: decoding the first frame to look.
+_UNROTATED_CONTAINERS = frozenset({"avi", "gif"})
+_ORIENTATION_SEI_CODECS = frozenset({"h264", "hevc", "vvc"})
 # swscale threads for the 8-bit conversion: one, FFmpeg's own default. PyAV's default (one per core) built
 # a thread pool per reader and synchronised it per frame: a new reader's first frames cost ~10 ms each on
 # the shared 2-core machine, and a DataLoader worker already has a core of its own.
@@ -91,6 +97,52 @@ class _PictureScan:
         top = max(tid for _, tid in self._kinds)
         nonref = frozenset(p for p, (unref, tid) in zip(pts, self._kinds, strict=True) if unref and tid >= top)
         return by_index, nonref
+
+
+class _SeekIndexCache:
+    """The seek index of recently opened files, per process: a dataset that opens a new reader for every clip
+    demuxes each file once, not once per clip (on a 600-frame XviD AVI the pass cost more than the clip's
+    decoding). Keyed by the file's identity (device, inode, size, mtime) and stream, so a changed file is
+    indexed again; bounded by the frames held, least recently used first out. The values are shared between
+    readers and never mutated (readers replace theirs, see `PyAVReader._forget_order`).
+    """
+
+    def __init__(self, max_frames: int = 250_000) -> None:
+        self._max_frames = max_frames
+        self._frames = 0
+        self._entries: OrderedDict[tuple, tuple[list[int], dict[int, int], list[int], frozenset[int]]] = OrderedDict()
+
+    @staticmethod
+    def key(source: Any, stream: int) -> tuple | None:
+        """The cache key of a file path source, or None for bytes, file objects and unreadable paths."""
+        if not isinstance(source, (str, os.PathLike)):
+            return None
+        try:
+            st = os.stat(source)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stream)
+
+    def get(self, key: tuple | None) -> tuple[list[int], dict[int, int], list[int], frozenset[int]] | None:
+        if key is None or key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        return self._entries[key]
+
+    def put(self, key: tuple | None, value: tuple[list[int], dict[int, int], list[int], frozenset[int]]) -> None:
+        if key is None:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._frames -= len(old[0])
+        self._entries[key] = value
+        self._frames += len(value[0])
+        while self._frames > self._max_frames and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            self._frames -= len(dropped[0])
+
+
+_SEEK_INDEX_CACHE = _SeekIndexCache()
 
 
 class _FilterConverter:
@@ -172,12 +224,15 @@ class PyAVReader(VideoReader):
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_pixels: int | None = None,
         stream: int | None = None,
+        container: Any = None,
     ) -> None:
         super().__init__(source, size=size, timeout_s=timeout_s, max_pixels=max_pixels)
         self._stream_asked = stream  # None: FFmpeg's best video stream (`select_video_stream`)
         self._source = io.BytesIO(source) if isinstance(source, bytes) else source
         self._num_threads = num_threads
-        self._container: Any = None
+        # An already open PyAV container of `source` that nothing has decoded from (`header.open_header`):
+        # opening a file costs as much as decoding a small frame, so the header's container is used.
+        self._container: Any = container
         self._stream: Any = None
         self._scale_to = (0, 0)
         self._seeked_to: int | None = None
@@ -197,14 +252,15 @@ class PyAVReader(VideoReader):
     def _open(self) -> None:
         import av
 
-        if hasattr(self._source, "seek"):
-            self._source.seek(0)
-        try:
-            self._container = av.open(
-                self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
-            )
-        except av.error.FFmpegError as exc:
-            raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
+        if self._container is None:
+            if hasattr(self._source, "seek"):
+                self._source.seek(0)
+            try:
+                self._container = av.open(
+                    self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
+                )
+            except av.error.FFmpegError as exc:
+                raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
         stream = check_video_stream(self.path, self._container, self.max_pixels, self._stream_asked)
         self.stream, self.streams = stream.index, describe_streams(self._container)
         self._set_threads(stream)
@@ -229,9 +285,11 @@ class PyAVReader(VideoReader):
         self.width, self.height = _output_size(disp_w, disp_h, self.size)
         # Scale before rotating: swscale works on the coded orientation.
         self._scale_to = (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
-        self._restart()
+        self._frames = self._decode()  # the demuxer is at the start: nothing read yet, or rewound since
 
     def _stream_rotation(self) -> int:
+        if self.container in _UNROTATED_CONTAINERS and self.codec not in _ORIENTATION_SEI_CODECS:
+            return 0
         # The display matrix is on the frames in PyAV >= 13; peek at the first one, then rewind.
         try:
             first = next(self._container.decode(self._stream))
@@ -296,9 +354,24 @@ class PyAVReader(VideoReader):
 
     def _build_seek_index(self) -> None:
         """Frame pts in presentation order and key-frame positions, if timestamps allow exact seeking;
-        and the pictures no other picture references, which reads may leave out (see `_PictureScan`)."""
+        and the pictures no other picture references, which reads may leave out (see `_PictureScan`).
+        Taken from `_SEEK_INDEX_CACHE` when this file was indexed before in this process."""
+        key = _SEEK_INDEX_CACHE.key(self._source, self.stream)
+        known = _SEEK_INDEX_CACHE.get(key)
+        if known is not None and (not known[0] or len(known[0]) == self.num_frames):
+            if self._pos != -1:  # as after a demux pass: the next read starts from the beginning
+                self._restart(force=True)
+            self._pts_by_index, self._index_of, self._key_positions, self._nonref = known
+            return
+        self._index_by_demuxing()
+        _SEEK_INDEX_CACHE.put(key, (self._pts_by_index, self._index_of, self._key_positions, self._nonref))
+
+    def _index_by_demuxing(self) -> None:
         pts, keys = [], []
-        scan = _PictureScan(self.codec, self._stream.codec_context)
+        # MPEG-4 part 2 references every picture but B-VOPs: without B-frames there is nothing to find.
+        reorders = bool(self._stream.codec_context.has_b_frames)
+        codec = self.codec if reorders or self.codec != "mpeg4" else ""
+        scan = _PictureScan(codec, self._stream.codec_context)
         self._container.seek(0)
         for packet in self._container.demux(self._stream):
             if packet.size and packet.pts is not None:
@@ -316,17 +389,20 @@ class PyAVReader(VideoReader):
             or not keys
             or self.container in PYAV_SEEK_UNSAFE_CONTAINERS
         ):
-            self._forget_order()  # unreliable: decode from the start instead of seeking
+            self._forget_order(remember=False)  # unreliable: decode from the start, never seek (the caller caches it)
             return
         by_index, self._nonref = scan.result(pts)
         self._pts_by_index = by_index or order
         self._index_of = {p: i for i, p in enumerate(self._pts_by_index)}
         self._key_positions = sorted(self._index_of[k] for k in keys)
 
-    def _forget_order(self) -> None:
-        """Read this file by counting decoded frames from the start, leaving nothing out."""
+    def _forget_order(self, *, remember: bool = True) -> None:
+        """Read this file by counting decoded frames from the start, leaving nothing out (and so will the
+        next reader of it in this process, unless `remember` is False)."""
         self._pts_by_index, self._index_of, self._key_positions = [], {}, []
         self._nonref = frozenset()
+        if remember:
+            _SEEK_INDEX_CACHE.put(_SEEK_INDEX_CACHE.key(self._source, self.stream), ([], {}, [], frozenset()))
 
     def can_seek(self) -> bool:
         """Whether this file's timestamps allow exact key-frame seeks (else reads decode from the start)."""

@@ -53,6 +53,28 @@ def _after_fork_in_parent() -> None:
 
 def _pin_inherited_readers() -> None:
     _INHERITED_READERS.extend(_LIVE_READERS)
+    _IDLE_EXECUTORS.clear()  # their threads stayed in the parent
+
+
+# Decode calls run on a thread of their own, so that one that blocks can be abandoned (`VideoReader._call`).
+# Starting that thread cost about as much as decoding a small frame, paid twice per open (the header and the
+# reader), so idle single-thread executors are kept for the next reader; one that blocked is never returned.
+_IDLE_EXECUTORS: list[cf.ThreadPoolExecutor] = []
+_MAX_IDLE_EXECUTORS = 8
+
+
+def _borrow_executor() -> cf.ThreadPoolExecutor:
+    try:
+        return _IDLE_EXECUTORS.pop()
+    except IndexError:
+        return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-decode")
+
+
+def _return_executor(executor: cf.ThreadPoolExecutor) -> None:
+    if len(_IDLE_EXECUTORS) < _MAX_IDLE_EXECUTORS:
+        _IDLE_EXECUTORS.append(executor)
+    else:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 if hasattr(os, "register_at_fork"):
@@ -134,13 +156,18 @@ def run_with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) ->
     """
     if timeout_s is None:
         return fn()
-    executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-open")
+    executor = _borrow_executor()
+    future = executor.submit(fn)
     try:
-        return executor.submit(fn).result(timeout=timeout_s)
+        result = future.result(timeout=timeout_s)
     except cf.TimeoutError:
-        raise VideoDecodeError(path, f"decoder blocked for more than {timeout_s:g} s; reader abandoned") from None
-    finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        raise VideoDecodeError(path, f"decoder blocked for more than {timeout_s:g} s; reader abandoned") from None
+    except BaseException:
+        _return_executor(executor)  # `fn` raised: its thread is free again
+        raise
+    _return_executor(executor)
+    return result
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -328,10 +355,10 @@ class VideoReader(ABC):
         if self._pid != os.getpid():
             return
         self._closed = True  # a stream still open on this reader must not reach the freed decoder (a crash)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        executor, self._executor = self._executor, None
         self._close()
+        if executor is not None:
+            _return_executor(executor)
 
     def __enter__(self) -> VideoReader:
         return self
@@ -366,7 +393,7 @@ class VideoReader(ABC):
             if self.timeout_s is None:
                 return fn()
             if self._executor is None:
-                self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-decode")
+                self._executor = _borrow_executor()
             future = self._executor.submit(fn)
             try:
                 return future.result(timeout=self.timeout_s)
