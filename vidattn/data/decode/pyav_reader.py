@@ -33,6 +33,9 @@ _SCANNED_CODECS = frozenset({"h264", "hevc", "mpeg4"})
 #: decoding the first frame to look.
 _UNROTATED_CONTAINERS = frozenset({"avi", "gif"})
 _ORIENTATION_SEI_CODECS = frozenset({"h264", "hevc", "vvc"})
+#: Containers rewound by a seek to byte 0: FFmpeg's GIF demuxer has no timestamp seek, and its generic one
+#: cost 1 ms per rewind (a GIF has one key frame, so every read that goes back starts from the first frame).
+_BYTE_REWIND_CONTAINERS = frozenset({"gif"})
 # swscale threads for the 8-bit conversion: one, FFmpeg's own default. PyAV's default (one per core) built
 # a thread pool per reader and synchronised it per frame: a new reader's first frames cost ~10 ms each on
 # the shared 2-core machine, and a DataLoader worker already has a core of its own.
@@ -287,6 +290,13 @@ class PyAVReader(VideoReader):
         self._scale_to = (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
         self._frames = self._decode()  # the demuxer is at the start: nothing read yet, or rewound since
 
+    def _rewind(self) -> None:
+        """Put the demuxer back at the first packet (the decoders are flushed, as by every PyAV seek)."""
+        if self.container in _BYTE_REWIND_CONTAINERS:
+            self._container.seek(0, unsupported_byte_offset=True)
+        else:
+            self._container.seek(0)
+
     def _stream_rotation(self) -> int:
         if self.container in _UNROTATED_CONTAINERS and self.codec not in _ORIENTATION_SEI_CODECS:
             return 0
@@ -296,7 +306,7 @@ class PyAVReader(VideoReader):
             rot = int(round(getattr(first, "rotation", 0) or 0))
         except StopIteration:
             raise VideoDecodeError(self.path, "no frame decodes") from None
-        self._container.seek(0)
+        self._rewind()
         return (-rot) % 360  # PyAV reports the counter-clockwise correction; we store degrees clockwise
 
     def _count_packets(self) -> int:
@@ -304,13 +314,13 @@ class PyAVReader(VideoReader):
         for packet in self._container.demux(self._stream):
             if packet.size:
                 n += 1
-        self._container.seek(0)
+        self._rewind()
         return n
 
     def _restart(self, force: bool = False) -> None:
         if force or self._pos != -1 or self._frames is None:
             try:
-                self._container.seek(0)
+                self._rewind()
             except Exception:  # some streams refuse to seek; reopen them
                 self._container.close()
                 self._open_raw()
@@ -322,6 +332,11 @@ class PyAVReader(VideoReader):
     def _decode(self) -> Iterator[Any]:
         """Frames in presentation order. A non-reference picture the current read does not want is never
         sent to the decoder: no other frame changes, and frame threads and seeks work as usual."""
+        if not self._nonref:  # nothing to leave out: PyAV's own loop, without a Python step per packet
+            return self._container.decode(self._stream)
+        return self._decode_leaving_out()
+
+    def _decode_leaving_out(self) -> Iterator[Any]:
         for packet in self._container.demux(self._stream):
             want = self._want
             if want is not None and packet.pts in self._nonref:
@@ -372,14 +387,14 @@ class PyAVReader(VideoReader):
         reorders = bool(self._stream.codec_context.has_b_frames)
         codec = self.codec if reorders or self.codec != "mpeg4" else ""
         scan = _PictureScan(codec, self._stream.codec_context)
-        self._container.seek(0)
+        self._rewind()
         for packet in self._container.demux(self._stream):
             if packet.size and packet.pts is not None:
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
                 scan.add(packet)
-        self._container.seek(0)
+        self._rewind()
         self._frames = self._decode()
         self._pos = -1
         order = sorted(pts)
@@ -426,7 +441,7 @@ class PyAVReader(VideoReader):
     def _seek_before(self, index: int) -> None:
         """Position the decoder so the next decoded frame is at or before `index`."""
         key_pos = self._key_before(index)
-        if key_pos < 0:
+        if key_pos < 0 or (key_pos == 0 and self.container in _BYTE_REWIND_CONTAINERS):
             self._restart()
             return
         self._container.seek(self._pts_by_index[key_pos], stream=self._stream, backward=True, any_frame=False)
@@ -472,7 +487,17 @@ class PyAVReader(VideoReader):
         return frame
 
     def _to_array(self, frame: Any) -> np.ndarray:
-        w, h = self._scale_to
+        """The frame as a contiguous RGB array of the output size."""
+        return np.ascontiguousarray(self._rgb(frame))
+
+    def _rgb(self, frame: Any) -> np.ndarray:
+        """The frame as RGB at the output size, possibly a strided view (the caller copies it where it keeps it)."""
+        array = self._convert(frame, *self._scale_to).to_ndarray()
+        if self.rotation:
+            array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
+        return array
+
+    def _convert(self, frame: Any, w: int, h: int) -> Any:
         # Area averaging when shrinking: anti-aliased, and 6x cheaper than swscale's bilinear at 1080p -> 160p.
         interp = "AREA" if w < frame.width and h < frame.height else "BILINEAR"
         if frame.format.components[0].bits > 8:
@@ -480,20 +505,15 @@ class PyAVReader(VideoReader):
             # chroma samples sit; a bare swscale call on 10-bit frames was off by up to 120 levels at edges.
             # At full size the filter's default flags, as ffmpeg's; resizing, the same choice as below.
             flags = "bicubic" if (w, h) == (frame.width, frame.height) else interp.lower()
-            rgb = self._converter.convert(frame, w, h, flags)
-        else:
-            if self._reformatter is None:
-                from av.video.reformatter import VideoReformatter
+            return self._converter.convert(frame, w, h, flags)
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
 
-                self._reformatter = VideoReformatter()
-            # 8-bit: swscale's unscaled converters, bit for bit what ffmpeg gives (tested per colour case).
-            rgb = self._reformatter.reformat(
-                frame, format="rgb24", width=w, height=h, interpolation=interp, threads=_SWS_THREADS
-            )
-        array = rgb.to_ndarray()
-        if self.rotation:
-            array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
-        return np.ascontiguousarray(array)
+            self._reformatter = VideoReformatter()
+        # 8-bit: swscale's unscaled converters, bit for bit what ffmpeg gives (tested per colour case).
+        return self._reformatter.reformat(
+            frame, format="rgb24", width=w, height=h, interpolation=interp, threads=_SWS_THREADS
+        )
 
     def _seek_saves_decoding(self, index: int) -> bool:
         """Whether a key frame lies between where the decoder is and `index` (a seek there skips the frames
@@ -544,7 +564,7 @@ class PyAVReader(VideoReader):
         self._want, self._want_end = self._plan(indices), indices[-1]
         try:
             for k, i in enumerate(indices):
-                out[k] = self._to_array(self._goto(i))
+                out[k] = self._rgb(self._goto(i))
         finally:
             self._want = None
         return out
@@ -597,7 +617,7 @@ class PyAVReader(VideoReader):
                             last = (idx, frame)
                 # Frames arrive in presentation order: one past the target means the target was skipped.
                 if last is not None and last[0] == target:
-                    out[k] = self._to_array(last[1])
+                    out[k] = self._rgb(last[1])
                 else:
                     missed.append(k)
             last = frame = None  # frames hold decoder buffers: release them before the decoder closes
