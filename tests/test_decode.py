@@ -237,12 +237,19 @@ def test_readers_reuse_idle_decode_threads(index_videos):
 
 @pytest.mark.parametrize("backend_name", ["auto", "pyav"])
 def test_gif_reads_go_back_exactly(index_videos, backend_name):
-    """A GIF has one key frame: every read that goes back starts again from the first frame (rewound by byte,
-    FFmpeg's GIF demuxer has no cheap timestamp seek); `auto` reads GIF with PyAV."""
+    """A GIF has one key frame: a read that goes back starts again from the first frame (rewound by byte,
+    FFmpeg's GIF demuxer has no cheap timestamp seek) or from a decoder parked before it; `auto` reads GIF
+    with PyAV."""
     with open_video(index_videos["anim.gif"], backend=backend_name) as reader:
         assert reader.backend == "pyav"
         for clip in ([20, 22, 24], [2, 4, 6], [29], [0, 1], [15, 16]):
             assert indices_of(reader.get_frames(clip)) == clip
+        # Random starts, as a dataset draws them: decoders parked part-way take over reads after them.
+        rng = np.random.default_rng(0)
+        for start in rng.integers(0, 24, size=30).tolist():
+            clip = list(range(start, start + 7, 2))
+            assert indices_of(reader.get_frames(clip)) == clip
+        assert reader._parked  # the reads above went back, past the first frames: decoders were parked
         assert [i for i, _ in reader.iter_frames(step=9)] == [0, 9, 18, 27]
 
 

@@ -36,6 +36,11 @@ _ORIENTATION_SEI_CODECS = frozenset({"h264", "hevc", "vvc"})
 #: Containers rewound by a seek to byte 0: FFmpeg's GIF demuxer has no timestamp seek, and its generic one
 #: cost 1 ms per rewind (a GIF has one key frame, so every read that goes back starts from the first frame).
 _BYTE_REWIND_CONTAINERS = frozenset({"gif"})
+# In those files (one key frame), a read that goes back would decode again from the first frame: a reader
+# keeps up to this many decoders parked where earlier reads left them (frames up to 1280x720: each holds
+# a canvas), and goes on from the nearest one before the wanted frame.
+_PARKED_DECODERS = 4
+_PARK_MAX_PIXELS = 1280 * 720
 # swscale threads for the 8-bit conversion: one, FFmpeg's own default. PyAV's default (one per core) built
 # a thread pool per reader and synchronised it per frame: a new reader's first frames cost ~10 ms each on
 # the shared 2-core machine, and a DataLoader worker already has a core of its own.
@@ -250,6 +255,8 @@ class PyAVReader(VideoReader):
         self._frames: Iterator[Any] | None = None
         self._reformatter: Any = None  # one swscale context per reader: building it per frame dominates small frames
         self._converter = _FilterConverter()  # for frames over 8 bits per sample (see `_to_array`)
+        # (container, stream, frames, pos) of decoders parked part-way (`_resume_nearest`); None: not used here.
+        self._parked: list[tuple[Any, Any, Iterator[Any], int]] | None = None
         self._call(self._open)
 
     def _open(self) -> None:
@@ -289,6 +296,12 @@ class PyAVReader(VideoReader):
         # Scale before rotating: swscale works on the coded orientation.
         self._scale_to = (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
         self._frames = self._decode()  # the demuxer is at the start: nothing read yet, or rewound since
+        if (
+            self.container in _BYTE_REWIND_CONTAINERS
+            and raw_w * raw_h <= _PARK_MAX_PIXELS
+            and isinstance(self._source, (str, os.PathLike))  # each decoder opens the file for itself
+        ):
+            self._parked = []
 
     def _rewind(self) -> None:
         """Put the demuxer back at the first packet (the decoders are flushed, as by every PyAV seek)."""
@@ -523,7 +536,38 @@ class PyAVReader(VideoReader):
             return False
         return self._key_before(index) > self._pos + 1
 
+    def _resume_nearest(self, index: int) -> None:
+        """Go on from the parked decoder nearest before `index` when it is nearer than this one (GIF, see
+        `_PARKED_DECODERS`). A decoder that would have to go back is parked where it is, and a new one starts
+        from the first frame: opening a small GIF costs about three frames of decoding."""
+        if self._seeked_to is not None or self._nonref:
+            return
+        here = self._pos if self._pos < index else -1  # where this decoder goes on from (-1: rewound)
+        parked = self._parked
+        best = max((c for c in parked if here < c[3] < index), key=lambda c: c[3], default=None)
+        if best is None:
+            if here >= 0 or self._pos < 2 * _PARKED_DECODERS:
+                return  # it goes on from where it is, or a rewind loses little
+            best = next((c for c in parked if c[3] < 0), None)  # one parked at the start, else a new one
+        parked.append((self._container, self._stream, self._frames, self._pos))
+        if best is not None:
+            parked.remove(best)
+            self._container, self._stream, self._frames, self._pos = best
+        else:
+            self._open_raw()
+            self._frames = self._decode()
+            self._pos = -1
+        if len(parked) > _PARKED_DECODERS:
+            # Drop the one nearest the decoder (or the start) before it: the others stay spread over the file.
+            by_pos = sorted(parked, key=lambda c: c[3])
+            gaps = [c[3] - (by_pos[k - 1][3] if k else -1) for k, c in enumerate(by_pos)]
+            dropped = by_pos[gaps.index(min(gaps))]
+            parked.remove(dropped)
+            dropped[0].close()
+
     def _goto(self, index: int) -> Any:
+        if self._parked is not None:
+            self._resume_nearest(index)
         if index <= self._pos or self._seek_saves_decoding(index):
             self._seek_before(index)
         sought_back = False
@@ -676,6 +720,9 @@ class PyAVReader(VideoReader):
                 self._restart(force=True)  # seek to 0, decoder flushed, before the next exact read
 
     def _close(self) -> None:
+        for container, *_ in self._parked or ():
+            container.close()
+        self._parked = None
         if self._container is not None:
             self._container.close()
             self._container = None
