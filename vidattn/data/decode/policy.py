@@ -265,8 +265,9 @@ def open_video(
     # Exact frames are the contract; a backend is a preference. Every reason to read this file with PyAV
     # instead of decord is decided here: from the headers, then from decord's own output.
     path = _source_name(source)
-    header, container = run_with_timeout(
-        lambda: open_header(
+
+    def header_or_reader() -> tuple[StreamHeader, PyAVReader | None]:
+        header, container = open_header(
             source,
             path,
             max_pixels,
@@ -274,16 +275,18 @@ def open_video(
                 _why_pyav(h, backend) is None or (use_torchcodec and _why_not_torchcodec(h, backend) is None)
             ),
             stream_index=stream,
-        ),
-        timeout_s,
-        path,
-    )
-    if container is not None:  # open_header decoded nothing: PyAV reads this file, from the same container
-        try:
-            return pyav(container)
+        )
+        if container is None:
+            return header, None
+        try:  # nothing was decoded: PyAV reads this file, from the same container, in the same timed call
+            return header, pyav(container)
         except BaseException:
             container.close()
             raise
+
+    header, pyav_reader = run_with_timeout(header_or_reader, timeout_s, path)
+    if pyav_reader is not None:
+        return pyav_reader
     if use_torchcodec and _why_not_torchcodec(header, backend) is None:
         reader = _open_torchcodec(
             source, header, size, num_threads, timeout_s, max_pixels, seek_mode, explicit=backend == "torchcodec"

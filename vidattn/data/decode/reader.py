@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import gc
 import math
 import os
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +62,27 @@ def _pin_inherited_readers() -> None:
 # reader), so idle single-thread executors are kept for the next reader; one that blocked is never returned.
 _IDLE_EXECUTORS: list[cf.ThreadPoolExecutor] = []
 _MAX_IDLE_EXECUTORS = 8
+
+
+# How many timed calls the current thread is inside: a decode step started inside one (a reader opened while
+# `open_video` reads the header) runs there, under the outer time limit, instead of handing over to yet
+# another thread (each hand-over waits for the other thread to be scheduled: milliseconds on a busy machine).
+_TIMED = threading.local()
+
+
+def _in_timed_call() -> bool:
+    return getattr(_TIMED, "depth", 0) > 0
+
+
+def _timed(fn: Callable[[], T]) -> Callable[[], T]:
+    def run() -> T:
+        _TIMED.depth = getattr(_TIMED, "depth", 0) + 1
+        try:
+            return fn()
+        finally:
+            _TIMED.depth -= 1
+
+    return run
 
 
 def _borrow_executor() -> cf.ThreadPoolExecutor:
@@ -150,14 +172,16 @@ def _output_size(width: int, height: int, size: Size) -> tuple[int, int]:
 def run_with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) -> T:
     """Run `fn` (a step before a reader exists, such as reading the headers) within `timeout_s`.
 
+    Inside another timed call (`VideoReader._call` or this) `fn` runs at once, under that call's limit.
+
     Raises:
         VideoDecodeError: `fn` blocked longer than `timeout_s` (its thread is abandoned: a native call
             cannot be interrupted).
     """
-    if timeout_s is None:
+    if timeout_s is None or _in_timed_call():
         return fn()
     executor = _borrow_executor()
-    future = executor.submit(fn)
+    future = executor.submit(_timed(fn))
     try:
         result = future.result(timeout=timeout_s)
     except cf.TimeoutError:
@@ -390,11 +414,11 @@ class VideoReader(ABC):
             # Forked: the decoder's threads (and our executor's) stayed in the parent; a call would hang.
             raise VideoDecodeError(self.path, "reader was opened in another process; open the file again")
         try:
-            if self.timeout_s is None:
+            if self.timeout_s is None or _in_timed_call():
                 return fn()
             if self._executor is None:
                 self._executor = _borrow_executor()
-            future = self._executor.submit(fn)
+            future = self._executor.submit(_timed(fn))
             try:
                 return future.result(timeout=self.timeout_s)
             except cf.TimeoutError:
