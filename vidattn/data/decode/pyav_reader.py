@@ -219,6 +219,9 @@ class PyAVReader(VideoReader):
       returns; an unreferenced picture below ``_want_end`` that is not wanted is never decoded.
     - ``_scale_to``: the (W, H) swscale produces, in the coded orientation (before rotation);
       ``_reformatter`` is built on first use and kept.
+    - ``_parked``: None, or (GIF read from a path) decoders parked part-way, each (container, stream,
+      frames, pos) with the same meaning as the fields above and always counting (no pending seek);
+      `_resume_nearest` swaps one in, and `_close` closes them.
     """
 
     backend = "pyav"
