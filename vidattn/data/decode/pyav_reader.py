@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import io
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -118,6 +119,7 @@ class _SeekIndexCache:
     def __init__(self, max_frames: int = 250_000) -> None:
         self._max_frames = max_frames
         self._frames = 0
+        self._lock = threading.Lock()  # readers in several threads (key frames re-reads with two at once)
         self._entries: OrderedDict[tuple, tuple[list[int], dict[int, int], list[int], frozenset[int]]] = OrderedDict()
 
     @staticmethod
@@ -132,22 +134,26 @@ class _SeekIndexCache:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stream)
 
     def get(self, key: tuple | None) -> tuple[list[int], dict[int, int], list[int], frozenset[int]] | None:
-        if key is None or key not in self._entries:
+        if key is None:
             return None
-        self._entries.move_to_end(key)
-        return self._entries[key]
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
 
     def put(self, key: tuple | None, value: tuple[list[int], dict[int, int], list[int], frozenset[int]]) -> None:
         if key is None:
             return
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._frames -= len(old[0])
-        self._entries[key] = value
-        self._frames += len(value[0])
-        while self._frames > self._max_frames and len(self._entries) > 1:
-            _, dropped = self._entries.popitem(last=False)
-            self._frames -= len(dropped[0])
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._frames -= len(old[0])
+            self._entries[key] = value
+            self._frames += len(value[0])
+            while self._frames > self._max_frames and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._frames -= len(dropped[0])
 
 
 _SEEK_INDEX_CACHE = _SeekIndexCache()
