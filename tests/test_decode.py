@@ -196,6 +196,63 @@ def test_small_mpeg4_frames_decode_on_one_thread(tmp_path, width, height, one_th
         assert reader._stream.thread_count == 2
 
 
+def test_a_new_reader_per_clip_opens_and_indexes_the_file_once(tmp_path, monkeypatch):
+    """A dataset that opens a reader per clip: `auto` hands the header's container to the PyAV reader (one open
+    per reader), and the seek index is demuxed once per file and process, again only when the file changes."""
+    import av
+
+    from vidattn.data.decode import pyav_reader
+
+    path = make_index_video(tmp_path / "xvid.avi", 60, codec="mpeg4", gop=12, bframes=2)
+    opens, demuxes = [], []
+    real_open, real_index = av.open, pyav_reader.PyAVReader._index_by_demuxing
+    monkeypatch.setattr(av, "open", lambda *a, **k: opens.append(a[0]) or real_open(*a, **k))
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_index_by_demuxing", lambda r: demuxes.append(r) or real_index(r))
+    for clip in ([40, 42, 44], [10, 12, 14], [50, 52, 54]):
+        opens.clear()
+        with open_video(path) as reader:
+            assert reader.backend == "pyav"
+            assert indices_of(reader.get_frames(clip)) == clip
+        assert len(opens) == 1
+    assert len(demuxes) == 1
+    with open_video(path) as reader:  # seeks with the cached index
+        assert reader.can_seek() and indices_of(reader.get_frames([59, 0, 31])) == [59, 0, 31]
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed: indexed again
+    with open_video(path) as reader:
+        assert indices_of(reader.get_frames([44, 46])) == [44, 46]
+    assert len(demuxes) == 2
+
+
+def test_readers_reuse_idle_decode_threads(index_videos):
+    """Each reader runs its decode calls on a thread of its own; closed readers leave it for the next one."""
+    path = index_videos["mpeg4.avi"]
+    with open_video(path) as reader:  # the first may start threads
+        reader.get_frames([3])
+    before = threading.active_count()
+    for i in range(20):
+        with open_video(path) as reader:
+            assert indices_of(reader.get_frames([i])) == [i]
+    assert threading.active_count() <= before
+
+
+@pytest.mark.parametrize("backend_name", ["auto", "pyav"])
+def test_gif_reads_go_back_exactly(index_videos, backend_name):
+    """A GIF has one key frame: a read that goes back starts again from the first frame (rewound by byte,
+    FFmpeg's GIF demuxer has no cheap timestamp seek) or from a decoder parked before it; `auto` reads GIF
+    with PyAV."""
+    with open_video(index_videos["anim.gif"], backend=backend_name) as reader:
+        assert reader.backend == "pyav"
+        for clip in ([20, 22, 24], [2, 4, 6], [29], [0, 1], [15, 16]):
+            assert indices_of(reader.get_frames(clip)) == clip
+        # Random starts, as a dataset draws them: decoders parked part-way take over reads after them.
+        rng = np.random.default_rng(0)
+        for start in rng.integers(0, 24, size=30).tolist():
+            clip = list(range(start, start + 7, 2))
+            assert indices_of(reader.get_frames(clip)) == clip
+        assert reader._parked  # the reads above went back, past the first frames: decoders were parked
+        assert [i for i, _ in reader.iter_frames(step=9)] == [0, 9, 18, 27]
+
+
 # (codec, file name, B-frames): containers where raw decord returns other frames (AVI, MPEG-TS,
 # MPEG-PS) next to ones where it is exact; vidattn must be exact on all of them, whatever the backend.
 CONTAINER_CASES = [

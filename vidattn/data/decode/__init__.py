@@ -34,10 +34,11 @@ the frames that decode and correct the count.
 
 ``backend="auto"`` also reads HEVC and H.264 with B-frames with PyAV: there PyAV never decodes a
 picture that nothing references unless a read returns it, which decord cannot do (see `PyAVReader`
-and `PYAV_FASTER_CODECS`), and MPEG-4 part 2 (XviD, the UCF101 format), which PyAV reads 2.9-4.4x
-faster (`PYAV_FASTER_ALWAYS`; small frames on one decoder thread). decord keeps the rest, where it is as
-fast or faster. Every backend reads the same stream, FFmpeg's best (`open_video(stream=...)` picks
-another), and converts to RGB as ``ffmpeg -pix_fmt rgb24`` does, bit for bit.
+and `PYAV_FASTER_CODECS`), MPEG-4 part 2 (XviD, the UCF101 format), which PyAV reads 2.9-4.4x
+faster (`PYAV_FASTER_ALWAYS`; small frames on one decoder thread), and GIF, where both run the same
+FFmpeg decoder and PyAV needs less CPU per clip. decord keeps the rest, where it is as fast or faster.
+Every backend reads the same stream, FFmpeg's best (`open_video(stream=...)` picks another), and
+converts to RGB as ``ffmpeg -pix_fmt rgb24`` does, bit for bit.
 """
 
 from vidattn.data.decode.decord_reader import SEEK_UNSAFE_CODECS, DecordReader

@@ -40,7 +40,7 @@ def _quiet_decord() -> None:
 class DecordReader(PyAVFallback, VideoReader):
     """decord / decord2 backend. Fast random access via `get_batch`; HEVC read in order (exact).
 
-    `header` is what PyAV read of the file (`read_header`): decord exposes no codec, container or
+    `header` is what PyAV read of the file (`open_header`): decord exposes no codec, container or
     rotation. `open_video` opens this reader only for files it chose decord for, and checks
     `output_ok` and, outside the containers decord always indexes exactly, `policy.decord_is_exact`.
     """

@@ -1,6 +1,6 @@
 """What a file is, from its headers: a video this package decodes, or a reason to refuse it.
 
-Everything here runs before a frame is decoded (`read_header` decodes the first one, after the checks):
+Everything here runs before a frame is decoded (`open_header` decodes the first one, after the checks):
 text that FFmpeg would render as video, files with no video stream, still images and frames too large
 to decode safely are refused with one reason.
 """
@@ -165,17 +165,22 @@ class StreamHeader:
     coded_size: tuple[int, int] | None = None
 
 
-def read_header(
+def open_header(
     source: Any,
     path: str,
     max_pixels: int,
     want_first_frame: Callable[[StreamHeader], bool] = lambda header: True,
     stream_index: int | None = None,
-) -> StreamHeader:
-    """Open `source` (path, bytes or file object) with PyAV, check it is a video, and describe its first stream.
+) -> tuple[StreamHeader, Any]:
+    """Open `source` (path, bytes or file object) with PyAV, check it is a video, and describe its stream.
 
     The first frame is decoded (for the rotation, which PyAV >= 13 puts on frames, and the coded size)
     only when `want_first_frame` says so: a caller that already knows PyAV will read the file skips it.
+
+    Returns:
+        The header, and the PyAV container still open when no frame was decoded from it (else None): a
+        `PyAVReader` takes it over, as opening a small file costs as much as decoding a frame of it. File
+        objects are rewound after the header, so their container is always closed.
 
     Raises:
         VideoDecodeError: PyAV cannot open the file, or `check_video_stream` refuses it.
@@ -189,27 +194,30 @@ def read_header(
         container = av.open(os.fspath(src) if isinstance(src, (str, os.PathLike)) else src)
     except av.error.FFmpegError as exc:
         raise VideoDecodeError(path, f"cannot open: {_short(exc)}") from None
+    keep = False
     try:
-        with container:
-            stream = check_video_stream(path, container, max_pixels, stream_index)
-            header = StreamHeader(
-                container=container.format.name.split(",")[0],
-                codec=stream.codec_context.name,
-                reorders=bool(stream.codec_context.has_b_frames),
-                stream=stream.index,
-                streams=tuple(describe_streams(container)),
-            )
-            if not want_first_frame(header):
-                return header
-            try:
-                first = next(container.decode(stream), None)
-            except Exception:  # a broken first frame: the decord reader handles corrupt files itself
-                return replace(header, codec=header.codec or "unknown")
-            if first is None:
-                return header
-            rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360  # PyAV: counter-clockwise
-            size = (first.width, first.height) if first.width > 0 and first.height > 0 else None
-            return replace(header, rotation=rotation, coded_size=size)
+        stream = check_video_stream(path, container, max_pixels, stream_index)
+        header = StreamHeader(
+            container=container.format.name.split(",")[0],
+            codec=stream.codec_context.name,
+            reorders=bool(stream.codec_context.has_b_frames),
+            stream=stream.index,
+            streams=tuple(describe_streams(container)),
+        )
+        if not want_first_frame(header):
+            keep = not hasattr(source, "seek")
+            return header, container if keep else None
+        try:
+            first = next(container.decode(stream), None)
+        except Exception:  # a broken first frame: the decord reader handles corrupt files itself
+            return replace(header, codec=header.codec or "unknown"), None
+        if first is None:
+            return header, None
+        rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360  # PyAV: counter-clockwise
+        size = (first.width, first.height) if first.width > 0 and first.height > 0 else None
+        return replace(header, rotation=rotation, coded_size=size), None
     finally:
+        if not keep:
+            container.close()
         if hasattr(source, "seek"):
             source.seek(0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from vidattn.data.decode import verdicts
 from vidattn.data.decode.decord_reader import SEEK_UNSAFE_CODECS, DecordReader
-from vidattn.data.decode.header import StreamHeader, _short, is_image_demuxer, max_frame_pixels, read_header
+from vidattn.data.decode.header import StreamHeader, _short, is_image_demuxer, max_frame_pixels, open_header
 from vidattn.data.decode.pyav_reader import PyAVReader
 from vidattn.data.decode.reader import (
     DEFAULT_TIMEOUT_S,
@@ -49,8 +49,11 @@ DECORD_CODECS = frozenset(
 PYAV_FASTER_CODECS = frozenset({"h264"})
 #: Codecs that ``backend="auto"`` always reads with PyAV: MPEG-4 part 2 (XviD/DivX, the UCF101 format),
 #: where PyAV read strided clips 2.9x faster than decord on a 320x240 UCF101 clip (286 against 98 clips/s,
-#: one thread) and 4.4x at 720p (20 against 4.6), and needs no per-file check of decord's random access.
-PYAV_FASTER_ALWAYS = frozenset({"mpeg4"})
+#: one thread) and 4.4x at 720p (20 against 4.6), and needs no per-file check of decord's random access;
+#: and GIF, where the same FFmpeg decoder does the same work (every read that goes back starts at the one
+#: key frame) and PyAV needed less CPU per clip than decord (19.3 against 20.6 ms reused, 26 against 30 ms
+#: opening a reader per clip, on a 320x240 GIF; it rewinds by byte, see `pyav_reader`).
+PYAV_FASTER_ALWAYS = frozenset({"mpeg4", "gif"})
 # Where in a file (fractions of its length) decord's random access is checked against PyAV, and the
 # longest file checked when PyAV has to decode it from the start to do so.
 _VERIFY_AT = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
@@ -63,14 +66,27 @@ TORCHCODEC_FASTER: frozenset[str] = frozenset()
 BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 
 
-def available_backends() -> list[str]:
-    """Backends importable in this environment, in `auto` preference order."""
+# (module, finder) -> whether the finder found it: `find_spec` searches sys.path (0.3 ms of file system calls
+# per open_video). Keyed by the finder too, so a replaced `importlib.util.find_spec` is asked again.
+_FOUND: dict[tuple[str, object], bool] = {}
+
+
+def _installed(module: str) -> bool:
     import importlib.util
 
-    # find_spec, not import: loading decord costs ~400 MB of RSS, paid only when a decord reader opens.
-    names = ["decord"] if importlib.util.find_spec("decord") is not None else []
+    finder = importlib.util.find_spec
+    key = (module, finder)
+    if key not in _FOUND:
+        # find_spec, not import: loading decord costs ~400 MB of RSS, paid only when a decord reader opens.
+        _FOUND[key] = finder(module) is not None
+    return _FOUND[key]
+
+
+def available_backends() -> list[str]:
+    """Backends importable in this environment, in `auto` preference order."""
+    names = ["decord"] if _installed("decord") else []
     names.append("pyav")
-    if importlib.util.find_spec("torchcodec") is not None:  # the optional extra vidattn[torchcodec]
+    if _installed("torchcodec"):  # the optional extra vidattn[torchcodec]
         names.append("torchcodec")
     return names
 
@@ -233,9 +249,15 @@ def open_video(
         )
     use_torchcodec = backend == "torchcodec" or (backend == "auto" and TORCHCODEC_FASTER and "torchcodec" in installed)
 
-    def pyav() -> PyAVReader:
+    def pyav(container: object = None) -> PyAVReader:
         return PyAVReader(
-            source, size=size, num_threads=num_threads, timeout_s=timeout_s, max_pixels=max_pixels, stream=stream
+            source,
+            size=size,
+            num_threads=num_threads,
+            timeout_s=timeout_s,
+            max_pixels=max_pixels,
+            stream=stream,
+            container=container,
         )
 
     if backend == "pyav" or (not has_decord and not use_torchcodec):
@@ -243,8 +265,9 @@ def open_video(
     # Exact frames are the contract; a backend is a preference. Every reason to read this file with PyAV
     # instead of decord is decided here: from the headers, then from decord's own output.
     path = _source_name(source)
-    header = run_with_timeout(
-        lambda: read_header(
+
+    def header_or_reader() -> tuple[StreamHeader, PyAVReader | None]:
+        header, container = open_header(
             source,
             path,
             max_pixels,
@@ -252,10 +275,18 @@ def open_video(
                 _why_pyav(h, backend) is None or (use_torchcodec and _why_not_torchcodec(h, backend) is None)
             ),
             stream_index=stream,
-        ),
-        timeout_s,
-        path,
-    )
+        )
+        if container is None:
+            return header, None
+        try:  # nothing was decoded: PyAV reads this file, from the same container, in the same timed call
+            return header, pyav(container)
+        except BaseException:
+            container.close()
+            raise
+
+    header, pyav_reader = run_with_timeout(header_or_reader, timeout_s, path)
+    if pyav_reader is not None:
+        return pyav_reader
     if use_torchcodec and _why_not_torchcodec(header, backend) is None:
         reader = _open_torchcodec(
             source, header, size, num_threads, timeout_s, max_pixels, seek_mode, explicit=backend == "torchcodec"

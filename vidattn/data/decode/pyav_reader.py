@@ -6,6 +6,8 @@ from __future__ import annotations
 import bisect
 import io
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,6 +29,19 @@ SINGLE_THREAD_MAX_PIXELS = 640 * 480
 _FORWARD_DECODE_LIMIT = 64
 
 _SCANNED_CODECS = frozenset({"h264", "hevc", "mpeg4"})
+#: Containers that carry no display matrix (FFmpeg's avi and gif demuxers set none), read with codecs whose
+#: decoders export none either (only H.264/HEVC/VVC have an orientation SEI): their rotation is 0 without
+#: decoding the first frame to look.
+_UNROTATED_CONTAINERS = frozenset({"avi", "gif"})
+_ORIENTATION_SEI_CODECS = frozenset({"h264", "hevc", "vvc"})
+#: Containers rewound by a seek to byte 0: FFmpeg's GIF demuxer has no timestamp seek, and its generic one
+#: cost 1 ms per rewind (a GIF has one key frame, so every read that goes back starts from the first frame).
+_BYTE_REWIND_CONTAINERS = frozenset({"gif"})
+# In those files (one key frame), a read that goes back would decode again from the first frame: a reader
+# keeps up to this many decoders parked where earlier reads left them (frames up to 1280x720: each holds
+# a canvas), and goes on from the nearest one before the wanted frame.
+_PARKED_DECODERS = 4
+_PARK_MAX_PIXELS = 1280 * 720
 # swscale threads for the 8-bit conversion: one, FFmpeg's own default. PyAV's default (one per core) built
 # a thread pool per reader and synchronised it per frame: a new reader's first frames cost ~10 ms each on
 # the shared 2-core machine, and a DataLoader worker already has a core of its own.
@@ -91,6 +106,57 @@ class _PictureScan:
         top = max(tid for _, tid in self._kinds)
         nonref = frozenset(p for p, (unref, tid) in zip(pts, self._kinds, strict=True) if unref and tid >= top)
         return by_index, nonref
+
+
+class _SeekIndexCache:
+    """The seek index of recently opened files, per process: a dataset that opens a new reader for every clip
+    demuxes each file once, not once per clip (on a 600-frame XviD AVI the pass cost more than the clip's
+    decoding). Keyed by the file's identity (device, inode, size, mtime) and stream, so a changed file is
+    indexed again; bounded by the frames held, least recently used first out. The values are shared between
+    readers and never mutated (readers replace theirs, see `PyAVReader._forget_order`).
+    """
+
+    def __init__(self, max_frames: int = 250_000) -> None:
+        self._max_frames = max_frames
+        self._frames = 0
+        self._lock = threading.Lock()  # readers in several threads (key frames re-reads with two at once)
+        self._entries: OrderedDict[tuple, tuple[list[int], dict[int, int], list[int], frozenset[int]]] = OrderedDict()
+
+    @staticmethod
+    def key(source: Any, stream: int) -> tuple | None:
+        """The cache key of a file path source, or None for bytes, file objects and unreadable paths."""
+        if not isinstance(source, (str, os.PathLike)):
+            return None
+        try:
+            st = os.stat(source)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stream)
+
+    def get(self, key: tuple | None) -> tuple[list[int], dict[int, int], list[int], frozenset[int]] | None:
+        if key is None:
+            return None
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: tuple | None, value: tuple[list[int], dict[int, int], list[int], frozenset[int]]) -> None:
+        if key is None:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._frames -= len(old[0])
+            self._entries[key] = value
+            self._frames += len(value[0])
+            while self._frames > self._max_frames and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._frames -= len(dropped[0])
+
+
+_SEEK_INDEX_CACHE = _SeekIndexCache()
 
 
 class _FilterConverter:
@@ -159,6 +225,9 @@ class PyAVReader(VideoReader):
       returns; an unreferenced picture below ``_want_end`` that is not wanted is never decoded.
     - ``_scale_to``: the (W, H) swscale produces, in the coded orientation (before rotation);
       ``_reformatter`` is built on first use and kept.
+    - ``_parked``: None, or (GIF read from a path) decoders parked part-way, each (container, stream,
+      frames, pos) with the same meaning as the fields above and always counting (no pending seek);
+      `_resume_nearest` swaps one in, and `_close` closes them.
     """
 
     backend = "pyav"
@@ -172,12 +241,15 @@ class PyAVReader(VideoReader):
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_pixels: int | None = None,
         stream: int | None = None,
+        container: Any = None,
     ) -> None:
         super().__init__(source, size=size, timeout_s=timeout_s, max_pixels=max_pixels)
         self._stream_asked = stream  # None: FFmpeg's best video stream (`select_video_stream`)
         self._source = io.BytesIO(source) if isinstance(source, bytes) else source
         self._num_threads = num_threads
-        self._container: Any = None
+        # An already open PyAV container of `source` that nothing has decoded from (`header.open_header`):
+        # opening a file costs as much as decoding a small frame, so the header's container is used.
+        self._container: Any = container
         self._stream: Any = None
         self._scale_to = (0, 0)
         self._seeked_to: int | None = None
@@ -192,19 +264,22 @@ class PyAVReader(VideoReader):
         self._frames: Iterator[Any] | None = None
         self._reformatter: Any = None  # one swscale context per reader: building it per frame dominates small frames
         self._converter = _FilterConverter()  # for frames over 8 bits per sample (see `_to_array`)
+        # (container, stream, frames, pos) of decoders parked part-way (`_resume_nearest`); None: not used here.
+        self._parked: list[tuple[Any, Any, Iterator[Any], int]] | None = None
         self._call(self._open)
 
     def _open(self) -> None:
         import av
 
-        if hasattr(self._source, "seek"):
-            self._source.seek(0)
-        try:
-            self._container = av.open(
-                self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
-            )
-        except av.error.FFmpegError as exc:
-            raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
+        if self._container is None:
+            if hasattr(self._source, "seek"):
+                self._source.seek(0)
+            try:
+                self._container = av.open(
+                    self._source if not isinstance(self._source, os.PathLike) else os.fspath(self._source)
+                )
+            except av.error.FFmpegError as exc:
+                raise VideoDecodeError(self.path, f"cannot open: {_short(exc)}") from None
         stream = check_video_stream(self.path, self._container, self.max_pixels, self._stream_asked)
         self.stream, self.streams = stream.index, describe_streams(self._container)
         self._set_threads(stream)
@@ -229,16 +304,31 @@ class PyAVReader(VideoReader):
         self.width, self.height = _output_size(disp_w, disp_h, self.size)
         # Scale before rotating: swscale works on the coded orientation.
         self._scale_to = (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
-        self._restart()
+        self._frames = self._decode()  # the demuxer is at the start: nothing read yet, or rewound since
+        if (
+            self.container in _BYTE_REWIND_CONTAINERS
+            and raw_w * raw_h <= _PARK_MAX_PIXELS
+            and isinstance(self._source, (str, os.PathLike))  # each decoder opens the file for itself
+        ):
+            self._parked = []
+
+    def _rewind(self) -> None:
+        """Put the demuxer back at the first packet (the decoders are flushed, as by every PyAV seek)."""
+        if self.container in _BYTE_REWIND_CONTAINERS:
+            self._container.seek(0, unsupported_byte_offset=True)
+        else:
+            self._container.seek(0)
 
     def _stream_rotation(self) -> int:
+        if self.container in _UNROTATED_CONTAINERS and self.codec not in _ORIENTATION_SEI_CODECS:
+            return 0
         # The display matrix is on the frames in PyAV >= 13; peek at the first one, then rewind.
         try:
             first = next(self._container.decode(self._stream))
             rot = int(round(getattr(first, "rotation", 0) or 0))
         except StopIteration:
             raise VideoDecodeError(self.path, "no frame decodes") from None
-        self._container.seek(0)
+        self._rewind()
         return (-rot) % 360  # PyAV reports the counter-clockwise correction; we store degrees clockwise
 
     def _count_packets(self) -> int:
@@ -246,13 +336,13 @@ class PyAVReader(VideoReader):
         for packet in self._container.demux(self._stream):
             if packet.size:
                 n += 1
-        self._container.seek(0)
+        self._rewind()
         return n
 
     def _restart(self, force: bool = False) -> None:
         if force or self._pos != -1 or self._frames is None:
             try:
-                self._container.seek(0)
+                self._rewind()
             except Exception:  # some streams refuse to seek; reopen them
                 self._container.close()
                 self._open_raw()
@@ -264,6 +354,11 @@ class PyAVReader(VideoReader):
     def _decode(self) -> Iterator[Any]:
         """Frames in presentation order. A non-reference picture the current read does not want is never
         sent to the decoder: no other frame changes, and frame threads and seeks work as usual."""
+        if not self._nonref:  # nothing to leave out: PyAV's own loop, without a Python step per packet
+            return self._container.decode(self._stream)
+        return self._decode_leaving_out()
+
+    def _decode_leaving_out(self) -> Iterator[Any]:
         for packet in self._container.demux(self._stream):
             want = self._want
             if want is not None and packet.pts in self._nonref:
@@ -296,17 +391,32 @@ class PyAVReader(VideoReader):
 
     def _build_seek_index(self) -> None:
         """Frame pts in presentation order and key-frame positions, if timestamps allow exact seeking;
-        and the pictures no other picture references, which reads may leave out (see `_PictureScan`)."""
+        and the pictures no other picture references, which reads may leave out (see `_PictureScan`).
+        Taken from `_SEEK_INDEX_CACHE` when this file was indexed before in this process."""
+        key = _SEEK_INDEX_CACHE.key(self._source, self.stream)
+        known = _SEEK_INDEX_CACHE.get(key)
+        if known is not None and (not known[0] or len(known[0]) == self.num_frames):
+            if self._pos != -1:  # as after a demux pass: the next read starts from the beginning
+                self._restart(force=True)
+            self._pts_by_index, self._index_of, self._key_positions, self._nonref = known
+            return
+        self._index_by_demuxing()
+        _SEEK_INDEX_CACHE.put(key, (self._pts_by_index, self._index_of, self._key_positions, self._nonref))
+
+    def _index_by_demuxing(self) -> None:
         pts, keys = [], []
-        scan = _PictureScan(self.codec, self._stream.codec_context)
-        self._container.seek(0)
+        # MPEG-4 part 2 references every picture but B-VOPs: without B-frames there is nothing to find.
+        reorders = bool(self._stream.codec_context.has_b_frames)
+        codec = self.codec if reorders or self.codec != "mpeg4" else ""
+        scan = _PictureScan(codec, self._stream.codec_context)
+        self._rewind()
         for packet in self._container.demux(self._stream):
             if packet.size and packet.pts is not None:
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     keys.append(packet.pts)
                 scan.add(packet)
-        self._container.seek(0)
+        self._rewind()
         self._frames = self._decode()
         self._pos = -1
         order = sorted(pts)
@@ -316,17 +426,20 @@ class PyAVReader(VideoReader):
             or not keys
             or self.container in PYAV_SEEK_UNSAFE_CONTAINERS
         ):
-            self._forget_order()  # unreliable: decode from the start instead of seeking
+            self._forget_order(remember=False)  # unreliable: decode from the start, never seek (the caller caches it)
             return
         by_index, self._nonref = scan.result(pts)
         self._pts_by_index = by_index or order
         self._index_of = {p: i for i, p in enumerate(self._pts_by_index)}
         self._key_positions = sorted(self._index_of[k] for k in keys)
 
-    def _forget_order(self) -> None:
-        """Read this file by counting decoded frames from the start, leaving nothing out."""
+    def _forget_order(self, *, remember: bool = True) -> None:
+        """Read this file by counting decoded frames from the start, leaving nothing out (and so will the
+        next reader of it in this process, unless `remember` is False)."""
         self._pts_by_index, self._index_of, self._key_positions = [], {}, []
         self._nonref = frozenset()
+        if remember:
+            _SEEK_INDEX_CACHE.put(_SEEK_INDEX_CACHE.key(self._source, self.stream), ([], {}, [], frozenset()))
 
     def can_seek(self) -> bool:
         """Whether this file's timestamps allow exact key-frame seeks (else reads decode from the start)."""
@@ -350,7 +463,7 @@ class PyAVReader(VideoReader):
     def _seek_before(self, index: int) -> None:
         """Position the decoder so the next decoded frame is at or before `index`."""
         key_pos = self._key_before(index)
-        if key_pos < 0:
+        if key_pos < 0 or (key_pos == 0 and self.container in _BYTE_REWIND_CONTAINERS):
             self._restart()
             return
         self._container.seek(self._pts_by_index[key_pos], stream=self._stream, backward=True, any_frame=False)
@@ -396,7 +509,17 @@ class PyAVReader(VideoReader):
         return frame
 
     def _to_array(self, frame: Any) -> np.ndarray:
-        w, h = self._scale_to
+        """The frame as a contiguous RGB array of the output size."""
+        return np.ascontiguousarray(self._rgb(frame))
+
+    def _rgb(self, frame: Any) -> np.ndarray:
+        """The frame as RGB at the output size, possibly a strided view (the caller copies it where it keeps it)."""
+        array = self._convert(frame, *self._scale_to).to_ndarray()
+        if self.rotation:
+            array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
+        return array
+
+    def _convert(self, frame: Any, w: int, h: int) -> Any:
         # Area averaging when shrinking: anti-aliased, and 6x cheaper than swscale's bilinear at 1080p -> 160p.
         interp = "AREA" if w < frame.width and h < frame.height else "BILINEAR"
         if frame.format.components[0].bits > 8:
@@ -404,20 +527,15 @@ class PyAVReader(VideoReader):
             # chroma samples sit; a bare swscale call on 10-bit frames was off by up to 120 levels at edges.
             # At full size the filter's default flags, as ffmpeg's; resizing, the same choice as below.
             flags = "bicubic" if (w, h) == (frame.width, frame.height) else interp.lower()
-            rgb = self._converter.convert(frame, w, h, flags)
-        else:
-            if self._reformatter is None:
-                from av.video.reformatter import VideoReformatter
+            return self._converter.convert(frame, w, h, flags)
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
 
-                self._reformatter = VideoReformatter()
-            # 8-bit: swscale's unscaled converters, bit for bit what ffmpeg gives (tested per colour case).
-            rgb = self._reformatter.reformat(
-                frame, format="rgb24", width=w, height=h, interpolation=interp, threads=_SWS_THREADS
-            )
-        array = rgb.to_ndarray()
-        if self.rotation:
-            array = np.rot90(array, k=-(self.rotation // 90))  # clockwise by `rotation` degrees
-        return np.ascontiguousarray(array)
+            self._reformatter = VideoReformatter()
+        # 8-bit: swscale's unscaled converters, bit for bit what ffmpeg gives (tested per colour case).
+        return self._reformatter.reformat(
+            frame, format="rgb24", width=w, height=h, interpolation=interp, threads=_SWS_THREADS
+        )
 
     def _seek_saves_decoding(self, index: int) -> bool:
         """Whether a key frame lies between where the decoder is and `index` (a seek there skips the frames
@@ -427,7 +545,38 @@ class PyAVReader(VideoReader):
             return False
         return self._key_before(index) > self._pos + 1
 
+    def _resume_nearest(self, index: int) -> None:
+        """Go on from the parked decoder nearest before `index` when it is nearer than this one (GIF, see
+        `_PARKED_DECODERS`). A decoder that would have to go back is parked where it is, and a new one starts
+        from the first frame: opening a small GIF costs about three frames of decoding."""
+        if self._seeked_to is not None or self._nonref:
+            return
+        here = self._pos if self._pos < index else -1  # where this decoder goes on from (-1: rewound)
+        parked = self._parked
+        best = max((c for c in parked if here < c[3] < index), key=lambda c: c[3], default=None)
+        if best is None:
+            if here >= 0 or self._pos < 2 * _PARKED_DECODERS:
+                return  # it goes on from where it is, or a rewind loses little
+            best = next((c for c in parked if c[3] < 0), None)  # one parked at the start, else a new one
+        parked.append((self._container, self._stream, self._frames, self._pos))
+        if best is not None:
+            parked.remove(best)
+            self._container, self._stream, self._frames, self._pos = best
+        else:
+            self._open_raw()
+            self._frames = self._decode()
+            self._pos = -1
+        if len(parked) > _PARKED_DECODERS:
+            # Drop the one nearest the decoder (or the start) before it: the others stay spread over the file.
+            by_pos = sorted(parked, key=lambda c: c[3])
+            gaps = [c[3] - (by_pos[k - 1][3] if k else -1) for k, c in enumerate(by_pos)]
+            dropped = by_pos[gaps.index(min(gaps))]
+            parked.remove(dropped)
+            dropped[0].close()
+
     def _goto(self, index: int) -> Any:
+        if self._parked is not None:
+            self._resume_nearest(index)
         if index <= self._pos or self._seek_saves_decoding(index):
             self._seek_before(index)
         sought_back = False
@@ -468,7 +617,7 @@ class PyAVReader(VideoReader):
         self._want, self._want_end = self._plan(indices), indices[-1]
         try:
             for k, i in enumerate(indices):
-                out[k] = self._to_array(self._goto(i))
+                out[k] = self._rgb(self._goto(i))
         finally:
             self._want = None
         return out
@@ -521,7 +670,7 @@ class PyAVReader(VideoReader):
                             last = (idx, frame)
                 # Frames arrive in presentation order: one past the target means the target was skipped.
                 if last is not None and last[0] == target:
-                    out[k] = self._to_array(last[1])
+                    out[k] = self._rgb(last[1])
                 else:
                     missed.append(k)
             last = frame = None  # frames hold decoder buffers: release them before the decoder closes
@@ -580,6 +729,9 @@ class PyAVReader(VideoReader):
                 self._restart(force=True)  # seek to 0, decoder flushed, before the next exact read
 
     def _close(self) -> None:
+        for container, *_ in self._parked or ():
+            container.close()
+        self._parked = None
         if self._container is not None:
             self._container.close()
             self._container = None

@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import gc
 import math
 import os
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +54,49 @@ def _after_fork_in_parent() -> None:
 
 def _pin_inherited_readers() -> None:
     _INHERITED_READERS.extend(_LIVE_READERS)
+    _IDLE_EXECUTORS.clear()  # their threads stayed in the parent
+
+
+# Decode calls run on a thread of their own, so that one that blocks can be abandoned (`VideoReader._call`).
+# Starting that thread cost about as much as decoding a small frame, paid twice per open (the header and the
+# reader), so idle single-thread executors are kept for the next reader; one that blocked is never returned.
+_IDLE_EXECUTORS: list[cf.ThreadPoolExecutor] = []
+_MAX_IDLE_EXECUTORS = 8
+
+
+# How many timed calls the current thread is inside: a decode step started inside one (a reader opened while
+# `open_video` reads the header) runs there, under the outer time limit, instead of handing over to yet
+# another thread (each hand-over waits for the other thread to be scheduled: milliseconds on a busy machine).
+_TIMED = threading.local()
+
+
+def _in_timed_call() -> bool:
+    return getattr(_TIMED, "depth", 0) > 0
+
+
+def _timed(fn: Callable[[], T]) -> Callable[[], T]:
+    def run() -> T:
+        _TIMED.depth = getattr(_TIMED, "depth", 0) + 1
+        try:
+            return fn()
+        finally:
+            _TIMED.depth -= 1
+
+    return run
+
+
+def _borrow_executor() -> cf.ThreadPoolExecutor:
+    try:
+        return _IDLE_EXECUTORS.pop()
+    except IndexError:
+        return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-decode")
+
+
+def _return_executor(executor: cf.ThreadPoolExecutor) -> None:
+    if len(_IDLE_EXECUTORS) < _MAX_IDLE_EXECUTORS:
+        _IDLE_EXECUTORS.append(executor)
+    else:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 if hasattr(os, "register_at_fork"):
@@ -128,19 +172,26 @@ def _output_size(width: int, height: int, size: Size) -> tuple[int, int]:
 def run_with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) -> T:
     """Run `fn` (a step before a reader exists, such as reading the headers) within `timeout_s`.
 
+    Inside another timed call (`VideoReader._call` or this) `fn` runs at once, under that call's limit.
+
     Raises:
         VideoDecodeError: `fn` blocked longer than `timeout_s` (its thread is abandoned: a native call
             cannot be interrupted).
     """
-    if timeout_s is None:
+    if timeout_s is None or _in_timed_call():
         return fn()
-    executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-open")
+    executor = _borrow_executor()
+    future = executor.submit(_timed(fn))
     try:
-        return executor.submit(fn).result(timeout=timeout_s)
+        result = future.result(timeout=timeout_s)
     except cf.TimeoutError:
-        raise VideoDecodeError(path, f"decoder blocked for more than {timeout_s:g} s; reader abandoned") from None
-    finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        raise VideoDecodeError(path, f"decoder blocked for more than {timeout_s:g} s; reader abandoned") from None
+    except BaseException:
+        _return_executor(executor)  # `fn` raised: its thread is free again
+        raise
+    _return_executor(executor)
+    return result
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -328,10 +379,10 @@ class VideoReader(ABC):
         if self._pid != os.getpid():
             return
         self._closed = True  # a stream still open on this reader must not reach the freed decoder (a crash)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        executor, self._executor = self._executor, None
         self._close()
+        if executor is not None:
+            _return_executor(executor)
 
     def __enter__(self) -> VideoReader:
         return self
@@ -363,11 +414,11 @@ class VideoReader(ABC):
             # Forked: the decoder's threads (and our executor's) stayed in the parent; a call would hang.
             raise VideoDecodeError(self.path, "reader was opened in another process; open the file again")
         try:
-            if self.timeout_s is None:
+            if self.timeout_s is None or _in_timed_call():
                 return fn()
             if self._executor is None:
-                self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidattn-decode")
-            future = self._executor.submit(fn)
+                self._executor = _borrow_executor()
+            future = self._executor.submit(_timed(fn))
             try:
                 return future.result(timeout=self.timeout_s)
             except cf.TimeoutError:

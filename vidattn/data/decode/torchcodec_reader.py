@@ -38,7 +38,7 @@ def torchcodec_version() -> str | None:
 class TorchCodecReader(PyAVFallback, VideoReader):
     """torchcodec backend: batched decode by frame index through `VideoDecoder.get_frames_at`.
 
-    `header` is what PyAV read of the file (`read_header`); the reader reads that stream. Files with
+    `header` is what PyAV read of the file (`open_header`); the reader reads that stream. Files with
     rotation metadata are not given to it (`policy` keeps them on PyAV, which rotates as players do).
     When torchcodec fails part-way through a corrupt file, PyAV reads the rest, as in `DecordReader`.
     """
