@@ -72,7 +72,9 @@ if TYPE_CHECKING:
 __all__ = ["SCORER_FREE", "SCORER_MODEL", "KeyframeOptions", "expand_globs", "score_video"]
 
 SCORER_FREE = "selfattn-free/1"
-SCORER_MODEL = "model-temporal-attention/1"
+# The model scorer's name changes with its method: /1 was the temporal attention weights, /2 is each frame's
+# evidence for the predicted class (`vidattn.keyframes.model.frame_evidence`).
+SCORER_MODEL = "model-evidence/2"
 
 
 def _batches(it: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
