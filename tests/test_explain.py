@@ -150,6 +150,22 @@ def test_long_video_weights_and_maps_sit_at_true_frame_indices(files, monkeypatc
     assert [label for label, _ in ex.topk] and abs(sum(p for _, p in ex.topk) - 1) < 1e-3
 
 
+def test_explain_shows_the_attention_weights_not_the_key_frames_evidence(files, monkeypatch):
+    import vidattn.keyframes.model as kf_model
+
+    def no_evidence(*args, **kwargs):
+        raise AssertionError("explain must not score frames by their evidence")
+
+    monkeypatch.setattr(kf_model, "frame_evidence", no_evidence)
+    opts = ExplainOptions(device="cpu")
+    model = ExplainModel.load(files["ckpt"], opts)
+    ex = explain_video(files["short"], model, opts)
+    views = [torch.stack([torch.zeros(32, 32, 3, dtype=torch.uint8)] * 8)]
+    weights, _ = model.windows.attention_windows(torch.stack(views))
+    assert weights.shape == (1, 8) and torch.allclose(weights.sum(1), torch.tensor(8.0))  # frame_weights, mean 1
+    assert np.isfinite(ex.weights).all() and ex.weights.max() > ex.weights.min()  # the shaken attention is not flat
+
+
 def test_dense_clip_model_slides_windows_also_over_a_video_shorter_than_one(files, tmp_path):
     ckpt = _checkpoint(tmp_path / "dense.pt", sampler="random", stride=1)
     opts = ExplainOptions(device="cpu")

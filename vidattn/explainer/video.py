@@ -5,12 +5,14 @@ Two passes over the model, both bounded in memory whatever the video's length:
 1. **Prediction**, exactly as `vidattn score` makes it (`vidattn.scoring.pipeline.model_input`: ``clips``
    test views at the model's clip length, stride and size; `vidattn.scoring.model.Classifier` averages their
    class probabilities and keeps the top-k).
-2. **Attention**, as `vidattn keyframes --checkpoint` reads it (`vidattn.keyframes.model.WindowScorer`): the
-   samples every ``stride`` frames, at the model's size, go through the model in the views it was evaluated
-   with (whole-video views for coverage-trained models, sliding windows otherwise, and sliding windows past
-   ``WindowScorer.max_samples``); `ExplainScorer` also collects, inside `collect_attention`, each chosen
-   layer's map per sample (`vidattn.explainer.maps`), averaged over the views covering it, at the map's
-   resolution (at most ``MAX_MAP_SIDE`` a side), and the frames a hard attention picked.
+2. **Attention**, read the way `vidattn keyframes --checkpoint` reads the video
+   (`vidattn.keyframes.model.WindowScorer`; the per-frame weights are the model's ``frame_weights``, not the
+   key frames' evidence): the samples every ``stride`` frames, at the model's size, go through the model in
+   the views it was evaluated with (whole-video views for coverage-trained models, sliding windows otherwise,
+   and sliding windows past ``WindowScorer.max_samples``); `ExplainScorer` also collects, inside
+   `collect_attention`, each chosen layer's map per sample (`vidattn.explainer.maps`), averaged over the views
+   covering it, at the map's resolution (at most ``MAX_MAP_SIDE`` a side), and the frames a hard attention
+   picked.
 
 Every sample keeps its true frame index and presentation time; frames between samples take the nearest
 sample's map (`VideoExplanation.sample_of`).
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidattn.errors import VideoDecodeError
+from vidattn.errors import VidattnError, VideoDecodeError
 from vidattn.explainer.maps import MapLayer, batch_maps, batch_picks, glimpse_frames, select_layers
 from vidattn.keyframes.model import KeyframeModel, WindowScorer
 from vidattn.layers import collect_attention
@@ -82,6 +84,8 @@ class ExplainModel:
 
         device = resolve_device(options.device)
         model, classes, cfg = load_model(checkpoint, device)
+        if not hasattr(model, "frame_weights"):
+            raise VidattnError(f"{checkpoint}: {type(model).__name__} has no frame_weights(); nothing to explain")
         layers = select_layers(model, options.layers, where=os.fspath(checkpoint))
         tag = checkpoint_tag(checkpoint, cfg.model.name)
         amp = amp_mode(cfg.train.amp, device)
@@ -122,6 +126,10 @@ class ExplainScorer(WindowScorer):
         picks = batch_picks(recorded, t)
         if picks is not None:
             self._add_picks(positions, picks.cpu().numpy())
+
+    def score(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's temporal attention weights (not the key frames' evidence): where and when it looks."""
+        return self.km.attention_windows(clips)
 
     def add_window(self, positions: list[int], weights: torch.Tensor, probs: torch.Tensor) -> None:
         super().add_window(positions, weights, probs)

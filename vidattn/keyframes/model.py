@@ -137,6 +137,17 @@ class KeyframeModel:
         """What the network sees: ``"rgb"`` frames or ``"diff"`` (changes between samples)."""
         return getattr(self.model, "input_mode", "rgb")
 
+    @torch.no_grad()
+    def attention_windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(B, T, S, S, C)`` square clips -> the model's frame weights ``(B, T)`` (its temporal attention,
+        ``frame_weights``; uniform = 1) and class probs: what `vidattn explain` shows."""
+        from vidattn.engine.modeling import autocast_for
+
+        x = self.transform(clips.to(self.device, non_blocking=True))
+        with autocast_for(self.device, self.amp):
+            logits, weights = self.model.frame_weights(x, return_logits=True)
+        return (weights * weights.shape[1]).float().cpu(), torch.softmax(logits.float(), -1).cpu()
+
     def score_windows(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(B, T, S, S, C)`` square clips -> frame evidence ``(B, T)`` (mean 1) and class probs."""
         from vidattn.engine.modeling import autocast_for
@@ -248,10 +259,14 @@ class WindowScorer:
     def flush(self) -> None:
         if not self.pending:
             return
-        weights, probs = self.km.score_windows(torch.stack([clip for _, clip in self.pending]))
+        weights, probs = self.score(torch.stack([clip for _, clip in self.pending]))
         for (positions, _), w, p in zip(self.pending, weights, probs, strict=True):
             self.add_window(positions, w, p)
         self.pending.clear()
+
+    def score(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame scores ``(B, T)`` and class probs of a batch of clips: the frames' evidence here."""
+        return self.km.score_windows(clips)
 
     def add_window(self, positions: list[int], weights: torch.Tensor, probs: torch.Tensor) -> None:
         """Count one scored window: its frame weights ``(T,)`` at sample `positions`, its class probs ``(K,)``."""
