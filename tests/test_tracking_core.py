@@ -162,13 +162,18 @@ def test_only_lost_targets_pay_for_the_wide_search():
         assert iou_xywh(boxes[i, -1], four.boxes[i, -1])[0] > 0.5
 
 
+def _small_and_large_target(num_frames: int):
+    """A 12 px and an 80 px target on the same frames, one tracker started on both; returns (sequence, tracker)."""
+    small = make_sequence(seed=2, num_frames=num_frames, size=12, occlusion=False, background=None)
+    large = make_sequence(seed=2, num_frames=num_frames, size=80, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(small.frames[0], np.concatenate([small.boxes[:, 0], large.boxes[:, 0]]))
+    return small, trk
+
+
 def test_each_target_pays_only_for_its_own_scale_search():
     """A small and a large target batched: the 1-D scale filter crops only the large one, the pyramid only the small."""
-    small = make_sequence(seed=2, num_frames=5, size=12, occlusion=False, background=None)
-    large = make_sequence(seed=2, num_frames=5, size=80, occlusion=False, background=None)
-    boxes = np.concatenate([small.boxes[:, 0], large.boxes[:, 0]])
-    trk = DCFTracker()
-    trk.init(small.frames[0], boxes)
+    small, trk = _small_and_large_target(num_frames=5)
     assert (torch.sqrt(trk.size.prod(1)) < trk.cfg.small_target).tolist() == [True, False]
     seen: dict[str, list[list[int]]] = {"dsst": [], "pyramid": []}
     dsst, pyramid = trk.scale_filter.detect, trk._pyramid_scale
@@ -189,11 +194,7 @@ def test_each_target_pays_only_for_its_own_scale_search():
 
 def test_only_targets_that_use_the_scale_filter_train_it():
     """A target well under small_target never trains the 1-D scale filter; its model stays as init left it."""
-    small = make_sequence(seed=2, num_frames=7, size=12, occlusion=False, background=None)
-    large = make_sequence(seed=2, num_frames=7, size=80, occlusion=False, background=None)
-    boxes = np.concatenate([small.boxes[:, 0], large.boxes[:, 0]])
-    trk = DCFTracker()
-    trk.init(small.frames[0], boxes)
+    small, trk = _small_and_large_target(num_frames=7)
     assert 12 * trk.cfg.scale_train_margin < trk.cfg.small_target
     num0, den0 = trk.scale_filter.num.clone(), trk.scale_filter.den.clone()
     seen: list[list[int]] = []
