@@ -494,7 +494,9 @@ def _train_epoch(t: _Trainer, epoch: int) -> dict[str, Any]:
     if info.distributed:
         import torch.distributed as dist
 
+        totals = totals.to(info.device)  # NCCL (the GPU backend) reduces GPU tensors only
         dist.all_reduce(totals)
+        totals = totals.cpu()
     loss_sum, correct, seen = totals.tolist()
     elapsed = time.perf_counter() - start
     return {
