@@ -442,6 +442,30 @@ def test_flip_off_keeps_orientation():
     assert (left < right).all()  # direction-sensitive classes keep left/right
 
 
+def test_contrast_jitter_scales_each_clip_alike_in_every_frame():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randint(100, 140, (64, 1, 8, 8, 3), generator=gen, dtype=torch.uint8)  # no gain clips it
+    video = base.expand(64, 3, 8, 8, 3).clone()
+    video[:, 1:, 2:5, 2:5] += 20  # something appears in frames 1 and 2
+    plain = VideoTransform(8, train=True, flip=False, scale=(1.0, 1.0))
+    jittered = VideoTransform(8, train=True, flip=False, scale=(1.0, 1.0), jitter=0.4)
+    a = plain(video, generator=torch.Generator().manual_seed(3))
+    b = jittered(video, generator=torch.Generator().manual_seed(3))
+    diff_a, diff_b = a[:, :, 1] - a[:, :, 0], b[:, :, 1] - b[:, :, 0]  # (B, C, S, S): what moved
+    ratio = diff_b[..., 3, 3] / diff_a[..., 3, 3]  # per clip and channel
+    assert ratio.min() >= 0.6 * 0.8 - 1e-4 and ratio.max() <= 1.4 * 1.2 + 1e-4
+    assert ratio.std() > 0.1  # the strength of the change varies from clip to clip
+    # one gain per clip and channel: frames 1 -> 2 did not change, and the moved patch scaled alike everywhere
+    torch.testing.assert_close(b[:, :, 2], b[:, :, 1])
+    torch.testing.assert_close(diff_b[..., 2, 2] / diff_a[..., 2, 2], ratio)
+    assert torch.equal(b, jittered(video, generator=torch.Generator().manual_seed(3)))  # seeded: reproducible
+    assert torch.equal(VideoTransform(8, jitter=0.4)(video), VideoTransform(8)(video))  # evaluation: never
+    with pytest.raises(ConfigError, match="data.jitter"):
+        from vidattn.config import Config
+
+        Config.from_dict({"data": {"jitter": 1.0}}).validate()
+
+
 def test_center_and_three_crop_shapes():
     frames = torch.arange(4 * 10 * 16 * 3, dtype=torch.int32).view(4, 10, 16, 3).to(torch.uint8)
     assert center_crop(frames, 8).shape == (4, 8, 8, 3)

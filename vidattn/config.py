@@ -88,6 +88,10 @@ class DataConfig:
     crop_size: int | None = None  # model input side after the device transform; None = derived (= size)
     scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range (train)
     flip: bool = False  # horizontal flip in training; off by default: direction can be the class
+    # Contrast jitter in training: each clip's channels scaled about the clip's mean by a factor in [1 - j, 1 + j]
+    # (one per clip, times one per channel in [1 - j/2, 1 + j/2]), the same in every frame. What moves then
+    # moves with every strength, so a faint target is not a case the model has hardly seen. 0 = off.
+    jitter: float = 0.0
     test_clips: int = 1  # temporal views per video at evaluation
     test_crops: int = 1  # spatial views at evaluation: 1 (centre) or 3 (three-crop)
     backend: str = "auto"  # decoder: auto | decord | pyav
@@ -105,6 +109,7 @@ class DataConfig:
         "short": _one_of("loop", "pad", "skip"),
         "size": _at_least(1),
         "crop_size": _at_least(1),
+        "jitter": _fraction(below_one=True),
         "scale": _Rule(lambda v: all(map(_finite, v)) and 0 < v[0] <= v[1] <= 1, "a range 0 < min <= max <= 1"),
         "test_clips": _at_least(1),
         "test_crops": _one_of(1, 3),

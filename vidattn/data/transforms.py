@@ -91,6 +91,8 @@ class VideoTransform(torch.nn.Module):
         scale: area fraction range of the random crop.
         ratio: aspect ratio range of the random crop.
         flip: allow horizontal flips (train only).
+        jitter: contrast jitter (train only): each clip's channels scaled about the clip's per-channel mean by
+            one factor in [1 - jitter, 1 + jitter] times one per channel in [1 - jitter/2, 1 + jitter/2].
         mean, std: per-channel normalisation in [0, 1] units.
     """
 
@@ -102,11 +104,12 @@ class VideoTransform(torch.nn.Module):
         scale: tuple[float, float] = (0.4, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = True,
+        jitter: float = 0.0,
         mean: tuple[float, float, float] = KINETICS_MEAN,
         std: tuple[float, float, float] = KINETICS_STD,
     ) -> None:
         super().__init__()
-        self.size, self.train, self.scale, self.ratio, self.flip = size, train, scale, ratio, flip
+        self.size, self.train, self.scale, self.ratio, self.flip, self.jitter = size, train, scale, ratio, flip, jitter
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1), persistent=False)
 
@@ -126,7 +129,18 @@ class VideoTransform(torch.nn.Module):
         elif (h, w) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         x = rearrange(x, "b (t c) h w -> b c t h w", c=3)
+        if self.train and self.jitter > 0:
+            x = self._jitter_contrast(x, generator)
         return (x - self.mean) / self.std
+
+    def _jitter_contrast(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Scale each clip's channels about their mean (over the clip) by a random gain; clamped to [0, 1]."""
+        b = x.shape[0]
+        gen_device = generator.device if generator is not None else x.device
+        rand = torch.rand(b, 4, generator=generator, device=gen_device).to(x.device)
+        gain = (1 + self.jitter * (2 * rand[:, :1] - 1)) * (1 + self.jitter / 2 * (2 * rand[:, 1:] - 1))  # (B, 3)
+        mean = x.mean(dim=(2, 3, 4), keepdim=True)
+        return ((x - mean) * gain.view(b, 3, 1, 1, 1) + mean).clamp_(0, 1)
 
     def _random_affine(
         self, b: int, h: int, w: int, device: torch.device, generator: torch.Generator | None

@@ -295,7 +295,7 @@ def _build_trainer(cfg: Config, run_dir: Path, info: DistInfo, data: _Data, ckpt
         ema=ModelEma(model, cfg.optim.ema) if cfg.optim.ema else None,
         amp=amp,
         steps_per_epoch=steps,
-        transform_train=VideoTransform(d.crop_size, train=True, scale=d.scale, flip=d.flip).to(device),
+        transform_train=VideoTransform(d.crop_size, train=True, scale=d.scale, flip=d.flip, jitter=d.jitter).to(device),
         transform_eval=VideoTransform(d.crop_size, train=False).to(device),
         manifest=ErrorsManifest(run_dir / "errors.jsonl" if info.is_main else None),
         writer=_tensorboard(run_dir) if info.is_main else None,
