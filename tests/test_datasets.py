@@ -28,7 +28,7 @@ from vidattn.data import (
     spatial_views,
     three_crop,
 )
-from vidattn.data.transforms import KINETICS_MEAN, KINETICS_STD
+from vidattn.data.transforms import KINETICS_MEAN, KINETICS_STD, mirror_classes
 from vidattn.errors import ConfigError, VideoDecodeError
 from vidattn.testing import make_faststart_index_video, read_index
 
@@ -440,6 +440,39 @@ def test_flip_off_keeps_orientation():
     out = transform(video, generator=torch.Generator().manual_seed(1))
     left, right = out[..., :3].mean((1, 2, 3, 4)), out[..., -3:].mean((1, 2, 3, 4))
     assert (left < right).all()  # direction-sensitive classes keep left/right
+
+
+def test_mirror_classes_pairs_side_words_and_names_the_unmatched():
+    classes = [
+        "appear",
+        "move_left",
+        "move_right",
+        "Pushing something from left to right",
+        "Pushing something from right to left",
+        "spin clockwise",
+        "spin anticlockwise",
+        "turn_left",
+    ]
+    mirror, unmatched = mirror_classes(classes)
+    assert mirror == [0, 2, 1, 4, 3, 6, 5, 7]  # appear is its own mirror; turn_left has none
+    assert unmatched == ["turn_left"]
+    assert mirror_classes(["cleft lip", "bright"]) == ([0, 1], [])  # whole words only
+
+
+def test_flipped_clip_is_relabelled_as_its_mirror_class():
+    video = _left_dark_right_bright(64)
+    labels = torch.arange(64) % 3  # 0 = move_left, 1 = move_right, 2 = no_event
+    transform = VideoTransform(16, train=True, flip=True, mirror=[1, 0, 2])
+    out, new = transform.augment(video, labels, generator=torch.Generator().manual_seed(0))
+    flipped = out[..., :4].mean((1, 2, 3, 4)) > out[..., -4:].mean((1, 2, 3, 4))
+    assert flipped.any() and (~flipped).any()
+    assert torch.equal(new[flipped], torch.tensor([1, 0, 2])[labels[flipped]])
+    assert torch.equal(new[~flipped], labels[~flipped])
+    with pytest.raises(ValueError, match="augment"):  # a flip without its label would teach the wrong class
+        transform(video)
+    # no flips: the labels pass through
+    kept = VideoTransform(16, train=True, flip=False, mirror=[1, 0, 2]).augment(video, labels)[1]
+    assert torch.equal(kept, labels)
 
 
 def test_contrast_jitter_scales_each_clip_alike_in_every_frame():

@@ -321,6 +321,18 @@ def test_out_of_range_value_is_one_line(tmp_path, override):
     assert not (tmp_path / "r").exists()
 
 
+def test_yaml_words_that_read_as_booleans_keep_their_meaning():
+    """YAML 1.1 reads a bare `off` as false: `train.amp=off` still means off; `data.flip` takes true/false/auto."""
+    from vidattn.config import load_config
+    from vidattn.errors import ConfigError
+
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    assert load_config(None, ["data.flip=auto"]).data.flip == "auto"
+    assert load_config(None, ["data.flip=false"]).data.flip is False
+    with pytest.raises(ConfigError, match="data.flip must be true, false or auto"):
+        load_config(None, ["data.flip=sometimes"])
+
+
 def test_epochs_zero_flag_and_key_are_both_refused():
     res = vidattn("train", "--epochs", "0", "--dry-run")
     assert res.returncode == 2 and "Traceback" not in res.stderr and "--epochs" in res.stderr

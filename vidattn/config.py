@@ -87,7 +87,11 @@ class DataConfig:
     size: int | None = None  # decode with the short side at this size (then a square crop); None = derived
     crop_size: int | None = None  # model input side after the device transform; None = derived (= size)
     scale: tuple[float, float] = (0.8, 1.0)  # random-resized-crop area range (train)
-    flip: bool = False  # horizontal flip in training; off by default: direction can be the class
+    # Horizontal flip in training. A flipped clip of a class whose name says a side (left/right, clockwise/
+    # counterclockwise) is trained as its mirror class (move_left <-> move_right, found by the names). auto: on
+    # unless a class says a side and its mirror is not a class (then a flip has no right label); true: on (such
+    # a class keeps its label); false: off (the default: on the long synthetic set flips did not help, README).
+    flip: bool | str = False
     # Contrast jitter in training: each clip's channels scaled about the clip's mean by a factor in [1 - j, 1 + j]
     # (one per clip, times one per channel in [1 - j/2, 1 + j/2]), the same in every frame. What moves then
     # moves with every strength, so a faint target is not a case the model has hardly seen. 0 = off.
@@ -110,6 +114,7 @@ class DataConfig:
         "size": _at_least(1),
         "crop_size": _at_least(1),
         "jitter": _fraction(below_one=True),
+        "flip": _Rule(lambda v: v is True or v is False or v == "auto", "true, false or auto"),
         "scale": _Rule(lambda v: all(map(_finite, v)) and 0 < v[0] <= v[1] <= 1, "a range 0 < min <= max <= 1"),
         "test_clips": _at_least(1),
         "test_crops": _one_of(1, 3),
@@ -280,6 +285,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}") from None
     if hint is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on (no/yes) as a boolean: `amp: off`
+            return "on" if value else "off"
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)

@@ -44,6 +44,7 @@ _EXPORTS = {
     "make_rng": "sampling",
     "VideoTransform": "transforms",
     "center_crop": "transforms",
+    "mirror_classes": "transforms",
     "spatial_views": "transforms",
     "three_crop": "transforms",
 }

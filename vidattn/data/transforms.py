@@ -8,7 +8,10 @@ model input is float ``(B, C, T, H, W)``.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,12 +24,47 @@ __all__ = [
     "spatial_views",
     "center_crop",
     "three_crop",
+    "mirror_classes",
     "VideoTransform",
 ]
 
 # torchvision's Kinetics-400 video models were trained with these statistics.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+#: Words that a left/right mirror image turns into another word (a class "move_left" mirrors to "move_right").
+_MIRROR_WORDS = {
+    "left": ("right",),
+    "right": ("left",),
+    "clockwise": ("counterclockwise", "anticlockwise"),
+    "counterclockwise": ("clockwise",),
+    "anticlockwise": ("clockwise",),
+}
+
+
+def mirror_classes(classes: Sequence[str]) -> tuple[list[int], list[str]]:
+    """What a horizontally flipped clip of each class is, read from the class names.
+
+    A name with a side word (left/right, clockwise/counterclockwise) mirrors to the class whose name has the
+    words swapped ("Pushing something from left to right" <-> "... from right to left"); any other class is
+    its own mirror. Returns the mirror index of every class and the names that say a side but whose mirror
+    is not a class (a flip would give such a clip a label that does not exist).
+    """
+    index = {name.lower(): i for i, name in enumerate(classes)}
+    mirror, unmatched = list(range(len(classes))), []
+    for i, name in enumerate(classes):
+        parts = re.split(r"([^A-Za-z]+)", name.lower())
+        if not any(part in _MIRROR_WORDS for part in parts):
+            continue
+        options = [_MIRROR_WORDS.get(part, (part,)) for part in parts]
+        candidates = ["".join(choice) for choice in itertools.product(*options)]
+        found = [index[c] for c in candidates if c in index]
+        if found:
+            mirror[i] = found[0]
+        else:
+            unmatched.append(name)
+    return mirror, unmatched
 
 
 def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -82,8 +120,8 @@ class VideoTransform(torch.nn.Module):
 
     Training applies a random resized crop (scale and aspect jitter, the same box for every
     frame of a clip) and an optional horizontal flip with one `grid_sample` call for the whole
-    batch; evaluation only resizes. Flip should be off when left/right carries the class
-    (motion-direction datasets).
+    batch; evaluation only resizes. Where left/right carries the class, give `mirror` and train through
+    `augment`, which relabels a flipped clip as its mirror class.
 
     Args:
         size: output side S.
@@ -91,6 +129,7 @@ class VideoTransform(torch.nn.Module):
         scale: area fraction range of the random crop.
         ratio: aspect ratio range of the random crop.
         flip: allow horizontal flips (train only).
+        mirror: the class a flipped clip of each class becomes (`mirror_classes`); None = every class its own.
         jitter: contrast jitter (train only): each clip's channels scaled about the clip's per-channel mean by
             one factor in [1 - jitter, 1 + jitter] times one per channel in [1 - jitter/2, 1 + jitter/2].
         mean, std: per-channel normalisation in [0, 1] units.
@@ -104,26 +143,48 @@ class VideoTransform(torch.nn.Module):
         scale: tuple[float, float] = (0.4, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = True,
+        mirror: Sequence[int] | None = None,
         jitter: float = 0.0,
         mean: tuple[float, float, float] = KINETICS_MEAN,
         std: tuple[float, float, float] = KINETICS_STD,
     ) -> None:
         super().__init__()
         self.size, self.train, self.scale, self.ratio, self.flip, self.jitter = size, train, scale, ratio, flip, jitter
+        self.mirror = None if mirror is None or list(mirror) == list(range(len(mirror))) else list(mirror)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1), persistent=False)
 
     def forward(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.train and self.flip and self.mirror is not None:
+            raise ValueError("flips change some classes (mirror): train through augment(video, labels)")
+        return self._transform(video, generator)[0]
+
+    def augment(
+        self, video: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training transform of a ``(B, T, H, W, C)`` batch and its labels, a flipped clip relabelled as its mirror."""
+        x, flipped = self._transform(video, generator)
+        if self.mirror is not None and flipped is not None:
+            mirrored = torch.tensor(self.mirror, device=labels.device)[labels]
+            labels = torch.where(flipped.to(labels.device), mirrored, labels)
+        return x, labels
+
+    def _transform(
+        self, video: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The transformed batch and, in training, which of its clips were flipped."""
         if video.dim() == 6:  # (B, V, T, H, W, C): fold views into the batch
             b = video.shape[0]
-            out = self.forward(rearrange(video, "b v t h w c -> (b v) t h w c"), generator)
-            return rearrange(out, "(b v) c t h w -> b v c t h w", b=b)
+            out, _ = self._transform(rearrange(video, "b v t h w c -> (b v) t h w c"), generator)
+            return rearrange(out, "(b v) c t h w -> b v c t h w", b=b), None
         if video.dim() != 5 or video.shape[-1] != 3:
             raise ValueError(f"expected uint8 video (B, T, H, W, 3), got {tuple(video.shape)}")
         b, t, h, w, _ = video.shape
         x = rearrange(video, "b t h w c -> b (t c) h w").float().div_(255)
+        flipped = None
         if self.train:
             theta = self._random_affine(b, h, w, x.device, generator)
+            flipped = theta[:, 0, 0] < 0
             grid = F.affine_grid(theta, [b, 1, self.size, self.size], align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         elif (h, w) != (self.size, self.size):
@@ -131,7 +192,7 @@ class VideoTransform(torch.nn.Module):
         x = rearrange(x, "b (t c) h w -> b c t h w", c=3)
         if self.train and self.jitter > 0:
             x = self._jitter_contrast(x, generator)
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.std, flipped
 
     def _jitter_contrast(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Scale each clip's channels about their mean (over the clip) by a random gain; clamped to [0, 1]."""

@@ -36,6 +36,7 @@ from vidattn.data import (
     build_loader,
     load_annotations,
     make_rng,
+    mirror_classes,
     save_classes,
 )
 from vidattn.engine.checkpoint import FORMAT, atomic_save, checkpoint_config, load_checkpoint
@@ -295,7 +296,7 @@ def _build_trainer(cfg: Config, run_dir: Path, info: DistInfo, data: _Data, ckpt
         ema=ModelEma(model, cfg.optim.ema) if cfg.optim.ema else None,
         amp=amp,
         steps_per_epoch=steps,
-        transform_train=VideoTransform(d.crop_size, train=True, scale=d.scale, flip=d.flip, jitter=d.jitter).to(device),
+        transform_train=_train_transform(cfg, data.classes, info).to(device),
         transform_eval=VideoTransform(d.crop_size, train=False).to(device),
         manifest=ErrorsManifest(run_dir / "errors.jsonl" if info.is_main else None),
         writer=_tensorboard(run_dir) if info.is_main else None,
@@ -518,7 +519,7 @@ def _forward_backward(
     cfg, device = t.cfg, t.info.device
     video = batch["video"][:, 0].to(device, non_blocking=True)  # (B, T, S, S, C): one view in training
     y = batch["label"].to(device, non_blocking=True)
-    x = t.transform_train(video, generator=gen)
+    x, y = t.transform_train.augment(video, y, generator=gen)
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     x, target = mix_batch(x, y, len(t.data.classes), cfg.optim.mixup, cfg.optim.cutmix, gen)
@@ -588,6 +589,22 @@ def _tensorboard(run_dir: Path) -> Any:
 
 
 # --- small helpers ---------------------------------------------------------------------------------
+def _train_transform(cfg: Config, classes: list[str], info: DistInfo) -> VideoTransform:
+    """The training transform; says whether it flips clips and which classes a flip changes."""
+    d = cfg.data
+    flip, mirror = d.flip is not False, None
+    if flip:
+        mirror, unmatched = mirror_classes(classes)
+        pairs = sorted({tuple(sorted((classes[i], classes[m]))) for i, m in enumerate(mirror) if m != i})
+        if unmatched and d.flip == "auto":
+            flip, mirror = False, None
+            _log(info, f"data.flip=auto -> off: class {unmatched[0]!r} names a side and has no mirror class")
+        else:
+            swaps = "; a flipped clip changes class: " + ", ".join(f"{a} <-> {b}" for a, b in pairs) if pairs else ""
+            _log(info, f"data.flip={d.flip} -> horizontal flips in training{swaps}")
+    return VideoTransform(d.crop_size, train=True, scale=d.scale, flip=flip, mirror=mirror, jitter=d.jitter)
+
+
 def _log(info: DistInfo, msg: str) -> None:
     if info.is_main:
         print(msg, file=sys.stderr, flush=True)
