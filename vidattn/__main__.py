@@ -1,0 +1,6 @@
+"""``python -m vidattn``: the same as the ``vidattn`` command."""
+
+from vidattn.cli import main
+
+if __name__ == "__main__":
+    main()
