@@ -197,8 +197,8 @@ def test_a_consumer_that_stops_early_stops_both_decoders(videos):
     while any(t.name in ("vidattn-second-half", "vidattn-prefetch") for t in threading.enumerate()):
         assert time.monotonic() < deadline, "a decoder thread outlived its stream"
         time.sleep(0.05)
-    with pytest.raises(TypeError):
-        iter(open_frames(videos["short"], opts)).__next__()
+    with open_frames(videos["short"], opts) as split_stream, pytest.raises(TypeError):
+        next(iter(split_stream))  # its frames come from parts(), with the part each belongs to
 
 
 def test_a_corrupt_second_half_fails_or_succeeds_as_with_one_decoder(videos, tmp_path):

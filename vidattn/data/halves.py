@@ -175,12 +175,13 @@ def read_halves(
         if on_decoded is not None:
             on_decoded(index, frame)
 
-    held = False
+    held = decided = False
 
     def at_meeting(index: int) -> bool:
-        nonlocal held
-        if index <= key:
+        nonlocal held, decided
+        if decided or index <= key:
             return False
+        decided = True  # at K1, once
         held = second.wait(stop) and first.matches(second)
         if not held:
             quit_second.set()  # decoder 1 reads on to the end; decoder 2's frames will be dropped

@@ -10,6 +10,10 @@ Pipeline, one sequential pass per video with bounded memory:
    floats), so a two-hour video costs a few tens of MB. The training-free path is numpy only (no
    torch import, ~2 s of CPU); the CLI decodes the first video in a child process while it starts.
    On its way the decoder shows every frame it decodes to a `probe.FrameProbe` (16 bytes a frame).
+   A long file is read by two decoders at once, the second from a key frame near the middle
+   (`vidattn.data.halves`, ``decoders``): a decoder that skips non-reference frames decodes a chain
+   of frames and leaves cores idle. Samples, descriptors and the probe are joined at the key frame
+   into exactly what one decoder gives.
 2. **Cuts and transitions.** Frame-exact hard cuts (`vidattn.keyframes.shots.find_cuts`): gaps between
    samples whose descriptors differ are examined frame by frame through the probe's steps, and only
    where the cut falls on frames the decoder skipped are those few decoded. Fades and dissolves

@@ -31,7 +31,7 @@ class KeyframeOptions:
     image_size: int | None = None  # short side of the key-frame JPEGs; None = native
     batch_size: int = 32  # frames per descriptor batch / windows per model batch
     backend: str = "auto"  # decoder: auto (= pyav here, see decoder_backend) | pyav | decord
-    decoders: int = 2  # training-free sampled pass: 2 reads a long file as two halves at once (same result)
+    decoders: int = 2  # training-free sampled pass: 1, or 2 = a long file is read as two halves at once (same result)
     device: str = "auto"  # where a model runs: auto | cpu | cuda (the training-free scorer is numpy, on the CPU)
     timeout_s: float | None = DEFAULT_TIMEOUT_S
 
