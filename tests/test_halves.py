@@ -183,6 +183,41 @@ def test_halves_that_do_not_meet_fall_back_to_one_decoder(videos, monkeypatch):
     assert doc_two == doc_one
 
 
+@pytest.mark.parametrize("at", [0, 1, halves.MEETING_FRAMES])
+def test_a_difference_anywhere_in_the_meeting_window_drops_the_second_half(videos, monkeypatch, at):
+    """The key frame, the frame after it and the window's last frame are all compared (a frame that refers back
+    across the key frame can be any of them)."""
+    digest = halves._digest
+    calls = {"n": 0}
+
+    def second_differs_once(frame):
+        if threading.current_thread().name == "vidattn-second-half":
+            calls["n"] += 1
+            if calls["n"] == at + 1:
+                return b"decoded otherwise"
+        return digest(frame)
+
+    monkeypatch.setattr(halves, "_digest", second_differs_once)
+    path = videos["h264_bframes"]
+    held, two, _ = _run(path, 2)
+    _, one, _ = _run(path, 1)
+    assert not held
+    _assert_same_pass(one, two)
+
+
+def test_no_second_decoder_without_wanted_frames_on_both_sides_of_its_key_frame(videos):
+    from vidattn.data.decode.pyav_reader import PyAVReader
+
+    path = videos["h264_bframes"]
+    with PyAVReader(str(path)) as reader:
+        n = reader.num_frames
+        every = list(range(0, n, 6))
+        assert halves.split_key(reader, str(path), every) is not None
+        # Wanted frames only before the middle half, or only after its start: one decoder.
+        assert halves.split_key(reader, str(path), [i for i in every if i < n // 4]) is None
+        assert halves.split_key(reader, str(path), [i for i in every if i >= n * 3 // 4]) is None
+
+
 def test_a_consumer_that_stops_early_stops_both_decoders(videos):
     opts = KeyframeOptions()
     frames = open_frames(videos["h264_bframes"], opts)

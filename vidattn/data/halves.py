@@ -9,14 +9,18 @@ wait on each other, and it kept 1.4 of 2 cores busy where a full decode (``ffmpe
 Why the result is the same as one decoder's. Decoder 1 reads the wanted frames from the start; decoder 2
 reads those at or after key frame K, starting there with a seek on a decoder that has skipped nothing yet.
 A frame's pick (the nearest frame that decodes) depends only on which frames decode around it, and K always
-decodes, so the picks below K are decoder 1's and those from K on are decoder 2's; the one pick both may
-make, K itself, is kept once (the consumer keeps decoder 2's frames past decoder 1's last one). The frames
-are checked where the halves meet: decoder 1 goes on to the first frame it decodes after K (K1) and both
-decoders' K and K1 must be equal pixel for pixel, with the same index, else (an open group whose later
-frames refer back across K, a seek that landed elsewhere, a second decoder that failed before K1) decoder 1
-reads on to the end and decoder 2's frames are dropped: slower, never different. The ``on_decoded`` look at
-every decoded frame is joined the same way (its ``spawn()`` and ``join(later, at)``, see
-`vidattn.keyframes.probe.FrameProbe`).
+decodes, so the picks below K are decoder 1's and those from K on are decoder 2's, as long as decoder 2
+decodes the frames after K as decoder 1 does. That is checked where the halves meet: decoder 1 goes on past
+K until it has decoded `MEETING_FRAMES` more frames, and both decoders' K and those frames must be equal pixel
+for pixel, at the same indices, else (a later frame that refers back across K: an open group, a key frame
+that the container marks but the codec does not, a seek that landed elsewhere; a second decoder that failed
+before the end of the window) decoder 1 reads on to the end and decoder 2's frames are dropped: slower,
+never different. The window is long enough that, with H.264's or HEVC's at most 16 reference frames (and
+every decoded frame is one here), a frame decoded before K is no longer referred to past it; what the check
+cannot see is a long-term reference, or a frame shown before K but decoded after it that is still referred
+to 16 frames on (HEVC forbids the second). The picks both decoders make in the window are kept once: the
+consumer keeps decoder 2's frames past decoder 1's last one. The ``on_decoded`` look at every decoded frame
+is joined the same way (its ``spawn()`` and ``join(later, at)``, see `vidattn.keyframes.probe.FrameProbe`).
 
 Memory: both decoders put frames into the caller's one bounded queue; nothing is held per half.
 """
@@ -29,22 +33,28 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from vidattn.data.decode.pyav_reader import PyAVReader
 from vidattn.data.decode.reader import Source, VideoReader
 
-__all__ = ["SPLIT_MIN_FRAMES", "read_halves", "split_key"]
+__all__ = ["MEETING_FRAMES", "SPLIT_MIN_FRAMES", "read_halves", "split_key"]
 
 #: Files shorter than this are read by one decoder: the second one's start (an open, a seek, its threads,
 #: tens of milliseconds) would not pay back.
 SPLIT_MIN_FRAMES = 300
 # The split key frame lies in the middle half of the file, else the halves are too uneven to gain much.
 _MIDDLE = (0.25, 0.75)
+#: Frames after the split key frame that both decoders must decode alike (H.264 and HEVC keep at most 16
+#: reference frames; see the module docstring). Each costs a full-size digest, ~4 ms at 1080p, in each decoder.
+MEETING_FRAMES = 16
 
 
 def _digest(frame: Any) -> bytes | None:
     """A digest of every pixel of a decoded frame at full size (None if PyAV cannot export its format)."""
     try:
-        return hashlib.blake2b(frame.to_ndarray().tobytes(), digest_size=16).digest()
+        # SHA-1 is ~2.5x as fast as BLAKE2 here (CPU instructions); the frames are not adversarial.
+        return hashlib.sha1(np.ascontiguousarray(frame.to_ndarray())).digest()
     except Exception:
         return None
 
@@ -77,45 +87,47 @@ def split_key(
     keys = reader.key_frames()
     n = reader.num_frames
     lo, hi = _MIDDLE[0] * n, _MIDDLE[1] * n
-    middle = [k for k in keys if lo <= k <= hi and k > indices[0]]
+    # A wanted frame on each side of it, else one decoder reads everything anyway.
+    middle = [k for k in keys if lo <= k <= hi and indices[0] < k <= indices[-1]]
     if not middle or not _comparable(reader):
         return None
     return min(middle, key=lambda k: abs(k - n / 2))
 
 
 class _Meeting:
-    """What one decoder decoded where the halves meet: key frame K and the first frame after it (K1)."""
+    """What one decoder decoded where the halves meet: key frame K and the `MEETING_FRAMES` decoded after it."""
 
-    def __init__(self, key: int) -> None:
+    def __init__(self, key: int, frames: int = MEETING_FRAMES) -> None:
         self.key = key
-        self.at_key: bytes | None = None
-        self.after: tuple[int, bytes | None] | None = None
-        self._seen = threading.Event()  # K1 decoded, or the decoder ended without it
+        self.seen: list[tuple[int, bytes | None]] = []  # (index, digest) from K on, in order
+        self._size = frames + 1
+        self._done = threading.Event()  # the window is full, or the decoder ended before
 
     def look(self, index: int, frame: Any) -> None:
-        if self._seen.is_set():
+        if self._done.is_set() or index < self.key:
             return
-        if index == self.key:
-            self.at_key = _digest(frame)
-        elif index > self.key:
-            self.after = (index, _digest(frame))
-            self._seen.set()
+        self.seen.append((index, _digest(frame)))
+        if self.full():
+            self._done.set()
+
+    def full(self) -> bool:
+        return len(self.seen) >= self._size
 
     def end(self) -> None:
-        self._seen.set()
+        self._done.set()
 
     def wait(self, stop: threading.Event) -> bool:
-        """Wait until K1 is seen or the decoder ended; False if `stop` was set first."""
-        while not self._seen.wait(0.1):
+        """Wait until the window is full or the decoder ended; False if `stop` was set first."""
+        while not self._done.wait(0.1):
             if stop.is_set():
                 return False
         return True
 
     def matches(self, other: _Meeting) -> bool:
-        """Both decoded K and K1 the same (and at the same index), pixel for pixel."""
-        if self.at_key is None or self.after is None or self.after[1] is None:
+        """Both decoded K and the frames after it the same (at the same indices), pixel for pixel."""
+        if not self.full() or self.seen[0][0] != self.key or any(d is None for _, d in self.seen):
             return False
-        return (self.at_key, self.after) == (other.at_key, other.after)
+        return self.seen == other.seen
 
 
 def read_halves(
@@ -179,9 +191,9 @@ def read_halves(
 
     def at_meeting(index: int) -> bool:
         nonlocal held, decided
-        if decided or index <= key:
+        if decided or not first.full():
             return False
-        decided = True  # at K1, once
+        decided = True  # at the window's last frame, once
         held = second.wait(stop) and first.matches(second)
         if not held:
             quit_second.set()  # decoder 1 reads on to the end; decoder 2's frames will be dropped
@@ -194,7 +206,7 @@ def read_halves(
             if stop.is_set() or not emit(0, index, frame):
                 quit_second.set()
                 break
-        if not held:  # decoder 1 read every wanted frame (it reached the end before K1)
+        if not held:  # decoder 1 read every wanted frame (it ended before the window did, or read on)
             quit_second.set()
     except BaseException:
         quit_second.set()
