@@ -135,6 +135,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per command (medians reported)")
     parser.add_argument("--long-repeats", type=int, default=1, help="runs per command on the 10-minute clip")
     parser.add_argument("--backends", default="pyav,decord", help="decoder backends to time")
+    parser.add_argument(
+        "--decoders",
+        default="2",
+        help="decoder counts of the sampled pass to time (comma list; 1 = one decoder, 2 = the default halves)",
+    )
     parser.add_argument("--preset", default="veryfast", help="x264 preset for the generated clip")
     parser.add_argument("--skip-long", action="store_true", help="only the 60 s clip")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -181,15 +186,23 @@ def main() -> int:
             ]
         out = Path(tempfile.mkdtemp(prefix="vidattn-bench-out-"))
         for backend in [b for b in args.backends.split(",") if b]:
-            commands[f"vidattn keyframes ({backend})"] = [
-                *vidattn,
-                "keyframes",
-                str(clip),
-                "--out",
-                str(out / backend),
-                "--backend",
-                backend,
-            ]
+            for decoders in [d for d in args.decoders.split(",") if d]:
+                name = (
+                    f"vidattn keyframes ({backend})"
+                    if decoders == "2"
+                    else f"vidattn keyframes ({backend}, {decoders} decoder)"
+                )
+                commands[name] = [
+                    *vidattn,
+                    "keyframes",
+                    str(clip),
+                    "--out",
+                    str(out / f"{backend}{decoders}"),
+                    "--backend",
+                    backend,
+                    "--decoders",
+                    decoders,
+                ]
         runs: dict[str, list[dict]] = {name: [] for name in commands}
         for _ in range(args.repeats if clip == short else args.long_repeats):
             for name, cmd in commands.items():  # alternate, so load drifts hit every command alike

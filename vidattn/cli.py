@@ -208,6 +208,13 @@ def export(databases, out, fmt) -> int:
 )
 @device_option(help="Where the --checkpoint model runs (the training-free scorer runs on the CPU).")
 @backend_option()
+@click.option(
+    "--decoders",
+    type=click.IntRange(1, 2),
+    default=2,
+    show_default=True,
+    help="Decoders of the training-free pass: 2 reads a long file's two halves at once (same result).",
+)
 # Selection
 @click.option("-k", "k", type=click.IntRange(1), default=None, help="Number of key frames [default: 8].")
 @click.option(
@@ -249,6 +256,7 @@ def keyframes(
     sample_fps,
     device,
     backend,
+    decoders,
     k,
     threshold,
     min_gap,
@@ -284,6 +292,7 @@ def keyframes(
         image_size=image_size,
         device=device,
         backend=backend,
+        decoders=decoders,
     )
     started = None
     if checkpoint is None and os.path.isfile(videos[0]):

@@ -30,9 +30,11 @@ from vidattn.errors import VideoDecodeError
 __all__ = ["PrefetchedFrames"]
 
 
-def _produce(put: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict) -> None:
-    """Open, then stream frames into `put`: ("open", info), ("frame", index, array)..., ("done", info, probe result).
+def _produce(put: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict, split: bool) -> None:
+    """Open, then stream frames into `put`: ("open", info), ("frame", index, array, part)..., ("done", info, probe
+    result, whether the split held).
 
+    With `split`, a long file may be read by two decoders at once (`vidattn.data.halves`): part 0 and part 1.
     Failures become ("error", path, reason). The reader has no per-call timeout thread (every hand-over
     to it costs GIL switches per frame); the consumer applies the time limit while it waits.
     """
@@ -49,15 +51,36 @@ def _produce(put: Any, stop: Any, source: Source, backend: str, size: Size, kwar
         try:
             if not put(("open", reader.info())):
                 return
-            for index, frame in reader.iter_frames(numpy=True, **kwargs):
-                if stop.is_set() or not put(("frame", index, frame)):
-                    return
-            probe = kwargs.get("on_decoded")  # its findings travel back with the final info
-            put(("done", reader.info(), probe.result() if hasattr(probe, "result") else None))
+            probe = kwargs.get("on_decoded")
+            held = _read_split(put, stop, reader, source, kwargs) if split and kwargs.get("nearest") else None
+            if held is None:
+                for index, frame in reader.iter_frames(numpy=True, **kwargs):
+                    if stop.is_set() or not put(("frame", index, frame, 0)):
+                        return
+            if stop.is_set():
+                return
+            # The probe's findings travel back with the final info.
+            put(("done", reader.info(), probe.result() if hasattr(probe, "result") else None, bool(held)))
         except VideoDecodeError as exc:
             put(("error", exc.path, exc.reason))
         except Exception as exc:
             put(("error", name, f"{type(exc).__name__}: {exc}"))
+
+
+def _read_split(put: Any, stop: Any, reader: Any, source: Source, kwargs: dict) -> bool | None:
+    """Stream the frames with two decoders on the file's two halves (`vidattn.data.halves`); whether the split
+    held, or None (nothing read) where one decoder reads the file."""
+    from vidattn.data import halves
+
+    wanted = reader.stream_indices(**{k: kwargs[k] for k in ("step", "fps", "start", "end") if k in kwargs})
+    key = halves.split_key(reader, source, wanted)
+    if key is None:
+        return None
+
+    def emit(part: int, index: int, frame: np.ndarray) -> bool:
+        return put(("frame", index, frame, part))
+
+    return halves.read_halves(reader, source, wanted, key, emit, stop, on_decoded=kwargs.get("on_decoded"))
 
 
 def _putter(q: Any, stop: Any) -> Any:
@@ -75,8 +98,8 @@ def _putter(q: Any, stop: Any) -> Any:
     return put
 
 
-def _process_main(q: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict) -> None:
-    _produce(_putter(q, stop), stop, source, backend, size, kwargs)
+def _process_main(q: Any, stop: Any, source: Source, backend: str, size: Size, kwargs: dict, split: bool) -> None:
+    _produce(_putter(q, stop), stop, source, backend, size, kwargs, split)
 
 
 class PrefetchedFrames:
@@ -88,6 +111,8 @@ class PrefetchedFrames:
             the next frame (a stuck decoder raises `VideoDecodeError` instead of hanging).
         depth: frames held in the queue at most (the memory bound).
         process: decode in a child process (see the module docstring) instead of a thread.
+        split: with ``nearest=True``, a long file may be read by two decoders at once, each on one half
+            (`vidattn.data.halves`); its frames then come from `parts`, not from iterating.
         **iter_kwargs: passed to `VideoReader.iter_frames` (``step``, ``fps``, ``start``, ``end``, ``nearest``,
             ``on_decoded``). An ``on_decoded`` callback runs where the decoder runs (a picklable object in
             process mode); if it has a ``result()`` method, its value is `probe_result` after iteration.
@@ -106,6 +131,7 @@ class PrefetchedFrames:
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         depth: int = 64,
         process: bool = False,
+        split: bool = False,
         **iter_kwargs: Any,
     ) -> None:
         self._timeout_s = timeout_s
@@ -113,7 +139,9 @@ class PrefetchedFrames:
         self._info: VideoInfo | None = None
         self._done = False
         self.probe_result: Any = None  # the ``on_decoded`` callback's result(), once iteration has finished
-        args = (source, backend, size, iter_kwargs)
+        self.split = split
+        self.split_held = False  # once iteration has finished: whether part 1 holds frames to keep (`parts`)
+        args = (source, backend, size, iter_kwargs, split)
         if process:
             ctx = mp.get_context("spawn")
             self._queue: Any = ctx.Queue(maxsize=max(1, depth))
@@ -161,13 +189,24 @@ class PrefetchedFrames:
         return self._info
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self.split:
+            raise TypeError("the frames of a stream opened with split=True come from parts()")
+        for _, index, frame in self.parts():
+            yield index, frame
+
+    def parts(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(part, frame_index, frame)`` as decoded: in order within each part, the parts interleaved.
+
+        Part 1 exists only for a file read in two halves (``split``): join them after iteration as part 0,
+        then, if `split_held`, the frames of part 1 whose index is past part 0's last (else drop part 1).
+        """
         self.info()
         while not self._done:
             item = self._next()
             if item[0] == "done":
-                self._info, self.probe_result, self._done = item[1], item[2], True
+                self._info, self.probe_result, self.split_held, self._done = item[1], item[2], item[3], True
                 return
-            yield item[1], item[2]
+            yield item[3], item[1], item[2]
 
     def close(self) -> None:
         """Stop decoding and release the file (safe to call twice)."""

@@ -51,6 +51,10 @@ class FrameStats:
     sharpness: np.ndarray
     thumb: np.ndarray
 
+    def rows(self, keep: np.ndarray) -> FrameStats:
+        """The statistics of the frames `keep` selects (a boolean mask or indices)."""
+        return FrameStats(*(getattr(self, f)[keep] for f in _FIELDS))
+
     @classmethod
     def concat(cls, parts: list[FrameStats]) -> FrameStats:
         """The statistics of consecutive batches as one (an empty list gives zero frames)."""
@@ -58,8 +62,10 @@ class FrameStats:
             zeros = np.zeros(0, dtype=np.float32)
             thumbs = np.zeros((0, _THUMB * _THUMB), dtype=np.float32)
             return cls(np.zeros((0, DESCRIPTOR_DIM), dtype=np.float32), zeros, zeros, zeros, thumbs)
-        fields = ("desc", "luma_mean", "luma_std", "sharpness", "thumb")
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+
+_FIELDS = ("desc", "luma_mean", "luma_std", "sharpness", "thumb")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -83,7 +89,9 @@ def _box_means(grey: np.ndarray, rows: int, cols: int) -> np.ndarray:
         + integral[:, y0[:, None], x0[None, :]]
     )
     area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
-    return (total / area).astype(np.float32)
+    # C order: the fancy indexing above lays the batch axis innermost, and a reduction over a row strided by the
+    # batch size sums in another order than over a lone row (the results would change with the batch).
+    return np.ascontiguousarray((total / area).astype(np.float32))
 
 
 _BIN_EDGES = np.arange(1, _ORIENT_BINS) * np.pi / _ORIENT_BINS

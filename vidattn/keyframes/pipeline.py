@@ -10,6 +10,10 @@ Pipeline, one sequential pass per video with bounded memory:
    floats), so a two-hour video costs a few tens of MB. The training-free path is numpy only (no
    torch import, ~2 s of CPU); the CLI decodes the first video in a child process while it starts.
    On its way the decoder shows every frame it decodes to a `probe.FrameProbe` (16 bytes a frame).
+   A long file is read by two decoders at once, the second from a key frame near the middle
+   (`vidattn.data.halves`, ``decoders``): a decoder that skips non-reference frames decodes a chain
+   of frames and leaves cores idle. Samples, descriptors and the probe are joined at the key frame
+   into exactly what one decoder gives.
 2. **Cuts and transitions.** Frame-exact hard cuts (`vidattn.keyframes.shots.find_cuts`): gaps between
    samples whose descriptors differ are examined frame by frame through the probe's steps, and only
    where the cut falls on frames the decoder skipped are those few decoded. Fades and dissolves
@@ -49,7 +53,7 @@ import contextlib
 import glob
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,19 +81,6 @@ SCORER_FREE = "selfattn-free/1"
 SCORER_MODEL = "model-evidence/2"
 
 
-def _batches(it: Iterable[tuple[int, np.ndarray]], size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    idx: list[int] = []
-    frames: list[np.ndarray] = []
-    for i, frame in it:
-        idx.append(i)
-        frames.append(frame)
-        if len(idx) >= size:
-            yield idx, frames
-            idx, frames = [], []
-    if idx:
-        yield idx, frames
-
-
 @dataclass
 class _Pass:
     """What the sampled pass leaves: sample indices and statistics, the decoder's look at the frames
@@ -102,6 +93,34 @@ class _Pass:
     windows: WindowScorer | None
 
 
+class _Described:
+    """The samples of one part of the stream (`PrefetchedFrames.parts`), described a batch at a time."""
+
+    def __init__(self, batch_size: int, windows: WindowScorer | None) -> None:
+        self.batch_size, self.windows = batch_size, windows
+        self.indices: list[int] = []
+        self.stats: list[FrameStats] = []
+        self._idx: list[int] = []
+        self._frames: list[np.ndarray] = []
+
+    def add(self, index: int, frame: np.ndarray) -> None:
+        self._idx.append(index)
+        self._frames.append(frame)
+        if len(self._idx) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._idx:
+            return
+        self.indices.extend(self._idx)
+        # Each frame's descriptor is computed on its own row, so batches that start elsewhere give the same values.
+        self.stats.append(describe_frames(np.stack(self._frames)))
+        if self.windows is not None:
+            for frame in self._frames:
+                self.windows.push(frame)
+        self._idx, self._frames = [], []
+
+
 def _sample_pass(frames: PrefetchedFrames, opts: KeyframeOptions, model: KeyframeModel | None) -> _Pass:
     with frames:
         frames.info()
@@ -110,19 +129,28 @@ def _sample_pass(frames: PrefetchedFrames, opts: KeyframeOptions, model: Keyfram
             from vidattn.keyframes.model import WindowScorer
 
             windows = WindowScorer(model, opts.batch_size)
-        indices: list[int] = []
-        parts: list[FrameStats] = []
-        for idx, arrays in _batches(frames, opts.batch_size):
-            indices.extend(idx)
-            parts.append(describe_frames(np.stack(arrays)))
-            if windows is not None:
-                for frame in arrays:
-                    windows.push(frame)
+        # Part 1 is the later half of a file read by two decoders at once (never with a model: no split there).
+        parts = (_Described(opts.batch_size, windows), _Described(opts.batch_size, None))
+        for part, index, frame in frames.parts():
+            parts[part].add(index, frame)
+        for described in parts:
+            described.flush()
         if windows is not None:
             windows.finish()
         info = frames.info()  # final now: num_frames is corrected if the file ended early
         dense = frames.probe_result if isinstance(frames.probe_result, DenseSteps) else None
-    return _Pass(np.asarray(indices, dtype=np.int64), FrameStats.concat(parts), dense, info, windows)
+        first, later = parts
+        indices = np.asarray(first.indices, dtype=np.int64)
+        stats = FrameStats.concat(first.stats)
+        if frames.split_held and later.indices:
+            # One decoder's samples: the first half's, then the later half's past them (both may pick the key
+            # frame where the halves meet).
+            more = np.asarray(later.indices, dtype=np.int64)
+            keep = more > indices[-1] if indices.size else np.ones(more.shape, dtype=bool)
+            rest = FrameStats.concat(later.stats)
+            indices = np.concatenate([indices, more[keep]])
+            stats = FrameStats.concat([stats, rest.rows(keep)])
+    return _Pass(indices, stats, dense, info, windows)
 
 
 class _Frames:

@@ -27,6 +27,7 @@ computes the same numbers from decoded RGB frames.
 from __future__ import annotations
 
 import array
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,23 @@ class FrameProbe:
         self._mean.append(sig[2])
         self._std.append(sig[3])
         self._time.append(float(frame.time) if frame.time is not None else np.nan)
+
+    def spawn(self) -> FrameProbe:
+        """A new, empty probe for a second decoder of the same file (`vidattn.data.halves`; see `join`)."""
+        return FrameProbe()
+
+    def join(self, later: FrameProbe, at: int) -> None:
+        """Make this the record one decoder would have made: this probe's rows up to frame `at`, then `later`'s
+        past it. `later` looked at the frames a second decoder decoded from frame `at` on (a key frame this
+        probe saw too, so the step of the next frame in `later` is the step one decoder measures)."""
+        keep = bisect.bisect_right(self._index, at)
+        skip = bisect.bisect_right(later._index, at)
+        for name in ("_index", "_time", "_step", "_mean", "_std", "_change"):
+            column = getattr(self, name)
+            del column[keep:]
+            column.extend(getattr(later, name)[skip:])
+        self._ok = self._ok and later._ok
+        self._prev = later._prev
 
     def result(self) -> DenseSteps | None:
         """What was recorded (None if a frame could not be read)."""

@@ -31,6 +31,7 @@ class KeyframeOptions:
     image_size: int | None = None  # short side of the key-frame JPEGs; None = native
     batch_size: int = 32  # frames per descriptor batch / windows per model batch
     backend: str = "auto"  # decoder: auto (= pyav here, see decoder_backend) | pyav | decord
+    decoders: int = 2  # training-free sampled pass: 1, or 2 = a long file is read as two halves at once (same result)
     device: str = "auto"  # where a model runs: auto | cpu | cuda (the training-free scorer is numpy, on the CPU)
     timeout_s: float | None = DEFAULT_TIMEOUT_S
 
@@ -61,7 +62,9 @@ def open_frames(
     Without ``step`` (the training-free scorer): samples at ``sample_fps`` (default 4) at
     ``decode_size``, letting the decoder skip non-reference frames (each sample is then the nearest
     frame that decodes, with its true index); a `FrameProbe` looks at every frame the decoder decodes
-    on the way (``probe_result`` of the stream, for frame-exact cuts). With ``step`` and ``size`` (a
+    on the way (``probe_result`` of the stream, for frame-exact cuts); with ``decoders=2`` a long file is
+    read by two decoders at once, one per half (`vidattn.data.halves`: the same frames and probe as one
+    decoder; read the stream with ``parts()``). With ``step`` and ``size`` (a
     model): exact frames every ``step`` frames (or at ``sample_fps``) at the model's size, sampled like
     its training clips.
     ``process`` decodes in a child process (`PrefetchedFrames`).
@@ -78,6 +81,7 @@ def open_frames(
             fps=fps,
             nearest=True,
             on_decoded=FrameProbe(),
+            split=options.decoders > 1,
         )
     return PrefetchedFrames(
         path,

@@ -678,8 +678,45 @@ class PyAVReader(VideoReader):
             out[missed] = self._read_sorted([indices[k] for k in missed])
         return out
 
+    def key_frames(self) -> list[int]:
+        """Presentation indices of the key frames a timestamp seek reaches exactly, in order; empty where
+        seeks are unsafe (unreliable timestamps, MPEG-PS) or the container has no timestamp seek (GIF)."""
+        if not self._call(self.can_seek) or self.container in _BYTE_REWIND_CONTAINERS:
+            return []
+        return list(self._key_positions)
+
+    def iter_nearest(
+        self,
+        indices: Sequence[int],
+        *,
+        on_decoded: Callable[[int, Any], None] | None = None,
+        from_key: int | None = None,
+        stop: Callable[[int], bool] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """`iter_frames(nearest=True, numpy=True)` over sorted `indices`, for one of two decoders that read one
+        file at once (`vidattn.data.halves`).
+
+        Args:
+            indices: the wanted frames, sorted.
+            on_decoded: as in `iter_frames`.
+            from_key: start decoding at this key frame (one of `key_frames`) instead of the first frame; the
+                frames before it that the decoder outputs (pictures of an open group that refer to the group
+                before) are not looked at. Every yielded frame is then at or after it.
+            stop: called with the index of each decoded frame, after `on_decoded`; True ends the stream there
+                (the wanted frames not yet yielded are left to another decoder).
+        """
+        wanted = [int(i) for i in indices]
+        if not wanted:
+            return iter(())
+        return self._stream_steps(self._iter_nearest(wanted, on_decoded, from_key=from_key, stop=stop), True)
+
     def _iter_nearest(
-        self, indices: list[int], on_decoded: Callable[[int, Any], None] | None = None
+        self,
+        indices: list[int],
+        on_decoded: Callable[[int, Any], None] | None = None,
+        *,
+        from_key: int | None = None,
+        stop: Callable[[int], bool] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         if not self.can_seek():  # no reliable pts -> index map to place the frames that do decode
             yield from self._iter_sorted(indices)
@@ -687,8 +724,14 @@ class PyAVReader(VideoReader):
         import av
 
         index_of = self._index_of
-        # From the start, without seeking: skip_frame combined with seeks hung FFmpeg's frame threads.
+        # From the start, or from one key frame by a seek made before skipping is switched on: skip_frame
+        # combined with seeks hung FFmpeg's frame threads.
         self._restart()
+        floor = indices[0]  # frames before it are never yielded
+        if from_key is not None:
+            self._container.seek(self._pts_by_index[from_key], stream=self._stream, backward=True, any_frame=False)
+            self._frames = self._decode()
+            floor = from_key
         self._stream.codec_context.skip_frame = "NONREF"
         try:
             k, last = 0, -1  # next wanted position; index of the last frame yielded
@@ -703,16 +746,18 @@ class PyAVReader(VideoReader):
                     idx = index_of.get(frame.pts, -1)
                     if idx < 0:
                         raise VideoDecodeError(self.path, f"decoded a frame with unknown timestamp {frame.pts}")
+                    if from_key is not None and idx < from_key:
+                        continue
                     if on_decoded is not None:
                         on_decoded(idx, frame)
+                    if stop is not None and stop(idx):
+                        break
                 while k < len(indices) and (frame is None or idx >= indices[k]):
                     target = indices[k]
                     k += 1
                     # The wanted index lies between the previous decoded frame and this one: take the nearer.
                     use_prev = (
-                        prev is not None
-                        and prev[0] >= indices[0]
-                        and (frame is None or target - prev[0] <= idx - target)
+                        prev is not None and prev[0] >= floor and (frame is None or target - prev[0] <= idx - target)
                     )
                     pick = prev if use_prev else (idx, frame) if frame is not None else None
                     if pick is not None and pick[0] > last:

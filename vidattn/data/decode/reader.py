@@ -325,6 +325,12 @@ class VideoReader(ABC):
         if not wanted:
             return
         gen = self._iter_nearest(wanted, on_decoded) if nearest else self._iter_sorted(wanted)
+        yield from self._stream_steps(gen, numpy)
+
+    def _stream_steps(
+        self, gen: Iterator[tuple[int, np.ndarray]], numpy: bool
+    ) -> Iterator[tuple[int, torch.Tensor]] | Iterator[tuple[int, np.ndarray]]:
+        """The items of a decoding generator, each step a timed call (`_call`)."""
         try:
             while True:
                 item = self._call(lambda: next(gen, None))
