@@ -614,13 +614,22 @@ class PyAVReader(VideoReader):
 
     def _read_sorted(self, indices: list[int]) -> np.ndarray:
         out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        self._read_into(indices, out, None)
+        return out
+
+    def _read_into(self, indices: list[int], out: np.ndarray, crop: tuple[int, int, int, int] | None) -> None:
+        # Straight from the converted frame into `out`: one copy of the pixels kept, and of the crop only.
         self._want, self._want_end = self._plan(indices), indices[-1]
         try:
-            for k, i in enumerate(indices):
-                out[k] = self._rgb(self._goto(i))
+            if crop is None:
+                for k, i in enumerate(indices):
+                    out[k] = self._rgb(self._goto(i))
+            else:
+                x, y, w, h = crop
+                for k, i in enumerate(indices):
+                    out[k] = self._rgb(self._goto(i))[y : y + h, x : x + w]
         finally:
             self._want = None
-        return out
 
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         want = self._plan(indices)
