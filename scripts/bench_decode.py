@@ -10,8 +10,8 @@ Methods:
 - ``vidattn w=N``: `VideoDataset` + `build_loader(num_workers=N)` with ``--backend`` (default
   "auto": decord, or PyAV for HEVC, H.264 with B-frames and files decord gets wrong), decoding at full size
   (``size`` = the video's short side, so no resize happens) with a centre crop to a square, in batches
-  of ``--batch-size`` (the reader copies only the crop, straight into the batch). The timed epoch follows a warm-up epoch with
-  persistent workers, so each worker's reader cache already holds the file, as in training.
+  of ``--batch-size`` (the reader copies only the crop, straight into the batch). The timed epoch follows a
+  warm-up epoch with persistent workers, so each worker's reader cache already holds the file, as in training.
   Workers start with ``--start-method`` (forkserver: forked workers of this long-lived process,
   which has run many decoders by then, segfaulted intermittently).
 - ``decord (reader reused)``: one ``decord.VideoReader`` per file, opened once and reused, then

@@ -447,17 +447,22 @@ class VideoDataset(Dataset):
         it). Without this, each clip was copied out of the decoder, then its crop again into the batch: on
         320x240 clips that was a quarter of the loader's time. Failed samples leave their slot unused.
         """
-        jobs = [self._prepare(key) for key in keys]
-        shapes = {job.shape for job in jobs if isinstance(job, _Job)}
+        samples: list[dict[str, Any]] = []
         batch = None
-        if len(shapes) == 1 and None not in shapes:
-            from vidattn.data.loader import batch_buffer
+        for k, key in enumerate(keys):
+            # One sample at a time, opened and decoded before the next is opened: a batch may hold more
+            # files than the reader cache keeps open.
+            job = self._prepare(key)
+            if isinstance(job, dict):
+                samples.append(job)
+                continue
+            if batch is None and job.shape is not None:
+                from vidattn.data.loader import batch_buffer
 
-            batch = batch_buffer((len(jobs), *shapes.pop()), torch.uint8)
-        return [
-            job if isinstance(job, dict) else self._finish(job, None if batch is None else batch[k])
-            for k, job in enumerate(jobs)
-        ]
+                batch = batch_buffer((len(keys), *job.shape), torch.uint8)
+            slot = batch[k] if batch is not None and job.shape == tuple(batch.shape[1:]) else None
+            samples.append(self._finish(job, slot))
+        return samples
 
     def _failure(self, record: VideoRecord, index: int, exc: Exception) -> dict[str, Any]:
         self._cache.drop(record.path)
