@@ -15,7 +15,7 @@ import numpy as np
 
 from vidattn.data import bitstream
 from vidattn.data.decode.header import _short, check_not_still, check_video_stream, describe_streams
-from vidattn.data.decode.reader import DEFAULT_TIMEOUT_S, Size, Source, VideoReader, _output_size
+from vidattn.data.decode.reader import DEFAULT_TIMEOUT_S, Crop, Size, Source, VideoReader, _output_size, crop_view
 from vidattn.errors import VideoDecodeError
 
 #: Containers where PyAV's timestamp seeks are not frame-exact (MPEG-PS); decode those from the start.
@@ -617,17 +617,12 @@ class PyAVReader(VideoReader):
         self._read_into(indices, out, None)
         return out
 
-    def _read_into(self, indices: list[int], out: np.ndarray, crop: tuple[int, int, int, int] | None) -> None:
+    def _read_into(self, indices: list[int], out: np.ndarray, crop: Crop | None) -> None:
         # Straight from the converted frame into `out`: one copy of the pixels kept, and of the crop only.
         self._want, self._want_end = self._plan(indices), indices[-1]
         try:
-            if crop is None:
-                for k, i in enumerate(indices):
-                    out[k] = self._rgb(self._goto(i))
-            else:
-                x, y, w, h = crop
-                for k, i in enumerate(indices):
-                    out[k] = self._rgb(self._goto(i))[y : y + h, x : x + w]
+            for k, i in enumerate(indices):
+                out[k] = crop_view(self._rgb(self._goto(i)), crop)
         finally:
             self._want = None
 

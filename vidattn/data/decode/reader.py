@@ -206,6 +206,21 @@ def _writable_array(out: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> n
     return array
 
 
+def crop_view(frames: np.ndarray, crop: Crop | None) -> np.ndarray:
+    """The `crop` box, (left, top, width, height), of ``(..., H, W, C)`` frames: a view, no copy."""
+    if crop is None:
+        return frames
+    x, y, w, h = crop
+    return frames[..., y : y + h, x : x + w, :]
+
+
+def _result(array: np.ndarray, out: np.ndarray | torch.Tensor | None, numpy: bool) -> torch.Tensor | np.ndarray:
+    """What `get_frames` returns: `array`, or as a tensor; `out` itself where it is a tensor holding `array`."""
+    if numpy:
+        return array
+    return out if out is not None and not isinstance(out, np.ndarray) else _to_tensor(array)
+
+
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
     """A uint8 tensor sharing `array`'s memory (made contiguous first); imports torch on first use."""
     import torch
@@ -311,8 +326,7 @@ class VideoReader(ABC):
         shape = self._output_shape(len(idx), crop)
         dst = None if out is None else _writable_array(out, shape)
         if not idx:
-            array = np.empty(shape, dtype=np.uint8) if dst is None else dst
-            return array if numpy else out if out is not None and not isinstance(out, np.ndarray) else _to_tensor(array)
+            return _result(np.empty(shape, dtype=np.uint8) if dst is None else dst, out, numpy)
         bad = [i for i in idx if i < 0 or i >= self.num_frames]
         if bad:
             raise VideoDecodeError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
@@ -325,18 +339,15 @@ class VideoReader(ABC):
         else:
             frames = self._call(lambda: self._read_sorted_ref(uniq) if skip_nonref else self._read_sorted(uniq))
             pos = {i: k for k, i in enumerate(uniq)}
-            array = frames if in_order else frames[[pos[i] for i in idx]]
-            if crop is not None:
-                x, y, w, h = crop
-                array = array[:, y : y + h, x : x + w]
+            array = crop_view(frames, crop)
+            if not in_order:
+                array = array[[pos[i] for i in idx]]  # a copy of the crop only
             if dst is not None:
                 np.copyto(dst, array)
                 array = dst
-            elif crop is not None:
-                array = np.ascontiguousarray(array)
-        if numpy:
-            return array
-        return out if out is not None and not isinstance(out, np.ndarray) else _to_tensor(array)
+            else:
+                array = np.ascontiguousarray(array)  # a copy only where a crop was taken in order
+        return _result(array, out, numpy)
 
     def _output_shape(self, n: int, crop: Crop | None) -> tuple[int, int, int, int]:
         """``(n, H, W, 3)`` of a read of `n` frames, cropped to `crop` (checked to lie inside the frame)."""
@@ -352,11 +363,7 @@ class VideoReader(ABC):
     def _read_into(self, indices: list[int], out: np.ndarray, crop: Crop | None) -> None:
         """`_read_sorted` into `out` (``(len(indices), h, w, 3)``), cropped to `crop`; backends that can write
         there without a full-frame copy in between override it."""
-        frames = self._read_sorted(indices)
-        if crop is not None:
-            x, y, w, h = crop
-            frames = frames[:, y : y + h, x : x + w]
-        np.copyto(out, frames)
+        np.copyto(out, crop_view(self._read_sorted(indices), crop))
 
     def iter_frames(
         self,
