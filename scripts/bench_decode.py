@@ -22,7 +22,7 @@ Methods:
   exact and approximate seek modes, ``get_frames_at(indices)``, opened once per file or once per clip.
 - ``decord | tc exact | tc approx + crop/batch``: the reused raw readers doing the ``vidattn w=0`` row's
   work too: the same centre crop, stacked into batches of ``--batch-size`` (the crop copied into a
-  preallocated batch with numpy, the fastest way measured). ``vidattn w=0`` is compared with these.
+  preallocated batch with numpy, the fastest way measured). ``vidattn w=0`` is compared with these too.
 - ``vidattn per clip``: `open_video` + `get_frames` for every clip (``--backend``), as a dataset that
   opens a new file per clip does; compared with the per-clip rows of decord and torchcodec.
 - ``vidattn reader reused``: one `open_video` reader per file, opened once, then `get_frames` per clip:
@@ -39,9 +39,9 @@ file), which the next method would otherwise pay for. The generated videos, writ
 ``--cache-dir``: 720p H.264 with B-frames (60 s, x264 "veryfast"), and with the ffmpeg CLI 1080p HEVC
 (x265, B-frames), a 320x240 XviD AVI (MPEG-4 part 2, the UCF101 format) and a 320x240 GIF.
 
-The ratios, each against peers doing the same work: vidattn w=0 over the best of the "+ crop/batch" rows,
-vidattn's reader reused over the best raw reused row (torchcodec in either mode, decord), and vidattn per clip
-over the best per-clip row of those.
+The ratios: vidattn w=0 over the best raw reused row (torchcodec in either mode, decord), issue 18's
+criterion, and over the best of the "+ crop/batch" rows (the peers doing the same work); vidattn's reader
+reused over the best raw reused row; and vidattn per clip over the best per-clip row of those.
 
 Example:
     python scripts/bench_decode.py --json bench_decode.json
@@ -373,7 +373,8 @@ def _ratios(row: dict) -> None:
     reused = [row[k] for k in ("decord_reused", "tc_exact_reused", "tc_approx_reused") if k in row]
     per_clip = [row[k] for k in ("decord_per_clip", "tc_exact_per_clip", "tc_approx_per_clip") if k in row]
     batched = [row[k] for k in ("decord_batch", "tc_exact_batch", "tc_approx_batch") if k in row]
-    row["w0_vs_best"] = row["vidattn_w0"] / max(batched)
+    row["w0_vs_best"] = row["vidattn_w0"] / max(reused)  # issue 18's criterion, against the raw decoders
+    row["w0_vs_best_batch"] = row["vidattn_w0"] / max(batched)
     row["reader_vs_best"] = row["vidattn_reader"] / max(reused)
     row["per_clip_vs_best"] = row["vidattn_per_clip"] / max(per_clip)
     row["w0_vs_naive"] = row["vidattn_w0"] / row["naive_pyav"]
@@ -394,7 +395,8 @@ def summarise(rows: list[dict], keys: list[str]) -> dict:
 
 def markdown(rows: list[dict], summary: dict | None, cols: list[tuple[str, str]]) -> str:
     ratios = [
-        ("w0_vs_best", "w=0 / best(tc, decord) + crop/batch", ".2f"),
+        ("w0_vs_best", "w=0 / best(tc, decord)", ".2f"),
+        ("w0_vs_best_batch", "w=0 / best + crop/batch", ".2f"),
         ("reader_vs_best", "reader reused / best", ".2f"),
         ("per_clip_vs_best", "per clip / best", ".2f"),
         ("w0_vs_naive", "w=0 / naive", ".1f"),
