@@ -550,3 +550,38 @@ def test_spatial_views_copy_flag():
     view = spatial_views(frames, 32, "center", rng, copy=False)  # what VideoDataset uses: batching copies once
     assert view.untyped_storage().data_ptr() == frames.untyped_storage().data_ptr()
     assert torch.equal(view, copied)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("crop", ["center", "random", "three"])
+def test_batches_decoded_in_place_equal_the_cropped_full_frames(tmp_path, index_videos, crop):
+    """`__getitems__` decodes each clip's crop straight into one batch, which the collate hands on without a
+    copy: the same pixels, bit for bit, as cropping full decoded frames; failed samples are still reported."""
+    from vidattn.data import collate_videos, make_rng
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(np.random.default_rng(1).bytes(4096))
+    paths = [index_videos[n] for n in ("h264.mp4", "mpeg4.avi", "anim.gif", "hevc.mp4")]
+    with open_video(paths[0]) as reader:
+        short = min(reader.width, reader.height)
+    for size in (short, short - 14):  # no resize, and a resize at decode
+        records = [VideoRecord(str(p), 0) for p in paths for _ in range(2)] + [VideoRecord(str(broken), 0)]
+        ds = VideoDataset(records, ["x"], RandomClipSampler(5, stride=2), size=size, crop=crop, seed=2, cache_size=2)
+        for start in range(0, len(records), 3):
+            keys = [(1, i) for i in range(start, min(start + 3, len(records)))]
+            samples = ds.__getitems__(keys)
+            batch = collate_videos(samples)
+            good = [s for s in samples if "error" not in s]
+            assert [e["path"] for e in batch["errors"]] == [str(broken)] * (len(keys) - len(good))
+            if len(good) == len(keys) and crop != "three":  # one batch, decoded in place: no copy
+                assert batch["video"].data_ptr() == good[0]["video"].data_ptr()
+            for sample, video in zip(good, batch["video"], strict=True):
+                rng = make_rng(2, 1, sample["index"])
+                with open_video(sample["path"], size=size) as reader:
+                    ds.sampler(reader.num_frames, rng)  # the draws the sample made before its crop
+                    full = reader.get_frames(sample["frame_indices"].reshape(-1).tolist())
+                # The index band is whole in the full frames (a crop can cut it).
+                assert [read_index(f) for f in full] == sample["frame_indices"].reshape(-1).tolist()
+                full = full.view(len(sample["frame_indices"]), -1, *full.shape[1:])
+                assert torch.equal(video, spatial_views(full, size, crop, rng))
+                assert torch.equal(ds[(1, sample["index"])]["video"], video)  # one at a time: the same clip

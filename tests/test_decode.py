@@ -653,7 +653,10 @@ def test_rotation_with_resize(realvids, backend, angle):
         pytest.skip(f"{path.name} not in realvids")
     with open_video(path, backend=backend, size=160) as reader:
         assert (reader.width, reader.height) == (160, 284)  # short side 160, portrait kept
-        assert reader.get_frames([0, 2]).shape == (2, 284, 160, 3)
+        full = reader.get_frames([0, 2, 1])
+        assert full.shape == (3, 284, 160, 3)
+        # A crop is taken of what players show: after rotation and resize.
+        assert torch.equal(reader.get_frames([0, 2, 1], crop=(3, 244, 153, 33)), full[:, 244:277, 3:156])
 
 
 @pytest.mark.parametrize(("size", "expected"), [(48, (72, 48)), ((128, 80), (128, 80)), ((48, 48), (48, 48))])
@@ -1427,3 +1430,46 @@ def test_without_torchcodec_everything_else_works(index_videos, monkeypatch):
     with open_video(index_videos["h264.mp4"]) as reader:
         assert reader.backend != "torchcodec"
         assert indices_of(reader.get_frames([5, 1])) == [5, 1]
+
+
+@pytest.mark.parametrize("backend_name", [*BACKENDS, "auto"])
+@pytest.mark.parametrize("name", ["h264.mp4", "hevc.mp4", "mpeg4.avi", "anim.gif", "h264.mkv"])
+@pytest.mark.parametrize("size", [None, 40])
+def test_cropped_reads_equal_the_crop_of_full_frames(index_videos, backend_name, name, size):
+    """`get_frames(crop=, out=)` gives the crop of the full frames bit for bit, whatever the box, indices or
+    destination, and writes into `out` (a tensor or an array) when given one."""
+    path = index_videos[name]
+    rng = np.random.default_rng(7)
+    with open_video(path, backend=backend_name, size=size) as reader:
+        w, h, n = reader.width, reader.height, reader.num_frames
+        boxes = [(0, 0, w, h), (0, 0, 1, 1), (w - 1, h - 1, 1, 1), (1, 3, w - 2, h - 5), (w // 3, 0, min(w, h) // 2, h)]
+        boxes += [
+            (x, y, int(rng.integers(1, w - x + 1)), int(rng.integers(1, h - y + 1)))
+            for x, y in zip(rng.integers(0, w, 4), rng.integers(0, h, 4), strict=True)
+        ]
+        clips = [sorted(rng.choice(n, 6, replace=False).tolist()) for _ in range(3)]
+        clips += [[n - 1, 0, n // 2], [2, 2, 5, 1]]  # out of order, repeats
+        for k, (x, y, cw, ch) in enumerate(boxes):
+            clip = clips[k % len(clips)]
+            full = reader.get_frames(clip)  # backends resize with different filters: the same reader's frames
+            assert indices_of(full) == clip
+            want = full[:, y : y + ch, x : x + cw]
+            got = reader.get_frames(clip, crop=(x, y, cw, ch))
+            assert got.is_contiguous() and torch.equal(got, want), (x, y, cw, ch, clip)
+            slot = torch.zeros((2, len(clip), ch, cw, 3), dtype=torch.uint8)
+            assert reader.get_frames(clip, crop=(x, y, cw, ch), out=slot[1]).data_ptr() == slot[1].data_ptr()
+            assert torch.equal(slot[1], want) and not slot[0].any()
+            array = np.zeros((len(clip), ch, cw, 3), dtype=np.uint8)
+            assert reader.get_frames(clip, crop=(x, y, cw, ch), out=array, numpy=True) is array
+            assert np.array_equal(array, want.numpy())
+        whole = torch.zeros((3, h, w, 3), dtype=torch.uint8)
+        reader.get_frames([4, 1, 4], out=whole)
+        assert indices_of(whole) == [4, 1, 4]
+        with pytest.raises(ValueError, match="not inside"):
+            reader.get_frames([0], crop=(1, 0, w, h))
+        with pytest.raises(ValueError, match="not inside"):
+            reader.get_frames([0], crop=(0, 0, 0, 2))
+        with pytest.raises(ValueError, match="out must be"):
+            reader.get_frames([0, 1], crop=(0, 0, 2, 2), out=torch.zeros((2, 2, 3, 3), dtype=torch.uint8))
+        with pytest.raises(ValueError, match="out must be"):
+            reader.get_frames([0], out=torch.zeros((1, w, h, 3), dtype=torch.uint8).transpose(1, 2))

@@ -18,7 +18,38 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["collate_videos", "build_loader", "EpochSampler", "ErrorsManifest"]
+__all__ = ["collate_videos", "batch_buffer", "build_loader", "EpochSampler", "ErrorsManifest"]
+
+
+def batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU batch tensor; in a DataLoader worker it lives in shared memory, as torch's default
+    collate puts it, so that handing it to the main process copies nothing more."""
+    if torch.utils.data.get_worker_info() is not None:
+        storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+        return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+    return torch.empty(shape, dtype=dtype)
+
+
+def _stacked_already(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The batch tensor whose consecutive slots `tensors` are (`VideoDataset.__getitems__` decodes into one),
+    as one tensor over its whole storage; None when they are not exactly that."""
+    first = tensors[0]
+    if not first.is_contiguous():
+        return None
+    size = first.numel() * first.element_size()
+    storage = first.untyped_storage()
+    if storage.nbytes() != size * len(tensors) or first.storage_offset() != 0:
+        return None
+    for i, t in enumerate(tensors):
+        if (
+            t.shape != first.shape
+            or t.dtype != first.dtype
+            or not t.is_contiguous()
+            or t.untyped_storage().data_ptr() != storage.data_ptr()
+            or t.data_ptr() != storage.data_ptr() + i * size
+        ):
+            return None
+    return first.as_strided((len(tensors), *first.shape), (first.numel(), *first.stride()), 0)
 
 
 def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -26,15 +57,18 @@ def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
     Twice as fast as `torch.stack` on cropped views (measured: 4.3 vs 8.3 ms for four 16x360x360 clips).
     In a DataLoader worker the batch is allocated in shared memory, as torch's default collate does, so
-    handing it to the main process copies nothing more.
+    handing it to the main process copies nothing more. Clips already decoded into one batch are returned
+    as that batch, with no copy.
     """
     first = tensors[0]
     if any(t.shape != first.shape or t.dtype != first.dtype for t in tensors):
         raise ValueError(f"clips differ in shape or dtype: {sorted({(tuple(t.shape), t.dtype) for t in tensors})}")
+    stacked = _stacked_already(tensors) if first.device.type == "cpu" else None
+    if stacked is not None:
+        return stacked
     shape = (len(tensors), *first.shape)
-    if torch.utils.data.get_worker_info() is not None:
-        storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
-        out = first.new(storage).view(shape)
+    if first.device.type == "cpu":
+        out = batch_buffer(shape, first.dtype)
     else:
         out = torch.empty(shape, dtype=first.dtype, device=first.device)
     if out.device.type == "cpu" and first.dtype == torch.uint8:

@@ -15,7 +15,7 @@ import numpy as np
 
 from vidattn.data import bitstream
 from vidattn.data.decode.header import _short, check_not_still, check_video_stream, describe_streams
-from vidattn.data.decode.reader import DEFAULT_TIMEOUT_S, Size, Source, VideoReader, _output_size
+from vidattn.data.decode.reader import DEFAULT_TIMEOUT_S, Crop, Size, Source, VideoReader, _output_size, crop_view
 from vidattn.errors import VideoDecodeError
 
 #: Containers where PyAV's timestamp seeks are not frame-exact (MPEG-PS); decode those from the start.
@@ -614,13 +614,17 @@ class PyAVReader(VideoReader):
 
     def _read_sorted(self, indices: list[int]) -> np.ndarray:
         out = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        self._read_into(indices, out, None)
+        return out
+
+    def _read_into(self, indices: list[int], out: np.ndarray, crop: Crop | None) -> None:
+        # Straight from the converted frame into `out`: one copy of the pixels kept, and of the crop only.
         self._want, self._want_end = self._plan(indices), indices[-1]
         try:
             for k, i in enumerate(indices):
-                out[k] = self._rgb(self._goto(i))
+                out[k] = crop_view(self._rgb(self._goto(i)), crop)
         finally:
             self._want = None
-        return out
 
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         want = self._plan(indices)

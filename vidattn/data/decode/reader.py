@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # torch is imported where frames become tensors, so that deco
 
 Source = str | os.PathLike | BinaryIO | bytes
 Size = int | tuple[int, int] | None
+#: A crop box in output pixels: (left, top, width, height).
+Crop = tuple[int, int, int, int]
 T = TypeVar("T")
 
 #: Seconds one decode call may block before the reader gives up.
@@ -194,6 +196,31 @@ def run_with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) ->
     return result
 
 
+def _writable_array(out: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """`out` as a numpy array sharing its memory, checked to be a C-contiguous uint8 array of `shape`."""
+    array = out if isinstance(out, np.ndarray) else out.numpy()  # a CPU tensor; numpy() raises otherwise
+    if array.shape != shape or array.dtype != np.uint8 or not array.flags.c_contiguous or not array.flags.writeable:
+        raise ValueError(
+            f"out must be a writable C-contiguous uint8 array shaped {shape}, got {array.dtype} {array.shape}"
+        )
+    return array
+
+
+def crop_view(frames: np.ndarray, crop: Crop | None) -> np.ndarray:
+    """The `crop` box, (left, top, width, height), of ``(..., H, W, C)`` frames: a view, no copy."""
+    if crop is None:
+        return frames
+    x, y, w, h = crop
+    return frames[..., y : y + h, x : x + w, :]
+
+
+def _result(array: np.ndarray, out: np.ndarray | torch.Tensor | None, numpy: bool) -> torch.Tensor | np.ndarray:
+    """What `get_frames` returns: `array`, or as a tensor; `out` itself where it is a tensor holding `array`."""
+    if numpy:
+        return array
+    return out if out is not None and not isinstance(out, np.ndarray) else _to_tensor(array)
+
+
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
     """A uint8 tensor sharing `array`'s memory (made contiguous first); imports torch on first use."""
     import torch
@@ -266,7 +293,13 @@ class VideoReader(ABC):
         )
 
     def get_frames(
-        self, indices: Sequence[int], *, numpy: bool = False, skip_nonref: bool = False
+        self,
+        indices: Sequence[int],
+        *,
+        numpy: bool = False,
+        skip_nonref: bool = False,
+        crop: Crop | None = None,
+        out: np.ndarray | torch.Tensor | None = None,
     ) -> torch.Tensor | np.ndarray:
         """Decode the frames at `indices` (any order, repeats allowed) as uint8 ``(T, H, W, C)`` RGB.
 
@@ -278,19 +311,59 @@ class VideoReader(ABC):
                 HEVC pictures a read does not need in any case; with this hint it also skips
                 non-reference frames of other codecs on its way to each wanted one. The result is exact
                 either way: a requested frame that turns out to be non-reference is read again.
+            crop: ``(left, top, width, height)`` of the frames to return, in output pixels (after
+                rotation and resize): the same pixels as slicing the full frames, bit for bit, but only
+                the crop is copied out of each decoded frame (`VideoDataset` passes its crop here).
+            out: a C-contiguous uint8 array or tensor shaped like the result to write the frames into
+                (a slot of a batch, say), returned instead of a new one (as a tensor when `out` is one and
+                `numpy` is False).
+
+        Raises:
+            ValueError: `crop` does not lie inside the frame, or `out` has the wrong shape or layout.
         """
         idx = [int(i) for i in indices]
+        crop = None if crop is None else (int(crop[0]), int(crop[1]), int(crop[2]), int(crop[3]))
+        shape = self._output_shape(len(idx), crop)
+        dst = None if out is None else _writable_array(out, shape)
         if not idx:
-            empty = np.empty((0, self.height, self.width, 3), dtype=np.uint8)
-            return empty if numpy else _to_tensor(empty)
+            return _result(np.empty(shape, dtype=np.uint8) if dst is None else dst, out, numpy)
         bad = [i for i in idx if i < 0 or i >= self.num_frames]
         if bad:
             raise VideoDecodeError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
         uniq = sorted(set(idx))
-        frames = self._call(lambda: self._read_sorted_ref(uniq) if skip_nonref else self._read_sorted(uniq))
-        pos = {i: k for k, i in enumerate(uniq)}
-        array = frames if len(uniq) == len(idx) and uniq == idx else frames[[pos[i] for i in idx]]
-        return array if numpy else _to_tensor(array)
+        in_order = len(uniq) == len(idx) and uniq == idx
+        if in_order and not skip_nonref and (crop is not None or dst is not None):
+            # The common clip read: decoded straight into its destination, cropped, with no copy in between.
+            array = np.empty(shape, dtype=np.uint8) if dst is None else dst
+            self._call(lambda: self._read_into(uniq, array, crop))
+        else:
+            frames = self._call(lambda: self._read_sorted_ref(uniq) if skip_nonref else self._read_sorted(uniq))
+            pos = {i: k for k, i in enumerate(uniq)}
+            array = crop_view(frames, crop)
+            if not in_order:
+                array = array[[pos[i] for i in idx]]  # a copy of the crop only
+            if dst is not None:
+                np.copyto(dst, array)
+                array = dst
+            else:
+                array = np.ascontiguousarray(array)  # a copy only where a crop was taken in order
+        return _result(array, out, numpy)
+
+    def _output_shape(self, n: int, crop: Crop | None) -> tuple[int, int, int, int]:
+        """``(n, H, W, 3)`` of a read of `n` frames, cropped to `crop` (checked to lie inside the frame)."""
+        if crop is None:
+            return n, self.height, self.width, 3
+        x, y, w, h = crop
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > self.width or y + h > self.height:
+            raise ValueError(
+                f"crop {tuple(crop)} (left, top, width, height) is not inside the {self.width}x{self.height} frame"
+            )
+        return n, h, w, 3
+
+    def _read_into(self, indices: list[int], out: np.ndarray, crop: Crop | None) -> None:
+        """`_read_sorted` into `out` (``(len(indices), h, w, 3)``), cropped to `crop`; backends that can write
+        there without a full-frame copy in between override it."""
+        np.copyto(out, crop_view(self._read_sorted(indices), crop))
 
     def iter_frames(
         self,
