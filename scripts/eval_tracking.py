@@ -5,7 +5,8 @@ Every sequence folder given (or found one level below a folder given) is run by 
 the same process: OTB success AUC (21 IoU thresholds), precision@20 px and FPS per sequence, then
 the mean per tracker. Frames are decoded into memory first, so FPS counts tracking only: the
 per-frame ``update`` calls, not the first-frame ``init`` (model loading, start-up) and not JPEG
-decoding, measured the same way for every tracker. Trackers run in turn ``--repeats`` times and
+decoding, measured the same way for every tracker, as wall time (FPS) and as the process's CPU time
+per frame (user + sys over all its threads). Trackers run in turn ``--repeats`` times and
 the median time is reported, because a shared machine makes single timings noisy.
 
 Generated checks (``--scenarios``), on sequences with exact ground truth:
@@ -75,13 +76,19 @@ def run_vidattn(frames: list[np.ndarray], init: np.ndarray, device: str) -> dict
     boxes, scores = [np.asarray(init, dtype=np.float64).reshape(-1, 4)], [np.ones(len(init))]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for f in tensors[1:]:
         b, s = trk.update(f)
         boxes.append(b.cpu().numpy())  # the copy also synchronises a GPU each frame, as a user would
         scores.append(s.cpu().numpy())
-    dt = time.perf_counter() - t0
-    return {"boxes": np.stack(boxes, 1), "scores": np.stack(scores, 1), "time": dt, "wide": trk.wide_searches}
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "boxes": np.stack(boxes, 1),
+        "scores": np.stack(scores, 1),
+        "time": dt,
+        "cpu": cpu,
+        "wide": trk.wide_searches,
+    }
 
 
 def opencv_factory(name: str, nano_dir: Path | None = None) -> Callable[[], object] | None:
@@ -114,7 +121,7 @@ def run_opencv(create: Callable[[], object], frames: list[np.ndarray], init: np.
         trackers.append(trk)
     out = [np.asarray(init, dtype=np.float64).reshape(-1, 4)]
     last = out[0].copy()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for f in bgr[1:]:
         row = []
         for k, trk in enumerate(trackers):
@@ -122,20 +129,27 @@ def run_opencv(create: Callable[[], object], frames: list[np.ndarray], init: np.
             row.append(box if ok else last[k])
         last = np.asarray(row, dtype=np.float64)
         out.append(last)
-    dt = time.perf_counter() - t0
-    return {"boxes": np.stack(out, 1), "time": dt}
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"boxes": np.stack(out, 1), "time": dt, "cpu": cpu}
 
 
 def bench_sequence(
     name: str, frames: list[np.ndarray], gt: np.ndarray, trackers: dict[str, Callable | None], repeats: int, device: str
 ) -> list[dict]:
-    """All trackers on one sequence; accuracy from the first run, FPS = median over ``repeats`` runs."""
+    """All trackers on one sequence; accuracy from the first run, FPS and CPU time = medians over ``repeats`` runs.
+
+    CPU time (user + sys of the whole process, all threads, per frame) is the fairer comparison on a
+    shared machine: wall time counts the waits for a busy core, and OpenCV spreads a frame over
+    several threads where vidattn uses one.
+    """
     times: dict[str, list[float]] = {t: [] for t in trackers}
+    cpus: dict[str, list[float]] = {t: [] for t in trackers}
     metrics: dict[str, dict] = {}
     for rep in range(repeats):
         for trk, create in trackers.items():
             res = run_vidattn(frames, gt[:1], device) if create is None else run_opencv(create, frames, gt[:1])
             times[trk].append(res["time"])
+            cpus[trk].append(res["cpu"])
             if rep == 0:
                 metrics[trk] = evaluate(res["boxes"][0], gt)
     return [
@@ -144,6 +158,7 @@ def bench_sequence(
             "tracker": trk,
             **metrics[trk],
             "fps": (len(frames) - 1) / statistics.median(times[trk]),
+            "cpu_ms": 1000 * statistics.median(cpus[trk]) / (len(frames) - 1),
             "frames": len(frames),
         }
         for trk in trackers
@@ -198,14 +213,20 @@ def batch_timing(repeats: int, device: str, num_targets: int = 4, seed: int = 0)
 
 # --------------------------------------------------------------------------------- output
 def markdown(rows: list[dict]) -> str:
-    lines = ["| sequence | tracker | success AUC | precision@20 | FPS |", "|---|---|---|---|---|"]
+    lines = [
+        "| sequence | tracker | success AUC | precision@20 | FPS | CPU ms/frame |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['sequence']} | {r['tracker']} | {r['auc']:.3f} | {r['precision20']:.3f} | {r['fps']:.0f} |")
+        lines.append(
+            f"| {r['sequence']} | {r['tracker']} | {r['auc']:.3f} | {r['precision20']:.3f} | {r['fps']:.0f}"
+            f" | {r['cpu_ms']:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def summarise(rows: list[dict], label: str) -> list[dict]:
-    """Mean over sequences per tracker (FPS: median)."""
+    """Mean over sequences per tracker (FPS and CPU time: median)."""
     out = []
     for trk in dict.fromkeys(r["tracker"] for r in rows):
         sel = [r for r in rows if r["tracker"] == trk]
@@ -216,6 +237,7 @@ def summarise(rows: list[dict], label: str) -> list[dict]:
                 "auc": float(np.mean([r["auc"] for r in sel])),
                 "precision20": float(np.mean([r["precision20"] for r in sel])),
                 "fps": float(np.median([r["fps"] for r in sel])),
+                "cpu_ms": float(np.median([r["cpu_ms"] for r in sel])),
                 "frames": int(sum(r["frames"] for r in sel)),
             }
         )

@@ -182,8 +182,8 @@ class DCFTracker:
     def _features(self, patches: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patches -> (windowed features' rfft2 ``(N, C, gh, gw//2+1)``, cell colours ``(N, 3, gh, gw)``)."""
         cfg = self.cfg
-        feat = extract_features(patches, cell=cfg.cell, num_orients=cfg.num_orients, colour=cfg.colour)
         cells = F.avg_pool2d(patches, cfg.cell)
+        feat = extract_features(patches, cell=cfg.cell, num_orients=cfg.num_orients, colour=cfg.colour, cells=cells)
         # Orthonormal FFTs keep per-frequency energies comparable to the ADMM penalty mu.
         return torch.fft.rfft2(feat * window, norm="ortho"), cells
 

@@ -208,7 +208,13 @@ def colour_names(cells_rgb: torch.Tensor, temperature: float = 0.05) -> torch.Te
     return torch.softmax(-d2 / temperature, 1)
 
 
-def extract_features(patch: torch.Tensor, cell: int = 4, num_orients: int = 9, colour: bool = True) -> torch.Tensor:
+def extract_features(
+    patch: torch.Tensor,
+    cell: int = 4,
+    num_orients: int = 9,
+    colour: bool = True,
+    cells: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The default tracking feature stack: HOG-like gradients, intensity and soft colour names.
 
     Args:
@@ -216,12 +222,15 @@ def extract_features(patch: torch.Tensor, cell: int = 4, num_orients: int = 9, c
         cell: Cell size in pixels.
         num_orients: Contrast-insensitive orientation bins of the HOG part.
         colour: Append the eleven colour-name channels.
+        cells: The patches' mean colour per cell ``(N, 3, H // cell, W // cell)``, when the caller
+            has it already (pooling the full-resolution patches again costs as much as the FFT).
 
     Returns:
         ``(N, C, H // cell, W // cell)`` with ``C = 3 * num_orients + 2 (+ 11)``.
     """
     hog = hog_features(patch, cell=cell, num_orients=num_orients)
-    cells = F.avg_pool2d(patch, cell)  # (N, 3, h, w) mean colour per cell
+    if cells is None:
+        cells = F.avg_pool2d(patch, cell)  # (N, 3, h, w) mean colour per cell
     gray = cells.mean(1, keepdim=True) - 0.5
     parts = [hog, gray]
     if colour:
