@@ -162,6 +162,23 @@ def test_only_lost_targets_pay_for_the_wide_search():
         assert iou_xywh(boxes[i, -1], four.boxes[i, -1])[0] > 0.5
 
 
+def test_the_wide_search_asks_the_first_frame_template():
+    """A candidate of the re-detection search is judged by the first-frame template too, as in the normal window."""
+    seq = make_sequence(seed=0, num_frames=3, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(seq.frames[0], seq.boxes[:, 0])
+    trk.update(torch.from_numpy(seq.frames[1]))
+    trk.lost[:] = True
+    img = trk._to_image(torch.from_numpy(seq.frames[2]))
+    with torch.no_grad():
+        use, _, _, peak, anchor = trk._redetect(img, torch.zeros(1))
+        assert use.all() and torch.isfinite(anchor).all()
+        assert (anchor > 0.5 * peak).all()  # the unchanged target answers both templates
+        trk.anchor_f = torch.zeros_like(trk.anchor_f)  # a template that answers nothing...
+        anchor0 = trk._redetect(img, torch.zeros(1))[4]
+    assert torch.equal(anchor0, torch.zeros_like(anchor0))  # ...is what the candidate is judged by
+
+
 def _small_and_large_target(num_frames: int):
     """A 12 px and an 80 px target on the same frames, one tracker started on both; returns (sequence, tracker)."""
     small = make_sequence(seed=2, num_frames=num_frames, size=12, occlusion=False, background=None)

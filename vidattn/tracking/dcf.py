@@ -429,15 +429,15 @@ class DCFTracker:
         self.chan_w = (1 - lr) * self.chan_w + lr * rel
 
     # ------------------------------------------------------------------ detection
-    def _wide_filter(self, k: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """The filters of targets ``idx`` zero-padded to a ``k``-times larger grid, for re-detection.
+    def _wide_filter(self, k: int, hf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """Filters ``hf`` (N, C, gh, gw//2+1) zero-padded to a ``k``-times larger grid, for re-detection.
 
         Orthonormal FFTs of a ``k``-times larger grid scale the response by ``1 / k``; multiply peaks
         by ``k`` to compare them with the normal window's.
         """
         gh, gw = self.grid
         bh, bw = k * gh, k * gw
-        hs = torch.fft.irfft2(self.filter_f.index_select(0, idx), s=(gh, gw), norm="ortho")
+        hs = torch.fft.irfft2(hf, s=(gh, gw), norm="ortho")
         oy, ox = (bh - gh) // 2, (bw - gw) // 2
         big = F.pad(hs, (ox, bw - gw - ox, oy, bh - gh - oy))
         win = (_hann(bh, self.device).view(-1, 1) * _hann(bw, self.device).view(1, -1)).view(1, 1, bh, bw)
@@ -561,11 +561,10 @@ class DCFTracker:
 
         found = self._redetect(img, psr)
         if found is not None:
-            use, pos2, psr2, peak2 = found
+            use, pos2, psr2, peak2, anchor2 = found
             new_pos = torch.where(use.view(-1, 1), pos2, new_pos)
             psr, peak = torch.where(use, psr2, psr), torch.where(use, peak2, peak)
-            # Outside the normal window the first-frame template was not asked: PSR and peak judge.
-            anchor = torch.where(use, torch.full_like(anchor, math.inf), anchor)
+            anchor = torch.where(use, anchor2, anchor)
         conf, conf_psr, lost = self._confidence(psr, peak, anchor)
 
         # A lost target whose response still has a clean, isolated peak (a deforming target that
@@ -596,7 +595,7 @@ class DCFTracker:
         its filter zero-padded to the larger grid.
 
         Returns:
-            None when no target is lost, else ``(use, pos, psr, peak)`` for all ``B`` targets: ``use``
+            None when no target is lost, else ``(use, pos, psr, peak, anchor)`` for all ``B`` targets: ``use``
             marks the lost targets whose wide search answered with a cleaner peak (PSR) than the
             normal window did.
         """
@@ -606,20 +605,28 @@ class DCFTracker:
         cfg = self.cfg
         self.wide_searches += int(idx.numel())
         k = cfg.redetect_factor
-        hf_big, win_big, bh, bw = self._wide_filter(k, idx)
+        # The adapted and the first-frame filter in one batch: the first-frame template is asked
+        # about the wide search's candidate as about the normal window's.
+        both = torch.cat([self.filter_f.index_select(0, idx), self.anchor_f.index_select(0, idx)])
+        hf_big, win_big, bh, bw = self._wide_filter(k, both)
+        n = int(idx.numel())
         pos, step = self.pos.index_select(0, idx), self.step.index_select(0, idx)
         zb, _ = self._features(self._sample(img, pos, step, bh, bw), win_big)
-        rb = self._detect(zb.unsqueeze(1), hf_big, self.chan_w.index_select(0, idx), bh, bw)[:, 0]
+        rb = self._detect(zb.unsqueeze(1), hf_big[:n], self.chan_w.index_select(0, idx), bh, bw)[:, 0]
         _, r, c, peak = self._peak(rb.unsqueeze(1))
         dy, dx = self._subcell(rb, r, c)
         psr_wide, _ = self._psr(rb, r, c)
+        ab = self._detect(zb.unsqueeze(1), hf_big[n:], self.anchor_w.index_select(0, idx), bh, bw)[:, 0]
+        anchor_wide = ab[torch.arange(n, device=self.device), r, c] * k
         use = torch.zeros_like(self.lost)
         use[idx] = psr_wide > psr.index_select(0, idx)
         out_pos, out_psr, out_peak = self.pos.clone(), psr.clone(), torch.zeros_like(psr)
+        out_anchor = torch.zeros_like(psr)
+        out_anchor[idx] = anchor_wide
         out_pos[idx] = pos + self._displacement(r, c, dy, dx, bh, bw) * (cfg.cell * step).view(-1, 1)
         out_psr[idx] = psr_wide
         out_peak[idx] = peak * k  # orthonormal FFTs of a k-times larger grid scale the response by 1/k
-        return use, out_pos, out_psr, out_peak
+        return use, out_pos, out_psr, out_peak, out_anchor
 
     def _confidence(self, psr: torch.Tensor, peak: torch.Tensor, anchor: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Confidence in [0, 1], its PSR part and the lost flag per target, from cues relative to running references.
