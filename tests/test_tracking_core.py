@@ -280,3 +280,30 @@ def test_sample_windows_pools_only_what_the_windows_cover():
     grid = torch.stack(torch.meshgrid(grid_y, grid_x, indexing="ij")[::-1], -1).unsqueeze(0)
     ref = torch.nn.functional.grid_sample(full, grid, mode="bilinear", padding_mode="border", align_corners=False)
     torch.testing.assert_close(win, ref, atol=1e-5, rtol=0)
+
+
+def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
+    """Re-found further than refind_jump target sizes away: confidence capped, references frozen, until confirmed."""
+    seq = make_sequence(seed=0, num_frames=8, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(seq.frames[0], seq.boxes[:1, 0])
+    for frame in seq.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    cfg = trk.cfg
+    size = torch.sqrt(trk.size.prod(1)).view(-1, 1)
+    psr, peak, anchor = trk.psr_ref.clone(), trk.peak_ref.clone(), trk.anchor_ref.clone()  # every cue at 1
+    trk.lost[:] = True
+    assert not trk._unconfirmed(trk.pos + 0.5 * cfg.refind_jump * size).any()  # near where it was last seen
+    unconfirmed = trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size)
+    assert unconfirmed.all()
+    refs = trk.psr_ref.clone()
+    for i in range(cfg.confirm_frames):
+        conf, _, lost = trk._confidence(psr, peak, anchor, trk.unconfirmed | unconfirmed)
+        unconfirmed = trk.unconfirmed
+        assert not lost.any()
+        if i < cfg.confirm_frames - 1:
+            assert conf.item() <= cfg.unconfirmed_cap  # capped: not lost, but not trusted either
+            assert torch.equal(trk.psr_ref, refs)  # the references do not learn from it
+    assert conf.item() == 1.0 and not trk.unconfirmed.any()  # confirmed by its own cues
+    trk.lost[:] = False
+    assert not trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size).any()  # a tracked target never starts one

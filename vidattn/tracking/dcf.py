@@ -116,6 +116,14 @@ class DCFConfig:
     psr_lost_share: float = 0.5
     good_score: float = 0.6  # confidence above this: full-weight sample (in between: down-weighted)
     redetect_factor: int = 2  # search-window growth while lost
+    # A lost target found again further than this from where it was last seen (in target sizes sqrt(w * h))
+    # is *unconfirmed*: a look-alike beside the vanished target answers the wide search about as
+    # well as the target would. Its confidence is capped at ``unconfirmed_cap`` (which is also the
+    # weight the filter learns it with, and keeps the references from learning) until its own cues
+    # reach good_score for ``confirm_frames`` consecutive frames.
+    refind_jump: float = 0.5
+    unconfirmed_cap: float = 0.25
+    confirm_frames: int = 5
     cpu_threads: int | None = 1  # torch threads while tracking on the CPU (None: leave torch's setting)
 
 
@@ -241,6 +249,8 @@ class DCFTracker:
         self.lost = torch.zeros(b, dtype=torch.bool, device=self.device)
         self.vel = torch.zeros(b, 2, device=self.device)  # pixels per frame, for the search centre
         self.wide_searches = 0  # target-frames that paid for the wide re-detection search
+        self.unconfirmed = torch.zeros(b, dtype=torch.bool, device=self.device)  # re-found away from there
+        self.confirmed_frames = torch.zeros(b, dtype=torch.long, device=self.device)
         self._solve(xf, cells, det_rel=torch.ones(b, c, device=self.device), first=True)
         # A second template that never learns: the first frame's filter. Where the adaptive filter
         # and this one disagree about the target, the adaptive one has probably drifted.
@@ -565,7 +575,7 @@ class DCFTracker:
             new_pos = torch.where(use.view(-1, 1), pos2, new_pos)
             psr, peak = torch.where(use, psr2, psr), torch.where(use, peak2, peak)
             anchor = torch.where(use, anchor2, anchor)
-        conf, conf_psr, lost = self._confidence(psr, peak, anchor)
+        conf, conf_psr, lost = self._confidence(psr, peak, anchor, self._unconfirmed(new_pos))
 
         # A lost target whose response still has a clean, isolated peak (a deforming target that
         # matches its model poorly) follows that peak; otherwise it stays where it was last seen
@@ -628,7 +638,21 @@ class DCFTracker:
         out_peak[idx] = peak * k  # orthonormal FFTs of a k-times larger grid scale the response by 1/k
         return use, out_pos, out_psr, out_peak, out_anchor
 
-    def _confidence(self, psr: torch.Tensor, peak: torch.Tensor, anchor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _unconfirmed(self, new_pos: torch.Tensor) -> torch.Tensor:
+        """Per target, whether it is still a candidate re-found away from where it was lost (see ``refind_jump``).
+
+        A target that was lost last frame starts its probation here when it jumped more than
+        ``refind_jump`` target sizes from where it was last seen (a lost target that follows its
+        peak moves by small steps); :meth:`_confidence` ends it.
+        """
+        jump = (new_pos - self.pos).norm(dim=1) / torch.sqrt(self.size.prod(1))
+        started = self.lost & (jump > self.cfg.refind_jump)
+        self.confirmed_frames = torch.where(started, torch.zeros_like(self.confirmed_frames), self.confirmed_frames)
+        return self.unconfirmed | started
+
+    def _confidence(
+        self, psr: torch.Tensor, peak: torch.Tensor, anchor: torch.Tensor, unconfirmed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Confidence in [0, 1], its PSR part and the lost flag per target, from cues relative to running references.
 
         Each cue is measured against its own reference for this target, so that one threshold works
@@ -658,12 +682,20 @@ class DCFTracker:
         conf_peak = (peak / self.peak_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
         conf_anchor = (anchor / self.anchor_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
         conf = torch.minimum(torch.minimum(conf_psr, conf_peak), conf_anchor).clamp(0, 1)
+        if unconfirmed is not None:
+            # Probation of a target re-found away from where it was lost: confirmed after
+            # confirm_frames consecutive frames with its own cues at good_score, capped until then.
+            good = conf >= cfg.good_score
+            self.confirmed_frames = (self.confirmed_frames + 1) * good
+            self.unconfirmed = unconfirmed & (self.confirmed_frames < cfg.confirm_frames)
         self.cues = torch.stack([conf_psr, conf_peak, conf_anchor], 1)  # (B, 3), for diagnostics
         # Lost: the peak or the anchor cue alone, the PSR cue alone only when far down, else the PSR
         # cue with a second cue that is only middling (a deforming target keeps a high peak there).
         other = torch.minimum(conf_peak, conf_anchor)
         lost = (other < cfg.lost_score) | (conf_psr < cfg.lost_score * cfg.psr_lost_share) | (psr < cfg.psr_lost)
         lost = lost | ((conf_psr < cfg.lost_score) & (other < cfg.good_score))
+        if unconfirmed is not None:
+            conf = torch.where(self.unconfirmed & ~lost, conf.clamp_max(cfg.unconfirmed_cap), conf)
         warm = torch.full_like(conf, 1.0 / self.frame_index) * ~lost
         ref_lr = warm if self.frame_index <= cfg.ref_warmup else cfg.psr_ref_lr * (conf > cfg.ref_gate)
         self.psr_ref = (1 - ref_lr) * self.psr_ref + ref_lr * psr
