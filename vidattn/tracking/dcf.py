@@ -35,7 +35,9 @@ they come from:
   deforming target's broad response lowers the PSR alone: then it takes a second, middling cue, or
   a PSR cue far down): its model and scale stop learning, its box stays where it was last seen, and
   it alone pays for a wider re-detection search (the filter zero-padded to a larger
-  grid) until it is found again.
+  grid) until it is found again. Found again by a jump (``refind_jump``), it stays *unconfirmed*:
+  confidence capped and learned with low weight until its own cues are good for a few frames in a
+  row (a look-alike beside a vanished target answers the wide search about as well as the target).
 - **Cost** follows the targets, not the frame: windows are cut from the frame before any pooling.
 
 Coordinates: boxes are ``(x, y, w, h)`` in pixels with a top-left origin; pixel ``i`` covers
