@@ -258,7 +258,7 @@ def test_a_low_psr_alone_does_not_declare_a_target_lost():
     }
     for (psr, peak, anchor), want in cases.items():
         trk.psr_ref, trk.peak_ref, trk.anchor_ref = psr_ref.clone(), peak_ref.clone(), anchor_ref.clone()
-        conf, _, lost = trk._confidence(psr, peak_at(peak, peak_ref), peak_at(anchor, anchor_ref))
+        conf, _, lost = trk._confidence(psr, peak_at(peak, peak_ref), peak_at(anchor, anchor_ref), trk.unconfirmed)
         assert lost.item() == want, (psr.item(), peak, anchor)
         if (peak, anchor) == (1.0, 1.0) and psr is psr_low:
             assert conf.item() < cfg.lost_score  # the confidence still reports the weak cue

@@ -653,7 +653,7 @@ class DCFTracker:
         return self.unconfirmed | started
 
     def _confidence(
-        self, psr: torch.Tensor, peak: torch.Tensor, anchor: torch.Tensor, unconfirmed: torch.Tensor | None = None
+        self, psr: torch.Tensor, peak: torch.Tensor, anchor: torch.Tensor, unconfirmed: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         """Confidence in [0, 1], its PSR part and the lost flag per target, from cues relative to running references.
 
@@ -684,20 +684,17 @@ class DCFTracker:
         conf_peak = (peak / self.peak_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
         conf_anchor = (anchor / self.anchor_ref - cfg.peak_low) / (cfg.peak_high - cfg.peak_low)
         conf = torch.minimum(torch.minimum(conf_psr, conf_peak), conf_anchor).clamp(0, 1)
-        if unconfirmed is not None:
-            # Probation of a target re-found away from where it was lost: confirmed after
-            # confirm_frames consecutive frames with its own cues at good_score, capped until then.
-            good = conf >= cfg.good_score
-            self.confirmed_frames = (self.confirmed_frames + 1) * good
-            self.unconfirmed = unconfirmed & (self.confirmed_frames < cfg.confirm_frames)
+        # Probation of a target re-found away from where it was lost: confirmed after
+        # confirm_frames consecutive frames with its own cues at good_score, capped until then.
+        self.confirmed_frames = (self.confirmed_frames + 1) * (conf >= cfg.good_score)
+        self.unconfirmed = unconfirmed & (self.confirmed_frames < cfg.confirm_frames)
         self.cues = torch.stack([conf_psr, conf_peak, conf_anchor], 1)  # (B, 3), for diagnostics
         # Lost: the peak or the anchor cue alone, the PSR cue alone only when far down, else the PSR
         # cue with a second cue that is only middling (a deforming target keeps a high peak there).
         other = torch.minimum(conf_peak, conf_anchor)
         lost = (other < cfg.lost_score) | (conf_psr < cfg.lost_score * cfg.psr_lost_share) | (psr < cfg.psr_lost)
         lost = lost | ((conf_psr < cfg.lost_score) & (other < cfg.good_score))
-        if unconfirmed is not None:
-            conf = torch.where(self.unconfirmed & ~lost, conf.clamp_max(cfg.unconfirmed_cap), conf)
+        conf = torch.where(self.unconfirmed & ~lost, conf.clamp_max(cfg.unconfirmed_cap), conf)
         warm = torch.full_like(conf, 1.0 / self.frame_index) * ~lost
         ref_lr = warm if self.frame_index <= cfg.ref_warmup else cfg.psr_ref_lr * (conf > cfg.ref_gate)
         self.psr_ref = (1 - ref_lr) * self.psr_ref + ref_lr * psr
