@@ -63,6 +63,26 @@ def test_events_csv_is_the_ground_truth_and_a_new_spec_regenerates(tmp_path):
     assert probe(root / "train" / row["path"]).num_frames >= 50  # not kept from the earlier spec
 
 
+def test_synth_classes_option_writes_only_those_and_a_new_choice_regenerates(tmp_path):
+    from click.testing import CliRunner
+
+    from vidattn.cli import cli
+
+    out = tmp_path / "dirs"
+    args = ["synth", str(out), "--per-class", "1", "--val-per-class", "1", "--frames", "20-30"]
+    result = CliRunner().invoke(cli, [*args, "--classes", "move_left,move_right"])
+    assert result.exit_code == 0, result.output
+    labels = {r["label"] for r in csv.DictReader((out / "train" / "events.csv").open())}
+    assert labels == {"move_left", "move_right"}
+    result = CliRunner().invoke(cli, [*args, "--classes", "move_up,move_down"])  # same count, other classes
+    assert result.exit_code == 0, result.output
+    labels = {r["label"] for r in csv.DictReader((out / "train" / "events.csv").open())}
+    assert labels == {"move_up", "move_down"}  # not kept from the earlier choice
+    for bad in ("move_left,jump", "move_left", "move_left,move_left"):
+        result = CliRunner().invoke(cli, [*args, "--classes", bad])
+        assert result.exit_code == 2 and "--classes" in result.output and "Traceback" not in result.output
+
+
 def test_profile_derives_only_what_is_unset(tmp_path):
     spec = SynthSpec(min_frames=20, max_frames=60)
     root = generate_dataset(tmp_path / "d", per_class=2, val_per_class=1, seed=0, spec=spec, classes=("appear",))

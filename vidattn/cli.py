@@ -493,7 +493,15 @@ class FrameRangeParam(click.ParamType):
 @click.option("--distractors", type=click.IntRange(0), default=None, help="Jittering distractors per video.")
 @click.option("--decoys", type=click.IntRange(0), default=None, help="Target look-alikes with a symmetric burst.")
 @click.option("--size", type=click.IntRange(16), default=None, help="Frame height = width in pixels (default 32).")
-def synth(out_dir, per_class, val_per_class, seed, preset, frames, event_frames, distractors, decoys, size) -> None:
+@click.option(
+    "--classes",
+    default=None,
+    metavar="A,B,...",
+    help="Only these classes (default all seven), e.g. move_left,move_right,move_up,move_down.",
+)
+def synth(
+    out_dir, per_class, val_per_class, seed, preset, frames, event_frames, distractors, decoys, size, classes
+) -> None:
     """Generate the synthetic motion dataset (classes told apart only by frame order).
 
     Writes OUT_DIR/{train,val}/<class>/*.mp4 and OUT_DIR/{train,val}/events.csv.
@@ -503,10 +511,19 @@ def synth(out_dir, per_class, val_per_class, seed, preset, frames, event_frames,
       vidattn synth data/synth
       vidattn synth data/long --frames 48-192 --event-frames 6
       vidattn synth data/hard --preset hard
+      vidattn synth data/dirs --frames 48-192 --event-frames 6 --per-class 40 --val-per-class 12 \\
+          --classes move_left,move_right,move_up,move_down
     """
     import dataclasses
 
-    from vidattn.data.synthetic import PRESETS, generate_dataset
+    from vidattn.data.synthetic import CLASSES, PRESETS, generate_dataset
+
+    chosen = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes is not None else CLASSES
+    unknown = [c for c in chosen if c not in CLASSES]
+    if unknown or len(set(chosen)) < 2 or len(set(chosen)) != len(chosen):
+        raise click.BadParameter(
+            f"need two or more different classes out of {', '.join(CLASSES)}; got {classes!r}", param_hint="--classes"
+        )
 
     changes: dict[str, Any] = {}
     if frames:
@@ -523,7 +540,9 @@ def synth(out_dir, per_class, val_per_class, seed, preset, frames, event_frames,
         spec = dataclasses.replace(PRESETS[preset], **changes)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    out = generate_dataset(out_dir, per_class=per_class, val_per_class=val_per_class, seed=seed, spec=spec)
+    out = generate_dataset(
+        out_dir, per_class=per_class, val_per_class=val_per_class, seed=seed, spec=spec, classes=chosen
+    )
     click.echo(f"wrote synthetic dataset to {out}")
 
 

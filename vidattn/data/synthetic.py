@@ -285,7 +285,7 @@ def generate_dataset(
     """Write ``OUT/{train,val}/<class>/*.mp4`` plus ``events.csv`` per split; returns OUT.
 
     Generation is deterministic in `seed`. A finished split (its ``events.csv`` exists and lists the
-    expected number of videos, made with the same `spec`) is kept as is, so re-running is cheap and an
+    expected number of videos, made with the same `spec` and `classes`) is kept as is, so re-running is cheap and an
     interrupted run resumes.
 
     Raises:
@@ -295,7 +295,8 @@ def generate_dataset(
     spec_dict = dataclasses.asdict(spec)
     previous = out / "synth.json"
     try:
-        same_spec = json.loads(previous.read_text()).get("spec") == spec_dict
+        record = json.loads(previous.read_text())
+        same_spec = record.get("spec") == spec_dict and record.get("classes") == list(classes)
     except (OSError, ValueError, AttributeError):
         same_spec = False
     for split, count, split_seed in (("train", per_class, seed), ("val", val_per_class, seed + 1_000_003)):
