@@ -499,6 +499,30 @@ def test_contrast_jitter_scales_each_clip_alike_in_every_frame():
         Config.from_dict({"data": {"jitter": 1.0}}).validate()
 
 
+def test_hue_jitter_turns_colours_and_keeps_brightness_and_grey():
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randint(90, 160, (32, 4, 8, 8, 3), generator=gen, dtype=torch.uint8)  # nothing gets clipped
+    video[:, :, :2] = 120  # a grey band
+    plain = VideoTransform(8, train=True, flip=False, scale=(1.0, 1.0), ratio=(1.0, 1.0))  # the whole frame
+    turned = VideoTransform(8, train=True, flip=False, scale=(1.0, 1.0), ratio=(1.0, 1.0), hue=1.0)
+    mean, std = plain.mean, plain.std
+    a = plain(video, generator=torch.Generator().manual_seed(3)) * std + mean  # back to [0, 1] RGB
+    b = turned(video, generator=torch.Generator().manual_seed(3)) * std + mean
+    torch.testing.assert_close(b.mean(1), a.mean(1), atol=1e-5, rtol=0)  # brightness kept, pixel by pixel
+    torch.testing.assert_close(b[..., :2, :], a[..., :2, :], atol=1e-5, rtol=0)  # grey stays grey
+    colour_a, colour_b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    assert (colour_b - colour_a).abs().mean() > 0.01  # the colours changed
+    # one colour map per clip: the same in every frame, so what moves keeps its colour through the clip
+    ratio = colour_b.norm(dim=1).mean(dim=(2, 3)) / colour_a.norm(dim=1).mean(dim=(2, 3))  # (B, T) saturation
+    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio), atol=1e-3, rtol=0)
+    assert ratio.min() >= 0.5 - 1e-3 and ratio.max() <= 1.5 + 1e-3 and ratio[:, 0].std() > 0.1
+    assert torch.equal(VideoTransform(8, hue=1.0)(video), VideoTransform(8)(video))  # evaluation: never
+    with pytest.raises(ConfigError, match="data.hue"):
+        from vidattn.config import Config
+
+        Config.from_dict({"data": {"hue": 1.5}}).validate()
+
+
 def test_center_and_three_crop_shapes():
     frames = torch.arange(4 * 10 * 16 * 3, dtype=torch.int32).view(4, 10, 16, 3).to(torch.uint8)
     assert center_crop(frames, 8).shape == (4, 8, 8, 3)

@@ -96,6 +96,11 @@ class DataConfig:
     # (one per clip, times one per channel in [1 - j/2, 1 + j/2]), the same in every frame. What moves then
     # moves with every strength, so a faint target is not a case the model has hardly seen. 0 = off.
     jitter: float = 0.0
+    # Hue jitter in training: each clip's colours turned about the grey axis by up to +-hue x 180 degrees and its
+    # saturation scaled by a factor in [1 - hue/2, 1 + hue/2] (brightness kept), the same in every frame. A model
+    # trained from scratch on a few videos per class otherwise learns each video by the colours of what moves in
+    # it. None = derived: 1 when the model sees frame differences (model.input=diff), else 0. 0 = off.
+    hue: float | None = None
     test_clips: int = 1  # temporal views per video at evaluation
     test_crops: int = 1  # spatial views at evaluation: 1 (centre) or 3 (three-crop)
     backend: str = "auto"  # decoder: auto | decord | pyav
@@ -114,6 +119,7 @@ class DataConfig:
         "size": _at_least(1),
         "crop_size": _at_least(1),
         "jitter": _fraction(below_one=True),
+        "hue": _fraction(),
         "flip": _Rule(lambda v: v is True or v is False or v == "auto", "true, false or auto"),
         "scale": _Rule(lambda v: all(map(_finite, v)) and 0 < v[0] <= v[1] <= 1, "a range 0 < min <= max <= 1"),
         "test_clips": _at_least(1),

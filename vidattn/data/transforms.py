@@ -132,6 +132,9 @@ class VideoTransform(torch.nn.Module):
         mirror: the class a flipped clip of each class becomes (`mirror_classes`); None = every class its own.
         jitter: contrast jitter (train only): each clip's channels scaled about the clip's per-channel mean by
             one factor in [1 - jitter, 1 + jitter] times one per channel in [1 - jitter/2, 1 + jitter/2].
+        hue: hue jitter (train only): each clip's colours turned about the grey axis by an angle in
+            [-hue, hue] x 180 degrees and its saturation scaled by a factor in [1 - hue/2, 1 + hue/2]; the
+            brightness (the mean of the channels) is kept.
         mean, std: per-channel normalisation in [0, 1] units.
     """
 
@@ -145,11 +148,13 @@ class VideoTransform(torch.nn.Module):
         flip: bool = True,
         mirror: Sequence[int] | None = None,
         jitter: float = 0.0,
+        hue: float = 0.0,
         mean: tuple[float, float, float] = KINETICS_MEAN,
         std: tuple[float, float, float] = KINETICS_STD,
     ) -> None:
         super().__init__()
         self.size, self.train, self.scale, self.ratio, self.flip, self.jitter = size, train, scale, ratio, flip, jitter
+        self.hue = hue
         self.mirror = None if mirror is None or list(mirror) == list(range(len(mirror))) else list(mirror)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1), persistent=False)
@@ -190,6 +195,8 @@ class VideoTransform(torch.nn.Module):
         elif (h, w) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         x = rearrange(x, "b (t c) h w -> b c t h w", c=3)
+        if self.train and self.hue > 0:
+            x = self._jitter_hue(x, generator)
         if self.train and self.jitter > 0:
             x = self._jitter_contrast(x, generator)
         return (x - self.mean) / self.std, flipped
@@ -202,6 +209,21 @@ class VideoTransform(torch.nn.Module):
         gain = (1 + self.jitter * (2 * rand[:, :1] - 1)) * (1 + self.jitter / 2 * (2 * rand[:, 1:] - 1))  # (B, 3)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         return ((x - mean) * gain.view(b, 3, 1, 1, 1) + mean).clamp_(0, 1)
+
+    def _jitter_hue(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Turn each clip's colours about the grey axis and scale their saturation; clamped to [0, 1]."""
+        b = x.shape[0]
+        gen_device = generator.device if generator is not None else x.device
+        rand = torch.rand(b, 2, generator=generator, device=gen_device).to(x.device)
+        angle = (2 * rand[:, 0] - 1) * self.hue * math.pi
+        saturation = 1 + self.hue / 2 * (2 * rand[:, 1] - 1)
+        grey = torch.full((3, 1), 3**-0.5, device=x.device)
+        along = grey @ grey.T  # projection onto the grey axis (brightness), kept
+        across = torch.eye(3, device=x.device) - along  # the colour plane: turned and scaled
+        turn = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]], device=x.device) * 3**-0.5
+        c, s = (torch.cos(angle) * saturation).view(b, 1, 1), (torch.sin(angle) * saturation).view(b, 1, 1)
+        m = along + c * across + s * turn  # (B, 3, 3): Rodrigues' rotation about the grey axis, saturation scaled
+        return torch.einsum("bij,bjthw->bithw", m, x).clamp_(0, 1)
 
     def _random_affine(
         self, b: int, h: int, w: int, device: torch.device, generator: torch.Generator | None

@@ -167,6 +167,10 @@ def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
     if cfg.model.input is None:
         cfg.model.input = "diff" if scratch else "rgb"
         said.append(f"model.input={cfg.model.input} ({kind})")
+    if d.hue is None:
+        d.hue = 1.0 if cfg.model.input == "diff" else 0.0
+        why = "what moves is the class, not its colour" if d.hue else "the frames' colours can be the class"
+        said.append(f"data.hue={d.hue:g} (model.input={cfg.model.input}: {why})")
     if said:
         _log(info, "derived (set them with -o to override): " + "; ".join(said))
 
@@ -602,7 +606,9 @@ def _train_transform(cfg: Config, classes: list[str], info: DistInfo) -> VideoTr
         else:
             swaps = "; a flipped clip changes class: " + ", ".join(f"{a} <-> {b}" for a, b in pairs) if pairs else ""
             _log(info, f"data.flip={d.flip} -> horizontal flips in training{swaps}")
-    return VideoTransform(d.crop_size, train=True, scale=d.scale, flip=flip, mirror=mirror, jitter=d.jitter)
+    return VideoTransform(
+        d.crop_size, train=True, scale=d.scale, flip=flip, mirror=mirror, jitter=d.jitter, hue=d.hue or 0.0
+    )
 
 
 def _log(info: DistInfo, msg: str) -> None:
