@@ -363,6 +363,24 @@ def test_config_validation_rules():
     assert base.train.epochs == Config().train.epochs  # the base itself is not modified
 
 
+def test_a_run_from_before_hue_jitter_resumes_without_it(synth_root, tmp_path):
+    run = tmp_path / "run"
+    res = vidattn("train", "--data-root", str(synth_root), "--out", str(run), "--epochs", "1", *overrides())
+    assert res.returncode == 0, res.stderr
+    last = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["config"]["data"]["hue"] == 1.0  # derived: the model sees differences
+    del ckpt["config"]["data"]["hue"]  # what a checkpoint written before data.hue holds
+    torch.save(ckpt, last)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["data"]["hue"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    res = vidattn("train", "--out", str(run), "--resume", "--epochs", "2")
+    assert res.returncode == 0, res.stderr
+    assert "resume: data.hue" not in res.stderr and [m["epoch"] for m in read_metrics(run)] == [1, 2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["hue"] == 0.0  # it trained without, and goes on so
+
+
 def test_read_only_output_is_one_line(synth_root, tmp_path, make_read_only):
     """synth, train and eval into a read-only folder: one `Error:` line naming the path (issue 13)."""
     from vidattn.config import load_config

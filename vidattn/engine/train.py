@@ -211,7 +211,10 @@ def _prepare_run(cfg: Config, run_dir: Path, info: DistInfo, resume: bool) -> tu
     ckpt = None
     if resume:
         ckpt = load_checkpoint(last_path, map_location=info.device)
-        for key, old, new in resume_changes(checkpoint_config(ckpt, last_path), cfg, run=str(run_dir)):
+        saved = checkpoint_config(ckpt, last_path)
+        if saved.data.hue is None:  # a run from before hue jitter existed trained without it, and goes on so
+            saved.data.hue = cfg.data.hue = 0.0
+        for key, old, new in resume_changes(saved, cfg, run=str(run_dir)):
             _log(info, f"resume: {key} {old!r} -> {new!r}")
     if info.is_main:
         with writing_to(run_dir):
