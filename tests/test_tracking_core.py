@@ -307,3 +307,49 @@ def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
     assert conf.item() == 1.0 and not trk.unconfirmed.any()  # confirmed by its own cues
     trk.lost[:] = False
     assert not trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size).any()  # a tracked target never starts one
+
+
+def _red_square_frame(x: int, y: int, seed: int = 0) -> np.ndarray:
+    """A grey-noise frame with a 20 x 30 px red target at ``(x, y)`` (top-left)."""
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(90, 160, size=(160, 200, 3), dtype=np.uint8)
+    frame[y : y + 30, x : x + 20] = (200, 30, 40)
+    return frame
+
+
+def test_colour_response_peaks_where_the_target_colour_moved():
+    """Staple-style colour model: P(target | colour) is high on the target, and its box sums peak at its shift."""
+    trk = DCFTracker(DCFConfig(colour_weight=0.3))
+    trk.init(_red_square_frame(90, 65), torch.tensor([[90.0, 65.0, 20.0, 30.0]]))
+    assert trk.col_fg.shape == (1, trk.cfg.colour_bins**3)
+    gh, gw = trk.grid
+    for dx, dy in ((0, 0), (12, -8), (-16, 10)):
+        img = trk._to_image(_red_square_frame(90 + dx, 65 + dy, seed=1))
+        trk._pyramid = {}
+        patches = trk._sample(img, trk.pos, trk.step, gh, gw)
+        like = trk._pixel_likelihood(patches)
+        assert like.shape == (1, 1, gh, gw) and like.min() >= 0 and like.max() <= 1
+        col = trk._colour_response(like)
+        r, c = divmod(int(col[0].argmax()), gw)
+        r, c = (r - gh if r > gh // 2 else r), (c - gw if c > gw // 2 else c)
+        px = trk.cfg.cell * float(trk.step[0])  # pixels per cell
+        assert abs(c * px - dx) <= px and abs(r * px - dy) <= px
+        # Inside the target's box the likelihood is high, away from it low.
+        assert col[0].max() > 0.8 and col[0].min() < 0.1
+
+
+def test_colour_model_learns_only_with_weight_and_only_a_box_in_the_window():
+    trk = DCFTracker(DCFConfig(colour_weight=0.3))
+    trk.init(_red_square_frame(90, 65), torch.tensor([[90.0, 65.0, 20.0, 30.0]]))
+    gh, gw = trk.grid
+    img = trk._to_image(_red_square_frame(90, 65, seed=2))
+    patches = trk._sample(img, trk.pos, trk.step, gh, gw)
+    fg, bg = trk.col_fg.clone(), trk.col_bg.clone()
+    trk._learn_colour(patches, torch.zeros(1, 2), torch.zeros(1))  # weight 0 (a lost target): no change
+    assert torch.equal(trk.col_fg, fg) and torch.equal(trk.col_bg, bg)
+    trk._learn_colour(patches, torch.tensor([[10.0 * gw, 0.0]]), torch.ones(1))  # box outside the window
+    assert torch.equal(trk.col_fg, fg)
+    trk._learn_colour(patches, torch.zeros(1, 2), torch.full((1,), 0.5))
+    assert not torch.equal(trk.col_fg, fg)
+    torch.testing.assert_close(trk.col_fg.sum(1), torch.ones(1))  # still a distribution
+    torch.testing.assert_close(trk.col_bg.sum(1), torch.ones(1))

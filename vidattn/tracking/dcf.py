@@ -25,6 +25,14 @@ they come from:
   adapted filter learned from boxes of the estimated size and shares any lag of the estimate. The
   translation template has a fixed size in pixels, so a 10 px target is upsampled to the same
   number of cells as a 300 px one is downsampled to.
+- **Colour response** fused with the filter's (Staple, Bertinetto et al., "Staple: Complementary
+  Learners for Real-Time Tracking", CVPR 2016): per target, joint RGB histograms of the pixels in
+  the box and in a ring round it, learned with the confidence-gated sample weight; the per-pixel
+  P(target | colour), averaged over a target-sized box at every shift, is blended with the
+  filter's response (scaled to a top of 1) into the response that picks the position, in the
+  normal and the wide search, for targets of at least ``colour_min_size`` pixels. The PSR cue is
+  measured on that fused response; the peak and anchor cues stay the filter's own. Colour
+  evidence tells a thin person from his shadow and the ground where the filter's peak is weak.
 - **Motion**: the search window is centred where the target's recent velocity predicts it, and a
   peak far from that prediction must answer more strongly to win (SiamFC's window penalty).
 - **Confidence** from three cues, each relative to its own running reference for the target: the
@@ -81,6 +89,17 @@ class DCFConfig:
     mask_min_size: float = 20.0
     hist_bins: int = 8  # colour histogram bins per RGB channel for the mask
     hist_lr: float = 0.04
+    # Colour response fused with the filter's (Staple, Bertinetto et al. 2016): the share of the
+    # response that picks the position which is the mean P(target | colour) over a target-sized box
+    # at each shift; 0 = off. The PSR cue is measured on that fused response.
+    colour_weight: float = 0.3
+    # ... for targets at least this size sqrt(w * h) in pixels. Smaller ones keep the filter alone:
+    # with colour from 20 px on, a look-alike of the same colours was taken for the target again
+    # and the growing 10 px target's box followed its area less well (README, issue 16).
+    colour_min_size: float = 48.0
+    colour_bins: int = 16  # bins per RGB channel of the joint per-pixel histograms (foreground: the box ...
+    colour_ring: float = 0.5  # ... background: a ring this wide per side, in sqrt(w * h), round it; 0 = the window)
+    colour_lr: float = 0.04  # their learning rate per frame, times the sample weight (confidence-gated like the filter)
     scale: ScaleConfig = field(default_factory=ScaleConfig)  # the DSST-style 1-D scale filter
     scale_damping: float = 1.0  # fraction of the measured scale change applied per frame
     min_scale: float = 0.2  # relative to the initial box
@@ -239,6 +258,10 @@ class DCFTracker:
         self.hist_fg = torch.zeros(b, nb, device=self.device)
         self.hist_bg = torch.zeros(b, nb, device=self.device)
         self._update_histograms(cells, lr=1.0)
+        if cfg.colour_weight > 0:
+            self.col_fg = torch.zeros(b, cfg.colour_bins**3, device=self.device)
+            self.col_bg = torch.zeros_like(self.col_fg)
+            self._learn_colour(patches, torch.zeros(b, 2, device=self.device), torch.ones(b, device=self.device))
 
         self._init_memory(xf)
 
@@ -301,6 +324,8 @@ class DCFTracker:
         cx = torch.arange(gw, device=self.device, dtype=torch.float32) - (gw - 1) / 2
         inside = (cy.view(1, -1, 1).abs() <= th.view(-1, 1, 1) / 2) & (cx.view(1, 1, -1).abs() <= tw.view(-1, 1, 1) / 2)
         self.box_mask = inside.float().unsqueeze(1)  # (B, 1, gh, gw)
+        box = self.box_mask / self.box_mask.sum((2, 3), keepdim=True).clamp_min(1)
+        self._box_f = torch.fft.rfft2(box)  # for the colour response's box sums
         # Centre prior for the reliability mask: an Epanechnikov-like bump over the box.
         r2 = (cy.view(1, -1, 1) / (th.view(-1, 1, 1) / 2 + 1)) ** 2 + (
             cx.view(1, 1, -1) / (tw.view(-1, 1, 1) / 2 + 1)
@@ -345,14 +370,100 @@ class DCFTracker:
         self.hist_fg = (1 - lr) * self.hist_fg + lr * fg
         self.hist_bg = (1 - lr) * self.hist_bg + lr * bg
 
+    def _likelihood(self, cells: torch.Tensor) -> torch.Tensor:
+        """P(target | colour) of every cell ``(B, 1, gh, gw)`` from the foreground/background histograms."""
+        idx = self._hist_index(cells).flatten(1)  # (B, gh*gw)
+        pf = torch.gather(self.hist_fg, 1, idx)
+        pb = torch.gather(self.hist_bg, 1, idx)
+        return (pf / (pf + pb + 1e-6)).view(cells.shape[0], 1, cells.shape[2], cells.shape[3])
+
+    def _pixel_bins(self, patches: torch.Tensor) -> torch.Tensor:
+        """Joint RGB bin of every pixel of ``patches`` (B, 3, ph, pw) -> (B, ph * pw)."""
+        nb = self.cfg.colour_bins
+        q = (patches.clamp(0, 1 - 1e-6) * nb).long()
+        return ((q[:, 0] * nb + q[:, 1]) * nb + q[:, 2]).flatten(1)
+
+    def _learn_colour(self, patches: torch.Tensor, offset: torch.Tensor, lr: torch.Tensor) -> None:
+        """Blend the foreground (box at ``offset`` cells from the window centre) and background colour histograms."""
+        cfg = self.cfg
+        b, _, ph, pw = patches.shape
+        nb = cfg.colour_bins**3
+        tw = self.size[:, 0] / self.step  # box in template pixels
+        th = self.size[:, 1] / self.step
+        ys = torch.arange(ph, device=self.device, dtype=torch.float32) + 0.5 - ph / 2
+        xs = torch.arange(pw, device=self.device, dtype=torch.float32) + 0.5 - pw / 2
+        oy, ox = (offset[:, 1] * cfg.cell).view(-1, 1, 1), (offset[:, 0] * cfg.cell).view(-1, 1, 1)
+        dy, dx = (ys.view(1, -1, 1) - oy).abs(), (xs.view(1, 1, -1) - ox).abs()
+        fg_w = ((dy <= th.view(-1, 1, 1) / 2) & (dx <= tw.view(-1, 1, 1) / 2)).float().flatten(1)
+        bg_w = 1 - fg_w
+        if cfg.colour_ring > 0:
+            ring = (cfg.colour_ring * torch.sqrt(tw * th)).view(-1, 1, 1)
+            near = (dy <= th.view(-1, 1, 1) / 2 + ring) & (dx <= tw.view(-1, 1, 1) / 2 + ring)
+            bg_w = bg_w * near.float().flatten(1)
+        idx = (self._pixel_bins(patches) + torch.arange(b, device=self.device).view(-1, 1) * nb).flatten()
+        fg = torch.bincount(idx, fg_w.flatten(), minlength=b * nb).view(b, nb)
+        bg = torch.bincount(idx, bg_w.flatten(), minlength=b * nb).view(b, nb)
+        # A box that left the window (a re-detection far off) teaches nothing.
+        lr = lr * (fg.sum(1) > 0)
+        fg = fg / fg.sum(1, keepdim=True).clamp_min(1e-6)
+        bg = bg / bg.sum(1, keepdim=True).clamp_min(1e-6)
+        lr = lr.view(-1, 1)
+        self.col_fg = (1 - lr) * self.col_fg + lr * fg
+        self.col_bg = (1 - lr) * self.col_bg + lr * bg
+
+    def _pixel_likelihood(self, patches: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """P(target | colour) per pixel from the per-pixel histograms, averaged per cell: ``(N, 1, h, w)``.
+
+        ``targets`` (N,) picks whose histograms each patch uses (default: patch i is target i).
+        """
+        b, _, ph, pw = patches.shape
+        idx = self._pixel_bins(patches)
+        fg, bg = self.col_fg, self.col_bg
+        if targets is not None:
+            fg, bg = fg.index_select(0, targets), bg.index_select(0, targets)
+        pf = torch.gather(fg, 1, idx)
+        pb = torch.gather(bg, 1, idx)
+        return F.avg_pool2d((pf / (pf + pb).clamp_min(1e-6)).view(b, 1, ph, pw), self.cfg.cell)
+
+    def _colour_response(self, like: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Colour response ``(N, h, w)``: the mean of cell likelihoods ``like`` inside the target's box at every shift.
+
+        Indexed like the filter's response (shift 0 at index 0, circular): the box-sum of the
+        likelihood is a cross-correlation with the box centred in the window, done with FFTs. A
+        window larger than the grid (the wide search) gets the box zero-padded, as the filter is.
+        """
+        gh, gw = self.grid
+        h, w = like.shape[2:]
+        box_f = self._box_f if targets is None else self._box_f.index_select(0, targets)
+        if (h, w) != (gh, gw):
+            box = torch.fft.irfft2(box_f, s=(gh, gw))
+            oy, ox = (h - gh) // 2, (w - gw) // 2
+            box_f = torch.fft.rfft2(F.pad(box, (ox, w - gw - ox, oy, h - gh - oy)))
+        return torch.fft.irfft2(box_f.conj() * torch.fft.rfft2(like), s=(h, w))[:, 0]
+
+    def _colour_targets(self) -> torch.Tensor:
+        """Per target, whether it uses (and keeps learning) the colour model: ``colour_min_size`` and up."""
+        return (torch.sqrt(self.size.prod(1)) >= self.cfg.colour_min_size) & (self.cfg.colour_weight > 0)
+
+    def _fuse_colour(self, resp: torch.Tensor, patches: torch.Tensor, targets: torch.Tensor | None = None):
+        """The response that picks the position: the filter's, scaled to a top of 1, blended with the colour response.
+
+        Staple's fusion, per target: targets under ``colour_min_size`` keep the filter's response
+        alone (scaled, which changes neither its peak nor its PSR). ``targets`` (N,) names the
+        targets of the rows of ``resp`` (N, h, w) and ``patches`` (default: all, in order).
+        """
+        cfg = self.cfg
+        use = self._colour_targets() if targets is None else self._colour_targets().index_select(0, targets)
+        a = cfg.colour_weight * use.float().view(-1, 1, 1)
+        top = resp.flatten(1).amax(1).clamp_min(1e-9).view(-1, 1, 1)
+        col = self._colour_response(self._pixel_likelihood(patches, targets), targets)
+        return (1 - a) * resp / top + a * col
+
     def _reliability_mask(self, cells: torch.Tensor) -> torch.Tensor:
         """Spatial attention: which cells of the box look like the target rather than the background."""
         if not self.cfg.mask:
             return self.box_mask
-        idx = self._hist_index(cells).flatten(1)  # (B, gh*gw)
-        pf = torch.gather(self.hist_fg, 1, idx)
-        pb = torch.gather(self.hist_bg, 1, idx)
-        like = (pf / (pf + pb + 1e-6)).view_as(self.prior)  # P(target | colour), (B, 1, gh, gw)
+        like = self._likelihood(cells)  # P(target | colour), (B, 1, gh, gw)
         # Smooth with a 3x3 box filter: the likelihood is noisy per cell, the mask should be compact.
         like = F.avg_pool2d(F.pad(like, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
         m = ((like * self.prior) > 0.5 * self.prior.amax((2, 3), keepdim=True) * 0.5).float() * self.box_mask
@@ -560,9 +671,11 @@ class DCFTracker:
         patches = self._sample(img, centre, self.step, gh, gw)
         zf, zcells = self._features(patches, self.window)
         resp = self._detect(zf.unsqueeze(1), self.filter_f, self.chan_w, gh, gw)[:, 0]  # (B, gh, gw)
-        r, c, peak = self._peak_with_prior(resp)
-        dy, dx = self._subcell(resp, r, c)
-        psr, side = self._psr(resp, r, c)
+        pick = self._fuse_colour(resp, patches) if self._colour_targets().any() else resp
+        r, c, _ = self._peak_with_prior(pick)
+        peak = resp[torch.arange(self.num_targets, device=self.device), r, c]
+        dy, dx = self._subcell(pick, r, c)
+        psr, side = self._psr(pick, r, c)
         shift_cells = self._displacement(r, c, dy, dx, gh, gw)  # (B, 2) x, y in cells
         new_pos = centre + shift_cells * (cfg.cell * self.step).view(-1, 1)
         # Agreement with the first-frame template: its response where the target was found.
@@ -596,6 +709,10 @@ class DCFTracker:
             # The detection window re-centred on the target is the training sample, unless the
             # target was found outside it (then it is re-sampled).
             offset = (new_pos - centre) / (cfg.cell * self.step).view(-1, 1)
+            colour = self._colour_targets() & active
+            if bool(colour.any()):
+                weight = torch.where(conf >= cfg.good_score, torch.ones_like(conf), conf)
+                self._learn_colour(patches, offset, cfg.colour_lr * weight * colour)
             self._rescale(img, active)
             self._learn(img, zf, zcells, side, offset, conf, active)
         return self.boxes(), self.scores
@@ -623,11 +740,14 @@ class DCFTracker:
         hf_big, win_big, bh, bw = self._wide_filter(k, both)
         n = int(idx.numel())
         pos, step = self.pos.index_select(0, idx), self.step.index_select(0, idx)
-        zb, _ = self._features(self._sample(img, pos, step, bh, bw), win_big)
+        patches = self._sample(img, pos, step, bh, bw)
+        zb, _ = self._features(patches, win_big)
         rb = self._detect(zb.unsqueeze(1), hf_big[:n], self.chan_w.index_select(0, idx), bh, bw)[:, 0]
-        _, r, c, peak = self._peak(rb.unsqueeze(1))
-        dy, dx = self._subcell(rb, r, c)
-        psr_wide, _ = self._psr(rb, r, c)
+        pick = self._fuse_colour(rb, patches, idx) if self._colour_targets().any() else rb
+        _, r, c, _ = self._peak(pick.unsqueeze(1))
+        peak = rb[torch.arange(n, device=self.device), r, c]
+        dy, dx = self._subcell(pick, r, c)
+        psr_wide, _ = self._psr(pick, r, c)
         ab = self._detect(zb.unsqueeze(1), hf_big[n:], self.anchor_w.index_select(0, idx), bh, bw)[:, 0]
         anchor_wide = ab[torch.arange(n, device=self.device), r, c] * k
         use = torch.zeros_like(self.lost)
