@@ -346,7 +346,7 @@ def test_config_validation_rules():
 
     assert load_config(None) == Config()
     for bad, message in (
-        ("train.batch_size=null", "train.batch_size needs a value"),
+        ("train.eval_batch_size=null", "train.eval_batch_size needs a value"),
         ("data.scale=[0.9,0.5]", "data.scale must be"),
         ("data.test_crops=2", "data.test_crops must be one of 1, 3"),
         ("optim.lr=.nan", "optim.lr must be > 0"),
@@ -363,10 +363,21 @@ def test_config_validation_rules():
     assert base.train.epochs == Config().train.epochs  # the base itself is not modified
 
 
+def test_batch_size_follows_the_number_of_training_videos():
+    from vidattn.engine.train import derive_batch_size
+
+    # 16, or fewer so that an epoch has at least 20 steps, never under 4
+    assert [derive_batch_size(n) for n in (0, 45, 100, 160, 320, 560, 10_000)] == [4, 4, 5, 8, 16, 16, 16]
+
+
 def test_a_run_from_before_hue_jitter_resumes_without_it(synth_root, tmp_path):
     run = tmp_path / "run"
-    res = vidattn("train", "--data-root", str(synth_root), "--out", str(run), "--epochs", "1", *overrides())
+    # (the batch size left to the data too: 18 videos give the smallest batch, 4)
+    res = vidattn(
+        "train", "--data-root", str(synth_root), "--out", str(run), "--epochs", "1", *overrides("train.batch_size=null")
+    )
     assert res.returncode == 0, res.stderr
+    assert "train.batch_size=4 (18 training videos per process)" in res.stderr
     last = run / "checkpoints" / "last.pt"
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["config"]["data"]["hue"] == 1.0  # derived: the model sees differences

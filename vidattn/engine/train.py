@@ -141,24 +141,47 @@ def _configure_process(cfg: Config, info: DistInfo) -> None:
     _seed_all(cfg.train.seed + info.rank)
 
 
+#: A derived batch size: the largest in this range that still gives an epoch `MIN_STEPS_PER_EPOCH` steps.
+BATCH_SIZE_RANGE = (4, 16)
+MIN_STEPS_PER_EPOCH = 20
+
+
+def derive_batch_size(num_videos: int) -> int:
+    """Clips per step for `num_videos` training videos (per process): 16, or fewer so an epoch has 20 steps.
+
+    A small set in batches of 16 trains for few steps an epoch; on 160 videos (10 steps) two of three seeds
+    learnt each video by its distractors and stayed at chance, while batches of 8 (20 steps, the learning
+    rate scaled with the batch) learnt the event (README, "Long videos").
+    """
+    low, high = BATCH_SIZE_RANGE
+    return max(low, min(high, num_videos // MIN_STEPS_PER_EPOCH))
+
+
 def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
     """Derive the settings the config left unset (None) from the data and the model, and say what was derived.
 
-    Data settings come from a probed sample of the training videos (`vidattn.data.profile`); the learning
-    rate from whether the weights are pretrained. Every rank probes the same sample, so all agree.
+    Data settings come from a probed sample of the training videos (`vidattn.data.profile`); the batch size
+    from how many training videos each process has; the learning rate, the input and the hue jitter from
+    whether the weights are pretrained. Every rank probes the same sample, so all agree.
     """
     from vidattn.data.profile import derive_data_settings, profile_videos
 
     d = cfg.data
     said = []
-    if None in (d.clip_len, d.stride, d.size, d.crop_size):
+    records = None
+    if None in (d.clip_len, d.stride, d.size, d.crop_size) or cfg.train.batch_size is None:
         records, _ = load_annotations(d.root, "train", fmt=d.format, ann_file=d.train_ann, split_id=d.split_id)
+    if None in (d.clip_len, d.stride, d.size, d.crop_size):
         profile = profile_videos([r.path for r in records], backend=d.backend)
         derived = derive_data_settings(d, profile)
         for key, value in derived.items():
             setattr(d, key, value)
         source = profile.describe() if profile is not None else "no training video could be probed"
         said.append(f"{source} -> " + ", ".join(f"data.{k}={v}" for k, v in derived.items()))
+    if cfg.train.batch_size is None:
+        per_process = -(-len(records) // info.world_size)
+        cfg.train.batch_size = derive_batch_size(per_process)
+        said.append(f"train.batch_size={cfg.train.batch_size} ({per_process} training videos per process)")
     scratch = default_lr(cfg.model.pretrained) == LR_SCRATCH
     kind = "training from scratch" if scratch else "pretrained weights"
     if cfg.optim.lr is None:
