@@ -597,3 +597,21 @@ def test_batch_buffer_in_the_main_process(dtype):
     assert first.shape == (2, 3, 4) and first.dtype == dtype and first.is_contiguous() and first.device.type == "cpu"
     first.fill_(1)
     assert first.sum().item() == 24
+
+
+def test_batch_buffer_reuses_a_batch_only_once_nothing_refers_to_it():
+    from vidattn.data.loader import batch_buffer
+
+    first = batch_buffer((3, 5, 7), torch.uint8)
+    ptr = first.data_ptr()
+    view, array = first[1], first.numpy()
+    del first
+    second = batch_buffer((3, 5, 7), torch.uint8)  # kept: only `first`'s array may come back
+    assert second.data_ptr() != ptr  # a view still refers to it
+    del view
+    third = batch_buffer((3, 5, 7), torch.uint8)
+    assert third.data_ptr() != ptr  # and an array over it
+    del array
+    assert batch_buffer((3, 5, 8), torch.uint8).data_ptr() != ptr  # another shape
+    assert batch_buffer((3, 5, 7), torch.uint8).data_ptr() == ptr  # now free
+    assert second.data_ptr() != third.data_ptr()
