@@ -609,3 +609,33 @@ def test_batches_decoded_in_place_equal_the_cropped_full_frames(tmp_path, index_
                 full = full.view(len(sample["frame_indices"]), -1, *full.shape[1:])
                 assert torch.equal(video, spatial_views(full, size, crop, rng))
                 assert torch.equal(ds[(1, sample["index"])]["video"], video)  # one at a time: the same clip
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.bfloat16])
+def test_batch_buffer_in_the_main_process(dtype):
+    """Outside a worker a batch's memory comes from numpy's allocator (where numpy has the dtype), which gives a
+    freed batch's pages to the next: a writable, contiguous CPU tensor of the shape, as torch.empty's."""
+    from vidattn.data.loader import batch_buffer
+
+    first = batch_buffer((2, 3, 4), dtype)
+    assert first.shape == (2, 3, 4) and first.dtype == dtype and first.is_contiguous() and first.device.type == "cpu"
+    first.fill_(1)
+    assert first.sum().item() == 24
+
+
+def test_batch_buffer_reuses_a_batch_only_once_nothing_refers_to_it():
+    from vidattn.data.loader import batch_buffer
+
+    first = batch_buffer((3, 5, 7), torch.uint8)
+    ptr = first.data_ptr()
+    view, array = first[1], first.numpy()
+    del first
+    second = batch_buffer((3, 5, 7), torch.uint8)  # kept: only `first`'s array may come back
+    assert second.data_ptr() != ptr  # a view still refers to it
+    del view
+    third = batch_buffer((3, 5, 7), torch.uint8)
+    assert third.data_ptr() != ptr  # and an array over it
+    del array
+    assert batch_buffer((3, 5, 8), torch.uint8).data_ptr() != ptr  # another shape
+    assert batch_buffer((3, 5, 7), torch.uint8).data_ptr() == ptr  # now free
+    assert second.data_ptr() != third.data_ptr()

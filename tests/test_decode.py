@@ -816,6 +816,96 @@ def test_stalled_source_times_out_on_open(index_videos):
         release.set()
 
 
+@pytest.mark.parametrize("name", ["mpeg4.avi", "anim.gif", "h264.mp4"])
+def test_crops_converted_alone_match_the_whole_frame_conversion(index_videos, name):
+    """`DirectRGB` converts only a crop, into the read's array: the same pixels as PyAV's whole-frame conversion
+    cropped after, at even and odd offsets; 4:2:0 boxes that do not start on a chroma block go PyAV's way."""
+    with (
+        open_video(index_videos[name], backend="pyav") as reader,
+        open_video(index_videos[name], backend="pyav") as plain,
+    ):
+        plain._direct.convert = lambda *args: False  # PyAV's conversion only
+        idx = list(range(0, 20, 3))
+        whole = plain.get_frames(idx, numpy=True)
+        assert np.array_equal(reader.get_frames(idx, numpy=True), whole)
+        w, h = reader.width, reader.height
+        boxes = {  # (left, top, width, height) -> converted directly
+            (2, 2, 32, 16): True,
+            (w - 40, h - 18, 40, 18): True,
+            (0, 0, w - w % 8, h - h % 2): True,
+            (3, 2, 32, 16): name == "anim.gif",  # odd left: PyAV's way for 4:2:0, direct for BGRA
+            (2, 3, 32, 16): name == "anim.gif",
+            (2, 2, 32, 15): name == "anim.gif",  # odd height
+            (1, 1, 31, 15): name == "anim.gif",
+            (2, 2, 28, 16): name == "anim.gif",  # 4:2:0 rows not a multiple of 8 pixels
+        }
+        convert = reader._direct._convert
+        for (x, y, cw, ch), direct in boxes.items():
+            used = []
+            reader._direct._convert = lambda *args, used=used: (used.append(args), convert(*args))
+            got = reader.get_frames(idx, numpy=True, crop=(x, y, cw, ch))
+            assert np.array_equal(got, whole[:, y : y + ch, x : x + cw]), (x, y, cw, ch)
+            assert bool(used) is direct, (x, y, cw, ch)
+
+
+class _ThreadNoting(PyAVReader):
+    """Notes the thread each read ran on."""
+
+    def _read_sorted(self, indices):
+        self.threads = [*getattr(self, "threads", []), threading.get_ident()]
+        return super()._read_sorted(indices)
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "inline"),
+    [
+        ("mpeg4.avi", "path", True),  # one decoder thread at this size
+        ("anim.gif", "path", True),  # FFmpeg's GIF decoder runs no threads
+        ("anim.gif", "bytes", True),
+        ("anim.gif", "file", False),  # a file object can stall
+        ("h264.mp4", "path", False),  # frame threads
+    ],
+)
+def test_threadless_decoders_run_in_the_calling_thread(index_videos, name, source, inline):
+    path = index_videos[name]
+    src = {"path": path, "bytes": path.read_bytes(), "file": io.BytesIO(path.read_bytes())}[source]
+    with _ThreadNoting(src, timeout_s=30) as reader:
+        assert reader._runs_inline() is inline
+        assert indices_of(reader.get_frames([3, 1, 4])) == [3, 1, 4]
+        assert (reader.threads == [threading.get_ident()]) is inline
+
+
+class _SlowReader(PyAVReader):
+    """A reader whose decoder is slow but never blocks: 0.1 s per frame."""
+
+    def _next_frame(self):
+        time.sleep(0.1)
+        return super()._next_frame()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("name", ["mpeg4.avi", "anim.gif"])
+def test_slow_decode_in_the_calling_thread_times_out(index_videos, name):
+    reader = _SlowReader(index_videos[name], timeout_s=0.5)
+    assert reader._runs_inline()
+    t0 = time.monotonic()
+    with pytest.raises(VideoDecodeError, match="more than 0.5 s") as info:
+        reader.get_frames(list(range(20)))
+    assert time.monotonic() - t0 < 2
+    assert str(index_videos[name]) in str(info.value)
+    with pytest.raises(VideoDecodeError, match="abandoned"):  # given up, as a reader that blocked
+        reader.get_frames([0])
+    # A stream's limit is per step, as on a thread: here each step decodes ten frames.
+    stream = _SlowReader(index_videos[name], timeout_s=0.5).iter_frames(step=10, numpy=True)
+    with pytest.raises(VideoDecodeError, match="more than 0.5 s"):
+        list(stream)
+    # Deadlines belong to one call: a reader without a time limit, and the next call, are not limited.
+    with _SlowReader(index_videos[name], timeout_s=None) as unlimited:
+        assert indices_of(unlimited.get_frames(list(range(8)))) == list(range(8))
+    with open_video(index_videos[name], backend="pyav", timeout_s=0.5) as fast:
+        assert indices_of(fast.get_frames(list(range(8)))) == list(range(8))
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input: every case either decodes with a verified count or raises VideoDecodeError naming the file
 # ------------------------------------------------------------------------------------------------

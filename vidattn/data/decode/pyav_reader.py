@@ -14,8 +14,18 @@ from typing import Any
 import numpy as np
 
 from vidattn.data import bitstream
+from vidattn.data.decode.direct_rgb import DirectRGB
 from vidattn.data.decode.header import _short, check_not_still, check_video_stream, describe_streams
-from vidattn.data.decode.reader import DEFAULT_TIMEOUT_S, Crop, Size, Source, VideoReader, _output_size, crop_view
+from vidattn.data.decode.reader import (
+    DEFAULT_TIMEOUT_S,
+    Crop,
+    Size,
+    Source,
+    VideoReader,
+    _output_size,
+    check_deadline,
+    crop_view,
+)
 from vidattn.errors import VideoDecodeError
 
 #: Containers where PyAV's timestamp seeks are not frame-exact (MPEG-PS); decode those from the start.
@@ -42,6 +52,8 @@ _BYTE_REWIND_CONTAINERS = frozenset({"gif"})
 # a canvas), and goes on from the nearest one before the wanted frame.
 _PARKED_DECODERS = 4
 _PARK_MAX_PIXELS = 1280 * 720
+#: AVCodec capability bits of decoders that can run threads of their own: frame, slice and other (library-managed).
+_THREAD_CAPABILITIES = (1 << 12) | (1 << 13) | (1 << 15)
 # swscale threads for the 8-bit conversion: one, FFmpeg's own default. PyAV's default (one per core) built
 # a thread pool per reader and synchronised it per frame: a new reader's first frames cost ~10 ms each on
 # the shared 2-core machine, and a DataLoader worker already has a core of its own.
@@ -264,9 +276,12 @@ class PyAVReader(VideoReader):
         self._frames: Iterator[Any] | None = None
         self._reformatter: Any = None  # one swscale context per reader: building it per frame dominates small frames
         self._converter = _FilterConverter()  # for frames over 8 bits per sample (see `_to_array`)
+        self._direct = DirectRGB()  # 8-bit frames' crops converted straight into a read's array (`_read_into`)
         # (container, stream, frames, pos) of decoders parked part-way (`_resume_nearest`); None: not used here.
         self._parked: list[tuple[Any, Any, Iterator[Any], int]] | None = None
+        self._inline = False  # decode steps run in the calling thread (`_runs_inline`); decided by `_open`
         self._call(self._open)
+        self._inline = isinstance(source, (str, os.PathLike, bytes)) and self._threadless()
 
     def _open(self) -> None:
         import av
@@ -312,6 +327,22 @@ class PyAVReader(VideoReader):
         ):
             self._parked = []
 
+    def _threadless(self) -> bool:
+        """Whether decoding this stream runs no thread besides the caller's: a decoder with one thread (or none
+        it could start) and 8-bit frames (swscale on one thread; deeper frames go through a filter graph)."""
+        ctx = self._stream.codec_context
+        fmt = ctx.format
+        return (
+            (ctx.thread_count == 1 or not ctx.codec.capabilities & _THREAD_CAPABILITIES)
+            and fmt is not None
+            and all(c.bits <= 8 for c in fmt.components)
+        )
+
+    def _runs_inline(self) -> bool:
+        # MPEG-4 part 2 frames up to 640x480 (one thread, `SINGLE_THREAD_CODECS`) and GIF (no threaded decoder),
+        # read from a path or bytes: see `VideoReader._runs_inline`.
+        return self._inline
+
     def _rewind(self) -> None:
         """Put the demuxer back at the first packet (the decoders are flushed, as by every PyAV seek)."""
         if self.container in _BYTE_REWIND_CONTAINERS:
@@ -334,6 +365,7 @@ class PyAVReader(VideoReader):
     def _count_packets(self) -> int:
         n = 0
         for packet in self._container.demux(self._stream):
+            check_deadline()
             if packet.size:
                 n += 1
         self._rewind()
@@ -411,6 +443,7 @@ class PyAVReader(VideoReader):
         scan = _PictureScan(codec, self._stream.codec_context)
         self._rewind()
         for packet in self._container.demux(self._stream):
+            check_deadline()
             if packet.size and packet.pts is not None:
                 pts.append(packet.pts)
                 if packet.is_keyframe:
@@ -476,6 +509,7 @@ class PyAVReader(VideoReader):
         """Decode the next frame in presentation order, or None at the end of the stream."""
         import av
 
+        check_deadline()
         try:
             frame = next(self._frames)
         except StopIteration:
@@ -620,11 +654,20 @@ class PyAVReader(VideoReader):
     def _read_into(self, indices: list[int], out: np.ndarray, crop: Crop | None) -> None:
         # Straight from the converted frame into `out`: one copy of the pixels kept, and of the crop only.
         self._want, self._want_end = self._plan(indices), indices[-1]
+        # Unrotated frames at their own size: the crop's RGB written by swscale into `out` itself (`DirectRGB`).
+        direct = self._direct if not self.rotation else None
+        x, y = (0, 0) if crop is None else crop[:2]
         try:
             for k, i in enumerate(indices):
-                out[k] = crop_view(self._rgb(self._goto(i)), crop)
+                frame = self._goto(i)
+                if direct is None or not direct.convert(frame, out[k], x, y, self._scale_to, self._whole_rgb):
+                    out[k] = crop_view(self._rgb(frame), crop)
         finally:
             self._want = None
+
+    def _whole_rgb(self, frame: Any) -> np.ndarray:
+        """PyAV's conversion of an unrotated frame (what `DirectRGB` is checked against)."""
+        return self._convert(frame, *self._scale_to).to_ndarray()
 
     def _iter_sorted(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
         want = self._plan(indices)
@@ -663,6 +706,7 @@ class PyAVReader(VideoReader):
                         frames = container.decode(stream)
                     last = None
                     while last is None:
+                        check_deadline()
                         try:
                             frame = next(frames, None)
                         except av.error.FFmpegError as exc:
@@ -742,6 +786,7 @@ class PyAVReader(VideoReader):
             prev: tuple[int, Any] | None = None
             frame, idx = None, -1
             while k < len(indices):
+                check_deadline()
                 try:
                     frame = next(self._frames, None)
                 except av.error.FFmpegError as exc:
@@ -778,6 +823,7 @@ class PyAVReader(VideoReader):
                 self._restart(force=True)  # seek to 0, decoder flushed, before the next exact read
 
     def _close(self) -> None:
+        self._direct.close()
         for container, *_ in self._parked or ():
             container.close()
         self._parked = None
