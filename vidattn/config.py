@@ -185,7 +185,8 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 30
     # Clips per process. None = derived: 16, or fewer (down to 4) so that an epoch has at least 20 steps: on a
-    # small set (160 videos) batches of 16 gave 10 steps an epoch, and two of three seeds memorised the videos.
+    # small set (160 videos) batches of 16 gave 10 steps an epoch and two of three seeds memorised the videos
+    # (batches of 8 with hue jitter: two of six; README, "Long videos").
     batch_size: int | None = None
     eval_batch_size: int = 16
     device: str = "auto"  # auto | cpu | cuda
