@@ -174,6 +174,12 @@ def _signed_freq(n: int, device: torch.device) -> torch.Tensor:
     return torch.fft.fftfreq(n, d=1.0 / n, device=device)
 
 
+def _joint_bins(rgb: torch.Tensor, bins: int) -> torch.Tensor:
+    """Joint RGB histogram bin ``(r * bins + g) * bins + b`` of every pixel of ``rgb`` (B, 3, H, W) in [0, 1]."""
+    q = (rgb.clamp(0, 1 - 1e-6) * bins).long()
+    return (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+
+
 class DCFTracker:
     """Track ``B`` targets at once with a mask-constrained multi-channel correlation filter.
 
@@ -353,9 +359,7 @@ class DCFTracker:
 
     # ------------------------------------------------------------------ spatial attention
     def _hist_index(self, cells: torch.Tensor) -> torch.Tensor:
-        nb = self.cfg.hist_bins
-        q = (cells.clamp(0, 1 - 1e-6) * nb).long()  # (B, 3, gh, gw)
-        return q[:, 0] * nb * nb + q[:, 1] * nb + q[:, 2]  # (B, gh, gw)
+        return _joint_bins(cells, self.cfg.hist_bins)  # (B, gh, gw)
 
     def _update_histograms(self, cells: torch.Tensor, lr: float | torch.Tensor) -> None:
         b = cells.shape[0]
@@ -379,9 +383,7 @@ class DCFTracker:
 
     def _pixel_bins(self, patches: torch.Tensor) -> torch.Tensor:
         """Joint RGB bin of every pixel of ``patches`` (B, 3, ph, pw) -> (B, ph * pw)."""
-        nb = self.cfg.colour_bins
-        q = (patches.clamp(0, 1 - 1e-6) * nb).long()
-        return ((q[:, 0] * nb + q[:, 1]) * nb + q[:, 2]).flatten(1)
+        return _joint_bins(patches, self.cfg.colour_bins).flatten(1)
 
     def _learn_colour(self, patches: torch.Tensor, offset: torch.Tensor, lr: torch.Tensor) -> None:
         """Blend the foreground (box at ``offset`` cells from the window centre) and background colour histograms."""
