@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Attention ablation on long synthetic videos: the same budget for every variant, several seeds.
 
-Variants: no attention at all (plain blocks, average-pooling head), the attention-pooling head alone
-(plain blocks), then with that head: channel only (SE), spatial only, temporal only (gating), STC (all
-three, the default), and the two-stage glimpse model (hard attention: a cheap scorer over the whole video, the STC
-backbone on the top-k glimpses only). Every variant trains on the same data with whole-video
-coverage (the defaults of `vidattn train --data-root`), for the same compute budget: a variant's
-epochs are its budget divided by its measured CPU seconds per epoch (a few training steps are timed
-on one thread first), so a cheaper model gets more epochs, and every run's schedule completes.
+Variants: no attention at all (plain blocks, average-pooling head), a pooling head alone on plain blocks (the
+attention-pooling head ``head``, the peak-pooling head ``peak``), then with the head `vidattn train` derives
+(peak, from scratch): channel only (SE), spatial only, temporal only (gating), STC (all three, the default);
+STC with the attention-pooling head (``stc-attn``, the default before peak pooling), and the two-stage glimpse
+model (hard attention: a cheap scorer over the whole video, the STC backbone on the top-k glimpses only). Every
+variant trains on the same data with whole-video coverage (the defaults of `vidattn train --data-root`), for the
+same compute budget: a variant's epochs are its budget divided by its measured CPU seconds per epoch (a few
+training steps are timed on one thread first), so a cheaper model gets more epochs, and every run's schedule
+completes.
 CPU time, not wall time, sets the budget because the machine may be shared; each run is pinned to
 one thread so its CPU time is not inflated by threads waiting for each other.
 
@@ -16,7 +18,8 @@ validation top-1, the epochs the budget bought, and the CPU minutes actually spe
 
     python scripts/ablate_attention.py --data /tmp/long --budget-min 8 --seeds 0 1 2 --json ablate.json
 
-``--data`` is generated first when it does not exist (48-192 frames, a 6-frame event, as in issue 15).
+``--data`` is generated first when it does not exist: issue 15's shape (48-192 frames, a 6-frame event, two
+distractors, the four direction classes, 40 training and 12 validation videos each; `--classes`, `--per-class`).
 """
 
 from __future__ import annotations
@@ -33,16 +36,18 @@ import torch
 
 from vidattn.config import apply_overrides, load_config
 from vidattn.data.synthetic import SynthSpec, generate_dataset
-from vidattn.engine.train import train
+from vidattn.engine.train import derive_batch_size, train
 
 # Variant name -> config overrides.
 VARIANTS = {
     "none": ["model.attn=none", "model.head=avg"],
-    "head": ["model.attn=none"],
+    "head": ["model.attn=none", "model.head=attn"],
+    "peak": ["model.attn=none", "model.head=peak"],
     "channel": ["model.attn=se"],
     "spatial": ["model.attn=spatial"],
     "temporal": ["model.attn=temporal"],
     "stc": ["model.attn=stc"],
+    "stc-attn": ["model.attn=stc", "model.head=attn"],
     "glimpse": ["model.name=r2plus1d_glimpse", "model.attn=stc"],
 }
 
@@ -74,8 +79,9 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=8.0, help="CPU minutes of training per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (median, range)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--per-class", type=int, default=80)
-    parser.add_argument("--val-per-class", type=int, default=20)
+    parser.add_argument("--per-class", type=int, default=40)
+    parser.add_argument("--val-per-class", type=int, default=12)
+    parser.add_argument("--classes", default="move_left,move_right,move_up,move_down", help="classes to generate")
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("-o", "--override", action="append", default=[], help="extra config overrides key=value")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results as JSON here")
@@ -84,7 +90,14 @@ def main() -> None:
     data = Path(args.data)
     if not (data / "val" / "events.csv").is_file():
         spec = SynthSpec(min_frames=48, max_frames=192, min_event=6, max_event=6)
-        generate_dataset(data, per_class=args.per_class, val_per_class=args.val_per_class, seed=0, spec=spec)
+        generate_dataset(
+            data,
+            per_class=args.per_class,
+            val_per_class=args.val_per_class,
+            seed=0,
+            spec=spec,
+            classes=tuple(args.classes.split(",")),
+        )
     out = Path(args.out)
     # The settings `vidattn train --data-root` derives, so the step timing uses the real clip.
     from vidattn.data import load_annotations
@@ -93,11 +106,12 @@ def main() -> None:
     records, classes = load_annotations(data, "train")
     base = load_config().data
     derived = derive_data_settings(base, profile_videos([r.path for r in records]))
-    steps_per_epoch = -(-len(records) // load_config().train.batch_size)
+    batch = derive_batch_size(len(records))
+    steps_per_epoch = -(-len(records) // batch)
     rows = []
     for variant in args.variants:
         overrides = [*VARIANTS[variant], *args.override]
-        step_s = cpu_s_per_step(overrides, derived["clip_len"], derived["crop_size"], 16, len(classes))
+        step_s = cpu_s_per_step(overrides, derived["clip_len"], derived["crop_size"], batch, len(classes))
         # +15% for evaluation and data handling on top of the training steps.
         epochs = max(1, min(args.max_epochs, int(args.budget_min * 60 / (step_s * steps_per_epoch * 1.15))))
         best, cpu_min = [], []

@@ -14,7 +14,15 @@ from torch import nn
 import vidattn.models._pretrained as pretrained_mod
 from vidattn.errors import VidattnError
 from vidattn.layers import NonLocalBlock, ShapeError, collect_attention, list_attn
-from vidattn.models import AttentionPoolHead, _registry, create_model, expand_time_weights, list_models, register_model
+from vidattn.models import (
+    AttentionPoolHead,
+    PeakPoolHead,
+    _registry,
+    create_model,
+    expand_time_weights,
+    list_models,
+    register_model,
+)
 from vidattn.models._pretrained import attention_param_names, torchvision_checkpoint_path
 from vidattn.models.resnet import VideoResNet, frame_differences
 
@@ -291,6 +299,40 @@ def test_attention_head_weights_follow_the_scores():
     weights = head.time_weights(feats)
     assert weights.argmax(1).item() == 4 and weights[0, 4] > 0.9
     torch.testing.assert_close(head(feats, pre_logits=True), (weights[:, None, :] * feats.mean((3, 4))).sum(-1))
+
+
+@pytest.mark.parametrize("length", [8, 64])
+def test_peak_head_keeps_a_moment_and_drops_what_is_always_there(length):
+    """Peak pooling: a feature present all clip long pools to 0, a one-step rise to its height at any length."""
+    head = PeakPoolHead(3, 2)
+    feats = torch.zeros(2, 3, length, 2, 2)
+    feats[:, 0] = 5.0  # clutter: the same all along
+    feats[:, 1] = torch.linspace(0, 1, length)[None, :, None, None]  # a slow drift
+    feats[0, 2, length // 2, 1, 0] = 4.0  # an event at one step, at one place
+    pooled = head(feats, pre_logits=True)
+    assert pooled[:, 0].abs().max() < 1e-6
+    torch.testing.assert_close(pooled[0, 2], torch.tensor(4.0 * (1 - 1 / length)))
+    assert pooled[1, 2] == 0  # no event, nothing rises
+    with torch.no_grad():
+        head.fc.weight.zero_()
+        head.fc.weight[1, 2] = 1.0
+    weights = head.time_weights(feats, torch.tensor([1, 1]))
+    torch.testing.assert_close(weights.sum(1), torch.ones(2))
+    assert weights[0].argmax().item() == length // 2
+
+
+def test_peak_head_in_models_and_glimpses():
+    """``head="peak"`` builds in a backbone and in a glimpse model; an unknown head is a user error."""
+    x = torch.randn(2, 3, 16, 32, 32)
+    for name in ("r2plus1d_tiny", "r2plus1d_glimpse"):
+        model = create_model(name, num_classes=3, head="peak").eval()
+        logits, weights = model.frame_weights(x, return_logits=True)
+        assert logits.shape == (2, 3) and weights.shape == (2, 16)
+        torch.testing.assert_close(weights.sum(1), torch.ones(2))
+    assert isinstance(create_model("r2plus1d_tiny", num_classes=3, head="peak").head, PeakPoolHead)
+    for name in ("r2plus1d_tiny", "r2plus1d_glimpse"):
+        with pytest.raises(VidattnError, match="unknown head 'max'"):
+            create_model(name, num_classes=3, head="max")
 
 
 # --- compile / channels_last ---------------------------------------------------------------------

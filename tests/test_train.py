@@ -81,6 +81,7 @@ def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
     assert "config: the embedded default" in res.stdout and "data.stride=3" in res.stderr
     assert "optim.lr=0.006 (training from scratch)" in res.stderr
     assert "model.input=diff (training from scratch)" in res.stderr
+    assert "model.head=peak (training from scratch)" in res.stderr
     assert "data.hue=1 (model.input=diff" in res.stderr
     assert list((run / "tb").glob("events.out.tfevents.*"))
     metrics = read_metrics(run)

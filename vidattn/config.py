@@ -136,7 +136,11 @@ class DataConfig:
 class ModelConfig:
     name: str = "r2plus1d_tiny"  # registered model name (vidattn.models.list_models())
     attn: Any = "stc"  # attention in the residual blocks: a name, a per-stage list, or none
-    head: str = "attn"  # classification head: attn (attention pooling over time) | avg
+    # Classification head: attn (attention pooling over time) | avg (average pooling) | peak (each channel's largest
+    # rise above its temporal mean: what happens at one moment, not what is there all along). None = derived: peak
+    # when training from scratch (attn memorised small sets by their clutter), attn with pretrained weights (it
+    # starts as the average pooling their classifier was trained with).
+    head: str | None = None
     pretrained: str | None = None  # torchvision | path to weights | None
     dropout: float = 0.0  # dropout before the classifier
     # What the network sees: rgb (the frames) | diff (differences of consecutive sampled frames: what moved).

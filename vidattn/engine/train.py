@@ -161,8 +161,8 @@ def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
     """Derive the settings the config left unset (None) from the data and the model, and say what was derived.
 
     Data settings come from a probed sample of the training videos (`vidattn.data.profile`); the batch size
-    from how many training videos each process has; the learning rate, the input and the hue jitter from
-    whether the weights are pretrained. Every rank probes the same sample, so all agree.
+    from how many training videos each process has; the learning rate, the input, the head and the hue jitter
+    from whether the weights are pretrained. Every rank probes the same sample, so all agree.
     """
     from vidattn.data.profile import derive_data_settings, profile_videos
 
@@ -190,6 +190,9 @@ def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
     if cfg.model.input is None:
         cfg.model.input = "diff" if scratch else "rgb"
         said.append(f"model.input={cfg.model.input} ({kind})")
+    if cfg.model.head is None:
+        cfg.model.head = "peak" if scratch else "attn"
+        said.append(f"model.head={cfg.model.head} ({kind})")
     if d.hue is None:
         d.hue = 1.0 if cfg.model.input == "diff" else 0.0
         why = "what moves is the class, not its colour" if d.hue else "the frames' colours can be the class"

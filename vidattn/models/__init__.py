@@ -10,7 +10,7 @@ from . import resnet as _resnet  # noqa: F401  (registers the builders)
 from ._pretrained import TORCHVISION_WEIGHTS, load_pretrained, torchvision_checkpoint_path
 from ._registry import create_model, get_model_builder, is_model, list_models, register_model
 from .glimpse import GlimpseNet
-from .heads import AttentionPoolHead, ClassifierHead, expand_time_weights
+from .heads import AttentionPoolHead, ClassifierHead, PeakPoolHead, expand_time_weights
 from .resnet import VideoResNet
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "AttentionPoolHead",
     "ClassifierHead",
     "GlimpseNet",
+    "PeakPoolHead",
     "VideoResNet",
     "create_model",
     "expand_time_weights",

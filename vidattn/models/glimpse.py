@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from vidattn.layers import RecordsAttention, check_video, select_topk
 
 from ._registry import create_model, register_model
-from .heads import AttentionPoolHead, ClassifierHead, _linear, expand_time_weights
+from .heads import _linear, create_head, expand_time_weights
 from .resnet import check_input_mode, frame_differences
 
 __all__ = ["GlimpseNet", "GlimpseScorer"]
@@ -96,7 +96,7 @@ class GlimpseNet(RecordsAttention, nn.Module):
         scorer_size: the scorer's frame side (pixels).
         estimator: ``"gumbel"`` (Gumbel-top-k while training, plain top-k in eval) or ``"st"`` (plain top-k).
         tau: softmax temperature of the scores.
-        head: ``"attn"`` (attention pooling over the glimpses' time steps) or ``"avg"``.
+        head: how the glimpses' time steps are pooled: a name in `vidattn.models.heads.HEADS` ("attn", "avg", "peak").
         drop_rate: dropout before the classifier.
         input_mode: ``"rgb"`` or ``"diff"``: the scorer and the glimpses see the differences between
             consecutive input frames (`vidattn.models.resnet.frame_differences`, taken over the whole input).
@@ -129,10 +129,6 @@ class GlimpseNet(RecordsAttention, nn.Module):
             raise ValueError(f"GlimpseNet: k and glimpse_len must be >= 1, got {k}, {glimpse_len}")
         if estimator not in ("st", "gumbel"):
             raise ValueError(f"GlimpseNet: estimator must be 'st' or 'gumbel', got {estimator!r}")
-        if head not in ("attn", "avg"):
-            from vidattn.errors import VidattnError
-
-            raise VidattnError(f"unknown head {head!r} (known: 'avg', 'attn')")
         self.k, self.glimpse_len, self.estimator, self.tau = k, glimpse_len, estimator, tau
         self.in_chans = getattr(backbone, "in_chans", 3)
         self.scorer = GlimpseScorer(self.in_chans, scorer_width, scorer_size)
@@ -143,8 +139,7 @@ class GlimpseNet(RecordsAttention, nn.Module):
         self.temporal_stride = backbone.temporal_stride
         self.spatial_stride = backbone.spatial_stride
         self.num_classes = num_classes
-        pool_cls = AttentionPoolHead if head == "attn" else ClassifierHead
-        self.pool = pool_cls(backbone.num_features, 0)
+        self.pool = create_head(head, backbone.num_features, 0)
         self.drop = nn.Dropout(drop_rate)
         self.fc = _linear(self.num_features, num_classes)
         self.default_cfg = getattr(backbone, "default_cfg", {})

@@ -8,7 +8,11 @@
   feature is the weighted sum. The weights say *when* the class is visible; mapped back
   to input frames they are the key-frame scores.
 
-Both heads expose ``time_weights(feats) -> (B, T')`` (sums to 1 over feature time);
+- :class:`PeakPoolHead`: peak pooling, a hard attention over time and space: per channel, the largest rise
+  of the feature above its own temporal mean at that position. What is there all the time (a video's
+  background, its clutter) cancels, and what happens at one moment is kept at full strength wherever it is.
+
+All heads expose ``time_weights(feats) -> (B, T')`` (sums to 1 over feature time);
 :func:`expand_time_weights` maps them to one weight per input frame.
 """
 
@@ -20,7 +24,7 @@ from torch import Tensor, nn
 
 from vidattn.layers import RecordsAttention
 
-__all__ = ["AttentionPoolHead", "ClassifierHead", "create_head", "expand_time_weights"]
+__all__ = ["HEADS", "AttentionPoolHead", "ClassifierHead", "PeakPoolHead", "create_head", "expand_time_weights"]
 
 
 def _linear(in_features: int, num_classes: int) -> nn.Module:
@@ -30,6 +34,24 @@ def _linear(in_features: int, num_classes: int) -> nn.Module:
     nn.init.normal_(fc.weight, 0, 0.01)  # torchvision VideoResNet's init
     nn.init.zeros_(fc.bias)
     return fc
+
+
+def _class_time_weights(fc: nn.Module, num_classes: int, steps: Tensor, class_index: Tensor | None) -> Tensor:
+    """Softmax over time of each step's logit for a class (default: the predicted one); uniform without classes.
+
+    Args:
+        fc: the head's linear layer.
+        num_classes: its outputs (0: no classifier, the weights are uniform).
+        steps: ``(B, C, T')`` one pooled feature per time step.
+        class_index: ``(B,)`` classes to explain.
+    """
+    if num_classes <= 0:
+        return torch.full(steps.shape[:1] + steps.shape[2:3], 1.0 / steps.shape[2], device=steps.device)
+    step_logits = fc(rearrange(steps, "b c t -> b t c"))  # (B, T', K)
+    if class_index is None:
+        class_index = step_logits.mean(1).argmax(-1)
+    chosen = step_logits.gather(2, rearrange(class_index, "b -> b 1 1").expand(-1, step_logits.shape[1], 1))
+    return torch.softmax(rearrange(chosen, "b t 1 -> b t"), dim=-1)
 
 
 class ClassifierHead(nn.Module):
@@ -66,13 +88,7 @@ class ClassifierHead(nn.Module):
         Returns:
             ``(B, T')`` weights summing to 1.
         """
-        if self.num_classes <= 0:
-            return torch.full(feats.shape[:1] + feats.shape[2:3], 1.0 / feats.shape[2], device=feats.device)
-        step_logits = self.fc(rearrange(feats.mean((3, 4)), "b c t -> b t c"))  # (B, T', K)
-        if class_index is None:
-            class_index = step_logits.mean(1).argmax(-1)
-        chosen = step_logits.gather(2, rearrange(class_index, "b -> b 1 1").expand(-1, step_logits.shape[1], 1))
-        return torch.softmax(rearrange(chosen, "b t 1 -> b t"), dim=-1)
+        return _class_time_weights(self.fc, self.num_classes, feats.mean((3, 4)), class_index)
 
 
 class AttentionPoolHead(RecordsAttention, nn.Module):
@@ -130,15 +146,58 @@ class AttentionPoolHead(RecordsAttention, nn.Module):
         return self.fc(self.drop(pooled)), weights
 
 
-def create_head(kind: str, in_features: int, num_classes: int, *, drop_rate: float = 0.0) -> nn.Module:
-    """``"avg"`` -> :class:`ClassifierHead`, ``"attn"`` -> :class:`AttentionPoolHead`."""
-    if kind == "avg":
-        return ClassifierHead(in_features, num_classes, drop_rate=drop_rate)
-    if kind == "attn":
-        return AttentionPoolHead(in_features, num_classes, drop_rate=drop_rate)
-    from vidattn.errors import VidattnError
+class PeakPoolHead(nn.Module):
+    """Peak pooling: each channel's largest rise above its own temporal mean, then dropout and linear.
 
-    raise VidattnError(f"unknown head {kind!r} (known: 'avg', 'attn')")
+    ``rise = f - mean_t(f)`` at every position; ``clip_c = max_{t,h,w} rise_c``. A hard attention: every channel
+    attends to the one place and moment where it fires most above its usual level. A feature that is there all
+    video long (the background, clutter that moves the same way throughout) rises nowhere and pools to ~0, so the
+    head cannot tell videos apart by them; a short event keeps its full strength however long the clip is (an
+    average would dilute it by the clip's length). On the 4-class, 160-video long-video set of issue 15 the
+    attention-pooling head memorised the videos by their clutter in most runs; this head learnt the event in
+    every run (README, "Long videos").
+
+    Args:
+        in_features: channels of the feature map.
+        num_classes: outputs; 0 gives pooled features.
+        drop_rate: dropout before the linear layer.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.in_features, self.num_classes = in_features, num_classes
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = _linear(in_features, num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the linear layer with a freshly initialised one for ``num_classes``."""
+        self.num_classes = num_classes
+        self.fc = _linear(self.in_features, num_classes)
+
+    @staticmethod
+    def _rise(feats: Tensor) -> Tensor:
+        return feats - feats.mean(2, keepdim=True)
+
+    def forward(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
+        pooled = self.drop(self._rise(feats).amax((2, 3, 4)))
+        return pooled if pre_logits else self.fc(pooled)
+
+    def time_weights(self, feats: Tensor, class_index: Tensor | None = None) -> Tensor:
+        """Softmax over time of each step's logit (its channels' peaks over space) for a class: ``(B, T')``."""
+        return _class_time_weights(self.fc, self.num_classes, self._rise(feats).amax((3, 4)), class_index)
+
+
+#: The classification heads by name (``model.head``).
+HEADS: dict[str, type[nn.Module]] = {"attn": AttentionPoolHead, "avg": ClassifierHead, "peak": PeakPoolHead}
+
+
+def create_head(kind: str, in_features: int, num_classes: int, *, drop_rate: float = 0.0) -> nn.Module:
+    """The head registered as `kind` in `HEADS` (``"attn"``, ``"avg"``, ``"peak"``)."""
+    if kind not in HEADS:
+        from vidattn.errors import VidattnError
+
+        raise VidattnError(f"unknown head {kind!r} (known: {', '.join(repr(k) for k in HEADS)})")
+    return HEADS[kind](in_features, num_classes, drop_rate=drop_rate)
 
 
 def expand_time_weights(weights: Tensor, num_frames: int) -> Tensor:
