@@ -146,7 +146,7 @@ class AttentionPoolHead(RecordsAttention, nn.Module):
         return self.fc(self.drop(pooled)), weights
 
 
-class PeakPoolHead(nn.Module):
+class PeakPoolHead(ClassifierHead):
     """Peak pooling: each channel's largest rise above its own temporal mean, then dropout and linear.
 
     ``rise = f - mean_t(f)`` at every position; ``clip_c = max_{t,h,w} rise_c``. A hard attention: every channel
@@ -162,17 +162,6 @@ class PeakPoolHead(nn.Module):
         num_classes: outputs; 0 gives pooled features.
         drop_rate: dropout before the linear layer.
     """
-
-    def __init__(self, in_features: int, num_classes: int, *, drop_rate: float = 0.0) -> None:
-        super().__init__()
-        self.in_features, self.num_classes = in_features, num_classes
-        self.drop = nn.Dropout(drop_rate)
-        self.fc = _linear(in_features, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the linear layer with a freshly initialised one for ``num_classes``."""
-        self.num_classes = num_classes
-        self.fc = _linear(self.in_features, num_classes)
 
     @staticmethod
     def _rise(feats: Tensor) -> Tensor:
