@@ -15,7 +15,7 @@ load one-to-one (see :mod:`vidattn.models._pretrained`). What is added:
 - ``widths`` / ``strides`` as explicit ``(t, h, w)`` tuples, so tiny CPU variants can
   keep full temporal resolution (the conv builders below take a ``(t, h, w)`` stride;
   torchvision's take one int for all three axes);
-- ``head="avg"`` (torchvision's) or ``"attn"`` (attention pooling over time);
+- ``head="avg"`` (torchvision's), ``"attn"`` (attention pooling over time) or ``"peak"`` (peak pooling);
 - ``input_mode="diff"``: the network sees the differences between consecutive input frames
   (what moved) instead of the frames (see :func:`frame_differences`);
 - ``forward_features`` / ``forward_head`` / ``frame_weights``.
@@ -243,8 +243,8 @@ class VideoResNet(nn.Module):
         attn_kwargs: keyword arguments for the attention layers (one dict, or one per stage).
         nonlocal_stages: stage numbers (1..4) that get a non-local block after their last block.
         nonlocal_kwargs: keyword arguments for :class:`vidattn.layers.NonLocalBlock`.
-        head: ``"avg"`` (average pool + linear, torchvision's) or ``"attn"`` (attention
-            pooling over time; gives per-frame weights).
+        head: ``"avg"`` (average pool + linear, torchvision's), ``"attn"`` (attention
+            pooling over time; gives per-frame weights) or ``"peak"`` (`PeakPoolHead`).
         drop_rate: dropout before the classifier.
         zero_init_residual: zero the last BN of each block (torchvision's option).
         temporal_padding: ``"zeros"`` (torchvision's) or ``"replicate"``: how the purely temporal
@@ -387,7 +387,7 @@ class VideoResNet(nn.Module):
         """One weight per INPUT frame saying how much that frame decides the prediction.
 
         With ``head="attn"`` these are the attention-pooling weights (softmax over the
-        ``T'`` feature time steps; class-agnostic). With ``head="avg"`` they are a
+        ``T'`` feature time steps; class-agnostic). With ``head="avg"`` or ``"peak"`` they are a
         temporal class-activation map: the softmax over time of each step's logit for
         the predicted class. Either way the ``T'`` step weights are mapped back to the
         ``T`` input frames (each step's weight is shared by the ``temporal_stride``
