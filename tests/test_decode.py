@@ -842,7 +842,7 @@ def test_crops_converted_alone_match_the_whole_frame_conversion(index_videos, na
         convert = reader._direct._convert
         for (x, y, cw, ch), direct in boxes.items():
             used = []
-            reader._direct._convert = lambda *args, used=used: (used.append(args), convert(*args))
+            reader._direct._convert = lambda *args, used=used, **kw: (used.append(args), convert(*args, **kw))
             got = reader.get_frames(idx, numpy=True, crop=(x, y, cw, ch))
             assert np.array_equal(got, whole[:, y : y + ch, x : x + cw]), (x, y, cw, ch)
             assert bool(used) is direct, (x, y, cw, ch)

@@ -448,7 +448,7 @@ class VideoDataset(Dataset):
         320x240 clips that was a quarter of the loader's time. Failed samples leave their slot unused.
         """
         samples: list[dict[str, Any]] = []
-        batch = None
+        batch = slots = None  # the batch tensor and the same memory as a numpy array (cheaper to slice per sample)
         for k, key in enumerate(keys):
             # One sample at a time, opened and decoded before the next is opened: a batch may hold more
             # files than the reader cache keeps open.
@@ -460,7 +460,8 @@ class VideoDataset(Dataset):
                 from vidattn.data.loader import batch_buffer
 
                 batch = batch_buffer((len(keys), *job.shape), torch.uint8)
-            slot = batch[k] if batch is not None and job.shape == tuple(batch.shape[1:]) else None
+                slots = batch.numpy()
+            slot = (batch[k], slots[k]) if batch is not None and job.shape == slots.shape[1:] else None
             samples.append(self._finish(job, slot))
         return samples
 
@@ -482,8 +483,9 @@ class VideoDataset(Dataset):
         except (VidattnError, OSError, RuntimeError, ValueError) as exc:
             return self._failure(record, index, exc)
 
-    def _finish(self, job: _Job, out: torch.Tensor | None) -> dict[str, Any]:
-        """Decode `job`'s clip (into `out`, a slot of a batch, when given) and make the sample."""
+    def _finish(self, job: _Job, out: tuple[torch.Tensor, np.ndarray] | None) -> dict[str, Any]:
+        """Decode `job`'s clip (into `out`, a slot of a batch as a tensor and as an array, when given) and make the
+        sample."""
         try:
             return self._load(job, out)
         except (VidattnError, OSError, RuntimeError, ValueError) as exc:
@@ -516,13 +518,14 @@ class VideoDataset(Dataset):
         shape = None if crop is None else (*indices.shape, self.size, self.size, 3)
         return _Job(index, record, reader if decoded is None else decoded, indices, rng, crop, shape)
 
-    def _load(self, job: _Job, out: torch.Tensor | None) -> dict[str, Any]:
+    def _load(self, job: _Job, out: tuple[torch.Tensor, np.ndarray] | None) -> dict[str, Any]:
         indices, flat = job.indices, job.indices.reshape(-1)
         clips = len(indices)
         if job.crop is not None:
-            slot = None if out is None else out.view(-1, *out.shape[2:])  # (V' * T, S, S, C)
-            frames = job.source.get_frames(flat.tolist(), crop=job.crop, out=slot)
-            video = frames.view(clips, -1, *frames.shape[1:])  # (V', T, S, S, C)
+            # Read through numpy views: each torch view or conversion costs microseconds, per sample.
+            slot = None if out is None else out[1].reshape(-1, *out[1].shape[2:])  # (V' * T, S, S, C)
+            frames = job.source.get_frames(flat.tolist(), crop=job.crop, out=slot, numpy=True)
+            video = out[0] if out is not None else torch.from_numpy(frames.reshape(clips, -1, *frames.shape[1:]))
         else:
             if isinstance(job.source, _Decoded):
                 frames = job.source.frames[torch.from_numpy(flat)]  # (V'*T, H, W, C)

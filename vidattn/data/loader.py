@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 __all__ = ["collate_videos", "batch_buffer", "build_loader", "EpochSampler", "ErrorsManifest"]
 
@@ -66,14 +66,11 @@ def _stacked_already(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
     storage = first.untyped_storage()
     if storage.nbytes() != size * len(tensors) or first.storage_offset() != 0:
         return None
+    base = storage.data_ptr()
     for i, t in enumerate(tensors):
-        if (
-            t.shape != first.shape
-            or t.dtype != first.dtype
-            or not t.is_contiguous()
-            or t.untyped_storage().data_ptr() != storage.data_ptr()
-            or t.data_ptr() != storage.data_ptr() + i * size
-        ):
+        # Slot i's bytes of the first tensor's storage, whatever storage object `t` holds them through: the batch
+        # over that storage is then these tensors, stacked.
+        if t.data_ptr() != base + i * size or t.shape != first.shape or t.dtype != first.dtype or not t.is_contiguous():
             return None
     return first.as_strided((len(tensors), *first.shape), (first.numel(), *first.stride()), 0)
 
@@ -163,6 +160,24 @@ class EpochSampler(Sampler):
         return iter((self.epoch, i) for i in order[self.rank : total : self.world_size])
 
 
+class _Loader(DataLoader):
+    """A DataLoader whose main-process batches (``num_workers=0``, no pinning) come straight from the dataset's
+    ``__getitems__`` (or its items) and the collate function, in the batch sampler's order.
+
+    torch's single-process iterator does the same inside a profiler record, a fetcher and its own bookkeeping per
+    batch: measured at 3% of a 320x240 clip's loading (py-spy, UCF101 clips, 4 per batch). Workers, pinned memory
+    and iterable datasets keep torch's iterators.
+    """
+
+    def __iter__(self):
+        lean = not (self.num_workers or self.pin_memory or isinstance(self.dataset, IterableDataset))
+        if not lean or self.batch_sampler is None:
+            return super().__iter__()
+        dataset, collate = self.dataset, self.collate_fn
+        getitems = getattr(dataset, "__getitems__", None) or (lambda keys: [dataset[k] for k in keys])
+        return (collate(getitems(keys)) for keys in self.batch_sampler)
+
+
 def _worker_init(worker_id: int) -> None:
     # Decoders bring their own threads; one torch thread per worker avoids oversubscribing the CPU.
     torch.set_num_threads(1)
@@ -207,7 +222,7 @@ def build_loader(
             worker_init_fn=_worker_init,
             multiprocessing_context=multiprocessing_context,
         )
-    return DataLoader(
+    return _Loader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,

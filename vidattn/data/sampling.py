@@ -56,7 +56,9 @@ class ClipInfo:
 
 def make_rng(seed: int, *keys: int) -> np.random.Generator:
     """A generator seeded by `seed` and any number of integer keys (sample index, epoch, rank)."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(int(k) & 0xFFFFFFFF for k in keys)])
+    # As a uint32 array, not a list: the same entropy (each key is one 32-bit word either way), so the same
+    # stream, without numpy coercing every int of the list on its own (a fifth of the call; one call per sample).
+    return np.random.default_rng(np.array([int(seed) & 0xFFFFFFFF, *(int(k) & 0xFFFFFFFF for k in keys)], np.uint32))
 
 
 class ClipSampler(ABC):

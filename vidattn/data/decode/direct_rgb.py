@@ -12,7 +12,9 @@ pixels are the same, bit for bit, as PyAV's conversion cropped after:
   not a multiple of 8 (the SIMD converters round the row to 8 pixels, which the caller's unpadded rows
   would cut short) and anything resized or rotated stay on PyAV's path.
 - The SIMD converters write up to a block past each row's end; within the destination that is the next
-  row's start, written again right after, and the last two rows go through a padded buffer.
+  row's start, written again right after. Past the last row, that is the next frame of the read where the
+  caller says so (``spare``: it is written after this one); otherwise the last two rows go through a padded
+  buffer (a second swscale call and a copy, a fifth of a 240x240 crop's conversion).
 - Only the formats and colour tags checked here (`_FORMATS`, `_YUV_TAGS`); and every converter is compared
   once per process with PyAV's own conversion on the first frame it converts (`DirectRGB.convert`), and
   never used again where they differ.
@@ -121,7 +123,15 @@ class DirectRGB:
         return _VERIFIED.get((fmt, w, h), True) and _lib() is not None
 
     def convert(
-        self, frame: Any, out: np.ndarray, x: int, y: int, size: tuple[int, int], reference: Callable[[Any], np.ndarray]
+        self,
+        frame: Any,
+        out: np.ndarray,
+        x: int,
+        y: int,
+        size: tuple[int, int],
+        reference: Callable[[Any], np.ndarray],
+        *,
+        spare: bool = False,
     ) -> bool:
         """Write the RGB of `frame`'s box at (`x`, `y`) the size of `out` (``(h, w, 3)`` uint8, C-contiguous) into
         `out`; False where this conversion is not used: the caller then converts the frame as before (over
@@ -132,6 +142,8 @@ class DirectRGB:
                 stream whose resolution changes, a resized read) is scaled by PyAV's path, not here.
             reference: PyAV's whole-frame RGB of a frame, asked for once per process and (format, crop size) to
                 check this conversion against.
+            spare: the memory right after `out` (at least `out`'s size) belongs to the caller, who writes it after
+                this call (the next frame of a read): the converter may write past `out`'s last row.
         """
         if not self.usable(frame, out, x, y, size):
             return False
@@ -139,10 +151,10 @@ class DirectRGB:
         h, w = out.shape[:2]
         key = (fmt, w, h)
         if key not in _VERIFIED:
-            self._convert(frame, out, x, y)
+            self._convert(frame, out, x, y, spare=False)
             _VERIFIED[key] = bool(np.array_equal(out, reference(frame)[y : y + h, x : x + w]))
             return _VERIFIED[key]
-        self._convert(frame, out, x, y)
+        self._convert(frame, out, x, y, spare=spare and out.nbytes >= _TAIL_PAD)
         return True
 
     def _context(self, fmt: str, w: int, h: int) -> int:
@@ -156,7 +168,7 @@ class DirectRGB:
             self._contexts[(fmt, w, h)] = ctx
         return ctx
 
-    def _convert(self, frame: Any, out: np.ndarray, x: int, y: int) -> None:
+    def _convert(self, frame: Any, out: np.ndarray, x: int, y: int, *, spare: bool) -> None:
         lib = _lib()
         h, w = out.shape[:2]
         fmt = frame.format.name
@@ -174,10 +186,12 @@ class DirectRGB:
             src_stride[0] = plane.line_size
         row = w * 3
         dst, dst_stride = self._dst, self._dst_stride
-        body = max(h - _TAIL_ROWS, 0)
+        body = h if spare else max(h - _TAIL_ROWS, 0)
         if body:
             dst[0], dst_stride[0] = out.ctypes.data, row
             lib.sws.sws_scale(ctx, src, src_stride, 0, body, dst, dst_stride)
+        if body == h:
+            return
         # The last rows into a buffer with room past them, then copied: a converter may write past a row's end.
         tail_rows = h - body
         need = tail_rows * row + _TAIL_PAD

@@ -657,10 +657,14 @@ class PyAVReader(VideoReader):
         # Unrotated frames at their own size: the crop's RGB written by swscale into `out` itself (`DirectRGB`).
         direct = self._direct if not self.rotation else None
         x, y = (0, 0) if crop is None else crop[:2]
+        last = len(indices) - 1
         try:
             for k, i in enumerate(indices):
                 frame = self._goto(i)
-                if direct is None or not direct.convert(frame, out[k], x, y, self._scale_to, self._whole_rgb):
+                # Frames are written in order into C-contiguous `out`: past frame k lies frame k + 1, written next.
+                if direct is None or not direct.convert(
+                    frame, out[k], x, y, self._scale_to, self._whole_rgb, spare=k < last
+                ):
                     out[k] = crop_view(self._rgb(frame), crop)
         finally:
             self._want = None
