@@ -154,8 +154,8 @@ class PeakPoolHead(ClassifierHead):
     video long (the background, clutter that moves the same way throughout) rises nowhere and pools to ~0, so the
     head cannot tell videos apart by them; a short event keeps its full strength however long the clip is (an
     average would dilute it by the clip's length). On the 4-class, 160-video long-video set of issue 15 the
-    attention-pooling head memorised the videos by their clutter in most runs; this head learnt the event in
-    every run (README, "Long videos").
+    attention-pooling head memorised the videos by their clutter in two of three runs; this head learnt the event
+    in every run (README, "Long videos").
 
     Args:
         in_features: channels of the feature map.
