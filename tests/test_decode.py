@@ -824,7 +824,7 @@ def test_crops_converted_alone_match_the_whole_frame_conversion(index_videos, na
         open_video(index_videos[name], backend="pyav") as reader,
         open_video(index_videos[name], backend="pyav") as plain,
     ):
-        plain._direct.convert = lambda *args: False  # PyAV's conversion only
+        plain._direct.convert = lambda *args, **kw: False  # PyAV's conversion only
         idx = list(range(0, 20, 3))
         whole = plain.get_frames(idx, numpy=True)
         assert np.array_equal(reader.get_frames(idx, numpy=True), whole)
