@@ -353,3 +353,21 @@ def test_colour_model_learns_only_with_weight_and_only_a_box_in_the_window():
     assert not torch.equal(trk.col_fg, fg)
     torch.testing.assert_close(trk.col_fg.sum(1), torch.ones(1))  # still a distribution
     torch.testing.assert_close(trk.col_bg.sum(1), torch.ones(1))
+
+
+def test_the_pyramid_samples_only_the_box_and_its_reach_with_the_whole_windows_peaks():
+    """The filters are zero outside the box: the pyramid's cropped levels give the whole windows' peaks."""
+    seq = make_sequence(seed=3, num_frames=8, size=14, growth=1.5, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(seq.frames[0], seq.boxes[:, 0])
+    for frame in seq.frames[1:-1]:
+        trk.update(torch.from_numpy(frame))
+    gh, gw = trk.grid
+    r0, c0, ch, cw = trk._crop
+    assert (ch + 4) * (cw + 4) < 0.5 * gh * gw  # sampled: the box, the reach and a margin, well under the window
+    img, idx = trk._to_image(seq.frames[-1]), torch.tensor([0])
+    trk._pyramid = {}
+    cropped = trk._pyramid_peaks(img, idx, trk._crop)
+    whole = trk._pyramid_peaks(img, idx, None)
+    torch.testing.assert_close(cropped, whole, atol=1e-5, rtol=1e-5)
+    assert whole[0].argmax() == 2  # the growing target's larger level wins

@@ -124,6 +124,10 @@ class DCFConfig:
     velocity_lr: float = 0.3  # blending of the per-frame motion into the velocity that centres the search
     small_target: float = 48.0  # targets under this size sqrt(w * h) in pixels get their scale from a pyramid
     pyramid_step: float = 1.05  # scale ratio between the pyramid's three levels
+    # Each level's peak is looked for within this many cells of the target (None: a quarter of the
+    # grid each way). The filters are zero outside the box, so a level's peaks only read the box plus
+    # this reach: only that part of each level is sampled.
+    pyramid_reach: int | None = 2
     # A small target within this factor of small_target keeps the 1-D scale filter trained, so that
     # it finds a current model when it grows into it; smaller ones skip its update.
     scale_train_margin: float = 1.25
@@ -286,6 +290,8 @@ class DCFTracker:
         # A second template that never learns: the first frame's filter. Where the adaptive filter
         # and this one disagree about the target, the adaptive one has probably drifted.
         self.anchor_f, self.anchor_w = self.filter_f.clone(), self.chan_w.clone()
+        self._crop = self._pyramid_crop()  # the part of its levels the scale pyramid samples (None: all)
+        self._crop_cache: tuple | None = None  # both filters cut to that crop (see _cropped_filters)
         self.anchor_ref: torch.Tensor | None = None
         self.scores = torch.ones(b, device=self.device)
         self.psr = torch.zeros(b, device=self.device)
@@ -882,37 +888,109 @@ class DCFTracker:
             self.chan_w = torch.where(keep.view(-1, 1), prev_w, self.chan_w)
 
     def _pyramid_scale(self, img: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Scale change of targets ``idx`` from the translation filter on windows ``1/a, 1, a`` times as large.
+        """Scale change ``(n,)`` of targets ``idx`` from the translation filter on windows ``1/a, 1, a`` times as large.
 
         The window whose content best matches the filter (highest response peak near the centre)
         has the right scale; a parabola through the three peaks over ``log(scale)`` refines it.
+        """
+        return self._pyramid_vote(self._pyramid_peaks(img, idx, self._crop))
+
+    def _pyramid_reach(self) -> tuple[int, int]:
+        """Rows and columns of shift around the target within which the pyramid looks for each level's peak."""
+        gh, gw = self.grid
+        m = self.cfg.pyramid_reach
+        return (gh // 4, gw // 4) if m is None else (min(m, gh // 4), min(m, gw // 4))
+
+    def _pyramid_crop(self) -> tuple[int, int, int, int] | None:
+        """Rows ``r0:r0+ch`` and columns ``c0:c0+cw`` of the grid around its centre that a level's peaks read.
+
+        The filters are zero outside the box (the mask constrains them to it), so their response at
+        a shift of up to the reach only reads the box's cells plus that reach on each side. None
+        when that is not much less than the window (then the pyramid samples whole windows).
+        """
+        gh, gw = self.grid
+        rh, rw = self._pyramid_reach()
+        rows = self.box_mask.amax(3).amax(0).flatten().nonzero().flatten()
+        cols = self.box_mask.amax(2).amax(0).flatten().nonzero().flatten()
+        # Symmetric about the grid's centre and even like the grid, so the crop's cells are the window's.
+        half_h = max(gh // 2 - int(rows.min()), int(rows.max()) + 1 - gh // 2) + rh
+        half_w = max(gw // 2 - int(cols.min()), int(cols.max()) + 1 - gw // 2) + rw
+        ch, cw = 2 * half_h, 2 * half_w
+        if (ch + 4) * (cw + 4) > 0.7 * gh * gw:
+            return None
+        return gh // 2 - half_h, gw // 2 - half_w, ch, cw
+
+    def _cropped_filters(self, crop: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adapted and first-frame filters cut to ``crop`` of the grid, in the Fourier domain (cached per solve)."""
+        gh, gw = self.grid
+        r0, c0, ch, cw = crop
+
+        def cut(hf: torch.Tensor) -> torch.Tensor:
+            hs = torch.fft.irfft2(hf, s=(gh, gw), norm="ortho")[:, :, r0 : r0 + ch, c0 : c0 + cw]
+            return torch.fft.rfft2(hs, norm="ortho")
+
+        cache = self._crop_cache
+        if cache is None or cache[0] is not self.filter_f or cache[1] != crop:
+            anchor = cache[3] if cache is not None and cache[1] == crop else cut(self.anchor_f)
+            cache = self._crop_cache = (self.filter_f, crop, cut(self.filter_f), anchor)
+        return cache[2], cache[3]
+
+    def _pyramid_peaks(self, img: torch.Tensor, idx: torch.Tensor, crop: tuple[int, int, int, int] | None):
+        """Per target of ``idx`` and level, the two filters' response peaks near the centre, each over its middle level.
+
+        The levels are windows centred on the targets. Each level's peak is the maximum within
+        ``pyramid_reach`` of the centre. With ``crop`` (see :meth:`_pyramid_crop`), only that part of
+        each level, plus two cells so that its gradient histograms and their block normalisation
+        are the window's, is sampled and correlated with the filters cut to the crop: the same
+        peaks as the whole windows' (to rounding), at a fraction of the cost.
+
+        Returns:
+            ``(n, 3)``: per level ``1/a, 1, a``, the sum over the two filters of their peak divided by
+            their middle level's.
         """
         cfg = self.cfg
         gh, gw = self.grid
         n = int(idx.numel())
         a = cfg.pyramid_step
         factors = torch.tensor([1 / a, 1.0, a], device=self.device)
-        step = self.step.index_select(0, idx)
+        step = (self.step.index_select(0, idx).view(-1, 1) * factors.view(1, 3)).flatten()
         centres = self.pos.index_select(0, idx).repeat_interleave(3, 0)
-        patches = self._sample(img, centres, (step.view(-1, 1) * factors.view(1, 3)).flatten(), gh, gw)
-        zf, _ = self._features(patches, self.window)  # (n*3, C, gh, gw')
+        if crop is None:
+            sh, sw = gh, gw
+            zf, _ = self._features(self._sample(img, centres, step, gh, gw), self.window)
+            hfs = (self.filter_f, self.anchor_f)
+        else:
+            r0, c0, sh, sw = crop
+            m = 2
+            patches = self._sample(img, centres, step, sh + 2 * m, sw + 2 * m)
+            cells = F.avg_pool2d(patches, cfg.cell)
+            feat = extract_features(patches, cell=cfg.cell, num_orients=cfg.num_orients, colour=cfg.colour, cells=cells)
+            window = self.window[:, :, r0 : r0 + sh, c0 : c0 + sw]
+            zf = torch.fft.rfft2(feat[:, :, m : m + sh, m : m + sw] * window, norm="ortho")
+            hfs = self._cropped_filters(crop)
         zf = zf.view((n, 3) + tuple(zf.shape[1:]))
+        rh, rw = self._pyramid_reach()
+        fy, fx = _signed_freq(sh, self.device).abs(), _signed_freq(sw, self.device).abs()
+        near = (fy.view(-1, 1) <= rh) & (fx.view(1, -1) <= rw)  # the target is near the centre
         # Both templates vote: the adapted filter knows today's appearance, but it learned from boxes
         # of the estimated size and so shares any lag of the estimate; the first-frame filter knows
         # the true size relative to the box it was given.
-        fy, fx = _signed_freq(gh, self.device).abs(), _signed_freq(gw, self.device).abs()
-        near = (fy.view(-1, 1) <= gh / 4) & (fx.view(1, -1) <= gw / 4)  # the target is near the centre
         p = torch.zeros(n, 3, device=self.device)
-        for hf, cw in ((self.filter_f, self.chan_w), (self.anchor_f, self.anchor_w)):
-            resp = self._detect(zf, hf.index_select(0, idx), cw.index_select(0, idx), gh, gw)
+        for hf, cw in zip(hfs, (self.chan_w, self.anchor_w), strict=True):
+            # (Orthonormal FFTs of the smaller crop scale all three levels' responses alike.)
+            resp = self._detect(zf, hf.index_select(0, idx), cw.index_select(0, idx), sh, sw)
             peaks = torch.where(near, resp, torch.full_like(resp, -1e9)).flatten(2).amax(2)  # (n, 3)
             p = p + peaks / peaks[:, 1:2].abs().clamp_min(1e-9)
+        return p
+
+    def _pyramid_vote(self, p: torch.Tensor) -> torch.Tensor:
+        """Scale change from the pyramid's summed, normalised peaks ``p`` (n, 3) at ``1/a, 1, a``."""
         lo, mid, hi = p[:, 0], p[:, 1], p[:, 2]
         den = lo - 2 * mid + hi
         best = p.argmax(1).float() - 1  # -1, 0, 1
         vertex = torch.where(den < -1e-12, 0.5 * (lo - hi) / den, best).clamp(-1, 1)
         offset = torch.where(best == 0, vertex, best)
-        return a**offset
+        return self.cfg.pyramid_step**offset
 
     @staticmethod
     def _displacement(r, c, dy, dx, gh: int, gw: int) -> torch.Tensor:
