@@ -93,15 +93,30 @@ def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "config", "classes"} <= set(ckpt)
 
-    # `vidattn eval` on the last checkpoint reproduces the validation accuracy recorded in training.
-    res = vidattn("eval", str(run / "checkpoints" / "last.pt"), "--json")
+    # Validation after each epoch reads one view; every 3rd frame is read, so evaluation derives 3 views shifted
+    # a frame apart, and the run ends by evaluating best.pt on them as `vidattn eval` does.
+    assert "data.test_clips=3 (shifted a frame apart, they see every frame" in res.stderr
+    assert "best.pt on 12 validation videos, 3 views each (data.test_clips): top-1" in res.stderr
+    assert ckpt["config"]["data"]["test_clips"] == 3 and ckpt["config"]["train"]["val_clips"] == 1
+    tested = json.loads((run / "eval-val" / "metrics.json").read_text())
+    res = vidattn("eval", str(run / "checkpoints" / "best.pt"), "--json")
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)
     assert set(result) >= {"top1", "top5", "num_videos", "per_class"}
     assert result["num_videos"] == 12
-    assert result["top1"] == pytest.approx(metrics[-1]["val_top1"], abs=1e-6)
+    assert result["top1"] == pytest.approx(tested["top1"], abs=1e-6)
     assert all(v is None or 0.0 <= v <= 1.0 for v in result["per_class"].values())
     assert (run / "eval-val" / "confusion.png").is_file()
+
+    # With the views of validation, `vidattn eval` on the last checkpoint reproduces the last epoch's val_top1.
+    one = tmp_path / "one"
+    args = ("--data-root", str(synth_root), "--out", str(one), "--epochs", "1", *overrides("data.test_clips=1"))
+    res = vidattn("train", *args)
+    assert res.returncode == 0, res.stderr
+    assert "data.test_clips" not in res.stderr and not (one / "eval-val").exists()  # nothing to add to validation
+    res = vidattn("eval", str(one / "checkpoints" / "last.pt"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["top1"] == pytest.approx(read_metrics(one)[-1]["val_top1"], abs=1e-6)
 
 
 def test_bad_config_key_is_one_line(tmp_path):
@@ -436,7 +451,8 @@ def test_model_learns_a_tiny_set(tmp_path):
     tiny = [*TINY, "data.clip_len=16", "optim.lr=0.02", "train.epochs=20", f"data.root={root}"]
     last = train(load_config(None, tiny), tmp_path / "run")
     metrics = read_metrics(tmp_path / "run")
-    assert last == metrics[-1] and len(metrics) == 20
+    assert len(metrics) == 20 and {k: last[k] for k in metrics[-1]} == metrics[-1]
+    assert last["test_clips"] == 3 and 0.0 <= last["test_top1"] <= 1.0  # best.pt on the derived views
     assert metrics[-1]["loss"] < metrics[0]["loss"]
     seen = run_eval(tmp_path / "run" / "checkpoints" / "last.pt", split="train", progress=False)
     assert seen["num_videos"] == 8 and seen["top1"] > 0.5  # two classes: chance is 0.5

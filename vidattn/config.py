@@ -101,7 +101,10 @@ class DataConfig:
     # trained from scratch on a few videos per class otherwise learns each video by the colours of what moves in
     # it. None = derived: 1 when the model sees frame differences (model.input=diff), else 0. 0 = off.
     hue: float | None = None
-    test_clips: int = 1  # temporal views per video at evaluation
+    # Temporal views per video at evaluation (`vidattn eval`, and the run's last step on best.pt); with whole-video
+    # coverage view k shifts every pick by k / views of the spacing. None = derived: every frame when the spacing
+    # (data.stride) is at most 4, else 4 evenly shifted views; 1 for the other samplers.
+    test_clips: int | None = None
     test_crops: int = 1  # spatial views at evaluation: 1 (centre) or 3 (three-crop)
     backend: str = "auto"  # decoder: auto | decord | pyav
     num_workers: int = 0  # DataLoader worker processes (0 = decode in the training process)
@@ -201,6 +204,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # deterministic kernels (for exact resume tests)
     eval_every: int = 1  # validate every N epochs
+    # Temporal views per video in the validation after each epoch (best.pt is chosen on it); after the last
+    # epoch best.pt is evaluated on data.test_clips views, as `vidattn eval` does.
+    val_clips: int = 1
     threads: int | None = None  # torch CPU threads; None = CPU cores per process minus data workers
     max_steps_per_epoch: int | None = None  # cap an epoch (smoke tests, benchmarks)
     progress: bool = True  # progress bar on stderr
@@ -214,6 +220,7 @@ class TrainConfig:
         ),
         "amp": _one_of("auto", "off", "bf16", "fp16"),
         "eval_every": _at_least(1),
+        "val_clips": _at_least(1),
         "threads": _at_least(1),
         "max_steps_per_epoch": _at_least(1),
     }
@@ -421,11 +428,13 @@ RESUME_SAFE_KEYS = (
     "train.epochs",
     "train.device",
     "train.eval_every",
+    "train.val_clips",
     "train.eval_batch_size",
     "train.threads",
     "train.progress",
     "data.num_workers",
     "data.cache_mb",
+    "data.test_clips",
 )
 
 

@@ -29,8 +29,9 @@ from vidattn.errors import ConfigError, VidattnError
 __all__ = ["clip_sampler", "eval_dataset", "evaluate", "run_eval"]
 
 
-def clip_sampler(data: DataConfig, *, train: bool) -> ClipSampler:
-    """The clip sampler ``data.sampler`` names, for training (random clips) or testing (`test_clips` views).
+def clip_sampler(data: DataConfig, *, train: bool, views: int | None = None) -> ClipSampler:
+    """The clip sampler ``data.sampler`` names, for training (random clips) or testing (`views` views, by default
+    ``data.test_clips``; 1 while that is unset).
 
     The one place training, validation and `vidattn eval` get their samplers from (`sampler_for` maps the
     names: auto = whole-video coverage, segment = TSN, random = one dense clip / uniform test clips).
@@ -41,7 +42,7 @@ def clip_sampler(data: DataConfig, *, train: bool) -> ClipSampler:
             clip_len=data.clip_len,
             stride=data.stride,
             train=train,
-            num_clips=data.test_clips,
+            num_clips=views or data.test_clips or 1,
             snippet=data.snippet,
             short=data.short,
         )
@@ -49,15 +50,17 @@ def clip_sampler(data: DataConfig, *, train: bool) -> ClipSampler:
         raise ConfigError(str(exc)) from None
 
 
-def eval_dataset(data: DataConfig, root: str, classes: list[str], split: str = "val", seed: int = 0) -> VideoDataset:
-    """The evaluation dataset: `test_clips` temporal x `test_crops` spatial views per video."""
+def eval_dataset(
+    data: DataConfig, root: str, classes: list[str], split: str = "val", seed: int = 0, views: int | None = None
+) -> VideoDataset:
+    """The evaluation dataset: `views` (default ``data.test_clips``) temporal x `test_crops` spatial views per video."""
     ann = data.val_ann if split != "train" else data.train_ann
     records, _ = load_annotations(root, split, fmt=data.format, ann_file=ann, split_id=data.split_id, classes=classes)
     crop = "three" if data.test_crops == 3 else "center"
     return VideoDataset(
         records,
         classes,
-        clip_sampler(data, train=False),
+        clip_sampler(data, train=False, views=views),
         size=data.size,
         crop=crop,
         seed=seed,

@@ -41,7 +41,7 @@ from vidattn.data import (
 )
 from vidattn.engine.checkpoint import FORMAT, atomic_save, checkpoint_config, load_checkpoint
 from vidattn.engine.distributed import DistInfo, all_gather_objects, barrier, cleanup, init_distributed
-from vidattn.engine.evaluate import clip_sampler, eval_dataset, evaluate
+from vidattn.engine.evaluate import clip_sampler, eval_dataset, evaluate, run_eval
 from vidattn.engine.modeling import amp_mode, autocast_for, build_model
 from vidattn.engine.optim import (
     LR_SCRATCH,
@@ -66,7 +66,8 @@ class TrainingDiverged(VidattnError):
 
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train (and validate) as configured; returns the last epoch's metrics.
+    """Train (and validate) as configured; returns the last epoch's metrics (plus ``test_top1`` and ``test_clips``
+    when best.pt was then evaluated on more views than validation reads, see `_test_best`).
 
     Args:
         cfg: the resolved config. On resume it may differ from the run's own only in
@@ -101,10 +102,27 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
                 metrics.update(trainer.validate(epoch))
             trainer.save_and_log(epoch, metrics)
         trainer.close()
+        if info.is_main:
+            metrics.update(_test_best(cfg, run_dir, info, data))
         _log(info, f"done: run directory {run_dir}")
         return metrics
     finally:
         cleanup()
+
+
+def _test_best(cfg: Config, run_dir: Path, info: DistInfo, data: _Data) -> dict[str, Any]:
+    """After the last epoch: best.pt on the validation videos with ``data.test_clips`` views, as `vidattn eval`
+    writes it (``RUN/eval-val``). Nothing when there is no validation set or the views are those of validation."""
+    best = run_dir / "checkpoints" / "best.pt"
+    if data.val_loader is None or cfg.data.test_clips == cfg.train.val_clips or not best.is_file():
+        return {}
+    result = run_eval(best, data_root=cfg.data.root, device=info.device.type, progress=False)
+    _log(
+        info,
+        f"best.pt on {result['num_videos']} validation videos, {cfg.data.test_clips} views each (data.test_clips): "
+        f"top-1 {result['top1']:.3f} -> {result['out_dir']}",
+    )
+    return {"test_top1": result["top1"], "test_clips": cfg.data.test_clips}
 
 
 # --- preparing the run -----------------------------------------------------------------------------
@@ -164,7 +182,7 @@ def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
     from how many training videos each process has; the learning rate, the input, the head and the hue jitter
     from whether the weights are pretrained. Every rank probes the same sample, so all agree.
     """
-    from vidattn.data.profile import derive_data_settings, profile_videos
+    from vidattn.data.profile import derive_data_settings, derive_test_clips, profile_videos
 
     d = cfg.data
     said = []
@@ -178,6 +196,15 @@ def fill_unset_settings(cfg: Config, info: DistInfo) -> None:
             setattr(d, key, value)
         source = profile.describe() if profile is not None else "no training video could be probed"
         said.append(f"{source} -> " + ", ".join(f"data.{k}={v}" for k, v in derived.items()))
+    if d.test_clips is None:
+        d.test_clips = derive_test_clips(d.sampler, d.stride)
+        if d.sampler != "auto":
+            why = f"data.sampler={d.sampler}"
+        elif d.test_clips == d.stride:
+            why = "shifted a frame apart, they see every frame"
+        else:
+            why = f"evenly shifted within the {d.stride}-frame spacing"
+        said.append(f"data.test_clips={d.test_clips} ({why}; best.pt is evaluated on them after the last epoch)")
     if cfg.train.batch_size is None:
         per_process = -(-len(records) // info.world_size)
         cfg.train.batch_size = derive_batch_size(per_process)
@@ -288,7 +315,7 @@ def _build_data(cfg: Config, run_dir: Path, info: DistInfo) -> _Data:
     )
     val_loader = None
     if info.is_main:
-        val_ds = eval_dataset(d, d.root, classes, "val", seed=t.seed)
+        val_ds = eval_dataset(d, d.root, classes, "val", seed=t.seed, views=t.val_clips)
         val_loader = build_loader(val_ds, t.eval_batch_size, num_workers=d.num_workers) if len(val_ds) else None
         with writing_to(run_dir):
             save_classes(classes, run_dir / "classes.json")
