@@ -876,11 +876,16 @@ def test_threadless_decoders_run_in_the_calling_thread(index_videos, name, sourc
 
 
 class _SlowReader(PyAVReader):
-    """A reader whose decoder is slow but never blocks: 0.1 s per frame."""
+    """A reader whose decoder is slow but never blocks: 0.1 s per decoded frame (whether the read keeps it or not)."""
 
-    def _next_frame(self):
+    def _decode(self):
+        return _slowly(super()._decode())
+
+
+def _slowly(frames):
+    for frame in frames:
         time.sleep(0.1)
-        return super()._next_frame()
+        yield frame
 
 
 @pytest.mark.timeout(30)

@@ -132,6 +132,7 @@ class DirectRGB:
         reference: Callable[[Any], np.ndarray],
         *,
         spare: bool = False,
+        dst: int | None = None,
     ) -> bool:
         """Write the RGB of `frame`'s box at (`x`, `y`) the size of `out` (``(h, w, 3)`` uint8, C-contiguous) into
         `out`; False where this conversion is not used: the caller then converts the frame as before (over
@@ -144,6 +145,7 @@ class DirectRGB:
                 check this conversion against.
             spare: the memory right after `out` (at least `out`'s size) belongs to the caller, who writes it after
                 this call (the next frame of a read): the converter may write past `out`'s last row.
+            dst: `out`'s address, where the caller has it (a read computes its array's once, not per frame).
         """
         if not self.usable(frame, out, x, y, size):
             return False
@@ -154,7 +156,7 @@ class DirectRGB:
             self._convert(frame, out, x, y, spare=False)
             _VERIFIED[key] = bool(np.array_equal(out, reference(frame)[y : y + h, x : x + w]))
             return _VERIFIED[key]
-        self._convert(frame, out, x, y, spare=spare and out.nbytes >= _TAIL_PAD)
+        self._convert(frame, out, x, y, spare=spare and out.nbytes >= _TAIL_PAD, dst=dst)
         return True
 
     def _context(self, fmt: str, w: int, h: int) -> int:
@@ -168,7 +170,7 @@ class DirectRGB:
             self._contexts[(fmt, w, h)] = ctx
         return ctx
 
-    def _convert(self, frame: Any, out: np.ndarray, x: int, y: int, *, spare: bool) -> None:
+    def _convert(self, frame: Any, out: np.ndarray, x: int, y: int, *, spare: bool, dst: int | None = None) -> None:
         lib = _lib()
         h, w = out.shape[:2]
         fmt = frame.format.name
@@ -185,11 +187,11 @@ class DirectRGB:
             src[0] = plane.buffer_ptr + y * plane.line_size + 4 * x
             src_stride[0] = plane.line_size
         row = w * 3
-        dst, dst_stride = self._dst, self._dst_stride
+        dst_ptr, dst_stride = self._dst, self._dst_stride
         body = h if spare else max(h - _TAIL_ROWS, 0)
         if body:
-            dst[0], dst_stride[0] = out.ctypes.data, row
-            lib.sws.sws_scale(ctx, src, src_stride, 0, body, dst, dst_stride)
+            dst_ptr[0], dst_stride[0] = out.ctypes.data if dst is None else dst, row
+            lib.sws.sws_scale(ctx, src, src_stride, 0, body, dst_ptr, dst_stride)
         if body == h:
             return
         # The last rows into a buffer with room past them, then copied: a converter may write past a row's end.
@@ -201,8 +203,8 @@ class DirectRGB:
         for i in range(len(planes) if fmt == "yuv420p" else 1):
             rows = body >> (1 if i else 0) if fmt == "yuv420p" else body
             src[i] += rows * src_stride[i]
-        dst[0], dst_stride[0] = tail.ctypes.data, row
-        lib.sws.sws_scale(ctx, src, src_stride, 0, tail_rows, dst, dst_stride)
+        dst_ptr[0], dst_stride[0] = tail.ctypes.data, row
+        lib.sws.sws_scale(ctx, src, src_stride, 0, tail_rows, dst_ptr, dst_stride)
         out.reshape(-1)[body * row :] = tail[: tail_rows * row]
 
     def close(self) -> None:

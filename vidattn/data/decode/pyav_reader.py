@@ -515,10 +515,7 @@ class PyAVReader(VideoReader):
         except StopIteration:
             return None
         except av.error.FFmpegError as exc:
-            decoded = self._pos + 1
-            raise (
-                self._truncated(decoded) if decoded < self.num_frames else VideoDecodeError(self.path, _short(exc))
-            ) from None
+            raise self._decode_failed(exc) from None
         if self._seeked_to is not None:
             # After a seek the decoder starts at a key frame at or before the target; place it by pts.
             self._seeked_to = None
@@ -533,7 +530,10 @@ class PyAVReader(VideoReader):
             # pictures may be missing in between; anything else means the order is not what the
             # bitstream said, so stop leaving pictures out and count from the start.
             pos = self._index_of.get(frame.pts, -1)
-            if pos <= self._pos or any(self._pts_by_index[j] not in self._nonref for j in range(self._pos + 1, pos)):
+            nonref, by_index = self._nonref, self._pts_by_index
+            if pos <= self._pos or (
+                pos > self._pos + 1 and any(by_index[j] not in nonref for j in range(self._pos + 1, pos))
+            ):
                 self._forget_order()
                 self._restart(force=True)
                 return self._next_frame()
@@ -541,6 +541,28 @@ class PyAVReader(VideoReader):
             return frame
         self._pos += 1
         return frame
+
+    def _decode_failed(self, exc: Exception) -> VideoDecodeError:
+        """The error of a decoder that failed after the frame at ``_pos``."""
+        decoded = self._pos + 1
+        return self._truncated(decoded) if decoded < self.num_frames else VideoDecodeError(self.path, _short(exc))
+
+    def _skip(self, n: int) -> None:
+        """Decode and drop the next `n` frames of a decoder that counts them (no seek to place, nothing left out):
+        `_next_frame` for each, without the placing, in one loop (a frame's Python cost, counted in a 320x240
+        clip, was a tenth of its decoding). The end of the stream is left to the `_next_frame` that follows."""
+        import av
+
+        frames = self._frames
+        for _ in range(n):
+            check_deadline()
+            try:
+                next(frames)
+            except StopIteration:
+                return  # an exhausted generator stays so: the next `_next_frame` sees the end too
+            except av.error.FFmpegError as exc:
+                raise self._decode_failed(exc) from None
+            self._pos += 1
 
     def _to_array(self, frame: Any) -> np.ndarray:
         """The frame as a contiguous RGB array of the output size."""
@@ -615,6 +637,8 @@ class PyAVReader(VideoReader):
             self._seek_before(index)
         sought_back = False
         while True:
+            if index > self._pos + 1 and self._seeked_to is None and not self._nonref:
+                self._skip(index - self._pos - 1)  # the frames before `index`, counted
             frame = self._next_frame()
             if frame is None:
                 if self._nonref:  # frames left out before the end: count exactly what decodes
@@ -658,12 +682,20 @@ class PyAVReader(VideoReader):
         direct = self._direct if not self.rotation else None
         x, y = (0, 0) if crop is None else crop[:2]
         last = len(indices) - 1
+        base, step = (out.ctypes.data, out[0].nbytes) if len(out) and out.flags.c_contiguous else (None, 0)
         try:
             for k, i in enumerate(indices):
                 frame = self._goto(i)
                 # Frames are written in order into C-contiguous `out`: past frame k lies frame k + 1, written next.
                 if direct is None or not direct.convert(
-                    frame, out[k], x, y, self._scale_to, self._whole_rgb, spare=k < last
+                    frame,
+                    out[k],
+                    x,
+                    y,
+                    self._scale_to,
+                    self._whole_rgb,
+                    spare=k < last,
+                    dst=None if base is None else base + k * step,
                 ):
                     out[k] = crop_view(self._rgb(frame), crop)
         finally:
