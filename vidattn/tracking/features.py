@@ -86,8 +86,7 @@ def sample_windows(
                 pyramid[factor] = (x0, y0, x1, y1, pooled)
         img = pooled
         W, H = x1 - x0, y1 - y0
-    ux = (torch.arange(ow, device=img.device, dtype=torch.float32) + 0.5) / ow - 0.5
-    uy = (torch.arange(oh, device=img.device, dtype=torch.float32) + 0.5) / oh - 0.5
+    ux, uy = _unit_offsets(ow, img.device), _unit_offsets(oh, img.device)
     xs = centres[:, 0:1] - x0 + ux.view(1, -1) * sizes[:, 0:1]  # (N, ow) pixel coordinates in img
     ys = centres[:, 1:2] - y0 + uy.view(1, -1) * sizes[:, 1:2]  # (N, oh)
     gx = (2 * xs / W - 1).view(n, 1, ow).expand(n, oh, ow)
@@ -96,6 +95,12 @@ def sample_windows(
     grid = torch.stack([gx, gy], -1).reshape(1, n * oh, ow, 2)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(3, n, oh, ow).transpose(0, 1)  # (N, 3, oh, ow)
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_offsets(n: int, device: torch.device) -> torch.Tensor:
+    """Centres of ``n`` equal parts of ``[-0.5, 0.5]`` (a window's sample positions per unit size)."""
+    return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n - 0.5
 
 
 def _covered_region(centres: torch.Tensor, sizes: torch.Tensor, factor: int, H: int, W: int) -> tuple[int, ...]:
