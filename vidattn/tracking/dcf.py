@@ -542,29 +542,34 @@ class DCFTracker:
         cfg = self.cfg
         b, k = self.mem_conf.shape
         ar = self._arange(b)
-        merge = active & ~self.cur_slot_new & (self.mem_count[ar, self.cur_slot] < cfg.merge_frames)
-        w = self._memory_weights().clone()
-        w[~self.mem_valid] = -1.0  # empty slots first
+        # The per-slot tables flattened to (B*K,): each target's slot is one row, read with
+        # index_select and written with index_copy_ (cheaper than (row, slot) advanced indexing).
+        count, confs, times, valid = (
+            t.view(-1) for t in (self.mem_count, self.mem_conf, self.mem_time, self.mem_valid)
+        )
+        merge = active & ~self.cur_slot_new & (count.index_select(0, ar * k + self.cur_slot) < cfg.merge_frames)
+        w = torch.where(self.mem_valid, self._memory_weights(), -1.0)  # empty slots first
         w[:, 0] = float("inf")  # never evict the anchor
         # Inactive targets "merge" with weight zero into their current slot: a no-op write, which
         # keeps the update branch-free and batched.
         slot = torch.where(active & ~merge, w.argmin(1), self.cur_slot)
-        cnt = torch.where(merge, self.mem_count[ar, slot], torch.zeros_like(conf))
+        flat = ar * k + slot  # row of each target's slot in the (B*K, ...) memory
+        count_at, conf_at = count.index_select(0, flat), confs.index_select(0, flat)
+        cnt = torch.where(merge, count_at, torch.zeros_like(conf))
         conf = conf * active
         # Confidence-weighted running mean inside a slot.
-        old_w = torch.where(active, cnt * self.mem_conf[ar, slot], torch.ones_like(conf))
+        old_w = torch.where(active, cnt * conf_at, torch.ones_like(conf))
         tot = (old_w + conf).clamp_min(1e-6)
         a_old = (old_w / tot).view(-1, 1, 1, 1)
         a_new = (conf / tot).view(-1, 1, 1, 1)
-        flat = ar * k + slot  # row of each target's slot in the (B*K, ...) memory
         mem_x = self.mem_x.view((b * k,) + tuple(self.mem_x.shape[2:]))
         mem_p = self.mem_p.view(mem_x.shape)
         mem_x.index_copy_(0, flat, a_old * mem_x.index_select(0, flat) + a_new * xf)
         mem_p.index_copy_(0, flat, a_old * mem_p.index_select(0, flat) + a_new * _abs2(xf))
-        self.mem_conf[ar, slot] = torch.where(active, (old_w + conf) / (cnt + 1), self.mem_conf[ar, slot])
-        self.mem_count[ar, slot] = torch.where(active, cnt + 1, self.mem_count[ar, slot])
-        self.mem_time[ar, slot] = torch.where(active, float(self.frame_index), self.mem_time[ar, slot])
-        self.mem_valid[ar, slot] |= active
+        confs.index_copy_(0, flat, torch.where(active, (old_w + conf) / (cnt + 1), conf_at))
+        count.index_copy_(0, flat, torch.where(active, cnt + 1, count_at))
+        times.index_copy_(0, flat, torch.where(active, float(self.frame_index), times.index_select(0, flat)))
+        valid.index_copy_(0, flat, valid.index_select(0, flat) | active)
         self.cur_slot = slot
         self.cur_slot_new = self.cur_slot_new & ~active
 

@@ -71,7 +71,7 @@ def sample_windows(
     # Shrinking a window by more than 2x with bilinear taps aliases; pool first (once for all
     # windows, by the smallest shrink factor) and sample the pooled image instead. Only the part of
     # the frame the windows cover is pooled, so the cost follows the targets, not the frame size.
-    factor = int(max(1.0, math.floor(0.5 * float(torch.minimum(sizes[:, 0] / ow, sizes[:, 1] / oh).min()))))
+    factor = int(max(1.0, math.floor(0.5 * float((sizes / _out_size(ow, oh, sizes.device)).min()))))
     if factor > 1:
         x0, y0, x1, y1 = _covered_region(centres, sizes, factor, H, W)
         cached = pyramid.get(factor) if pyramid is not None else None
@@ -95,6 +95,12 @@ def sample_windows(
     grid = torch.stack([gx, gy], -1).reshape(1, n * oh, ow, 2)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(3, n, oh, ow).transpose(0, 1)  # (N, 3, oh, ow)
+
+
+@functools.lru_cache(maxsize=32)
+def _out_size(ow: int, oh: int, device: torch.device) -> torch.Tensor:
+    """``(ow, oh)`` as a float tensor, to divide window sizes ``(N, 2)`` by in one op."""
+    return torch.tensor([float(ow), float(oh)], device=device)
 
 
 @functools.lru_cache(maxsize=32)
