@@ -137,6 +137,16 @@ def _cell_index(h: int, w: int, cell: int, device: torch.device) -> torch.Tensor
     return (rows.view(-1, 1) * (w // cell) + cols.view(1, -1)).view(1, 1, h, w).float()
 
 
+@functools.lru_cache(maxsize=32)
+def _vote_base(
+    n: int, h: int, w: int, cell: int, n_signed: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Per pixel of ``n`` ``h x w`` patches, its patch's and cell's part of the flat histogram index, float."""
+    hc, wc = h // cell, w // cell
+    patch = torch.arange(n, device=device, dtype=dtype).view(n, 1, 1, 1) * (n_signed * hc * wc)
+    return patch + _cell_index(h, w, cell, device)
+
+
 def num_hog_channels(num_orients: int = 9) -> int:
     """Number of channels :func:`hog_features` returns for ``num_orients`` unsigned bins."""
     return 3 * num_orients + 1
@@ -180,10 +190,10 @@ def hog_features(patch: torch.Tensor, cell: int = 4, num_orients: int = 9, clip:
     # Vote straight into the cell histograms with one bincount: flat index (patch, bin, cell).
     # This avoids materialising a full-resolution (N, bins, H, W) map and pooling it, which costs
     # several times more on the CPU.
-    cell_idx = _cell_index(h, w, cell, gray.device)  # (1, 1, H, W) cell number, float
-    base = torch.arange(n, device=gray.device, dtype=gray.dtype).view(n, 1, 1, 1) * (n_signed * hc * wc) + cell_idx
+    base = _vote_base(n, h, w, cell, n_signed, gray.device, gray.dtype)  # (N, 1, H, W) patch and cell part of the index
     idx = torch.cat([lo, hi], 1) * (hc * wc) + base  # (N, 2, H, W)
-    votes = torch.cat([mag - mag * frac, mag * frac], 1)
+    upper = mag * frac
+    votes = torch.cat([mag - upper, upper], 1)
     hist = torch.bincount(idx.view(-1).long(), votes.view(-1), minlength=n * n_signed * hc * wc)
     signed = hist.view(n, n_signed, hc, wc).to(gray.dtype) * (1.0 / (cell * cell))
     unsigned = signed[:, :num_orients] + signed[:, num_orients:]
@@ -199,6 +209,12 @@ def hog_features(patch: torch.Tensor, cell: int = 4, num_orients: int = 9, clip:
     return torch.cat([signed, unsigned, texture], 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _prototypes(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The colour-name prototypes as ``(1, 11, 3, 1, 1)``, to compare with cells ``(N, 1, 3, h, w)``."""
+    return torch.tensor(_COLOUR_PROTOTYPES, dtype=dtype, device=device).view(1, -1, 3, 1, 1)
+
+
 def colour_names(cells_rgb: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     """Soft colour-name probabilities per cell.
 
@@ -209,13 +225,13 @@ def colour_names(cells_rgb: torch.Tensor, temperature: float = 0.05) -> torch.Te
     Returns:
         ``(N, 11, h, w)`` probabilities that sum to one over the channel axis.
     """
-    protos = torch.tensor(_COLOUR_PROTOTYPES, dtype=cells_rgb.dtype, device=cells_rgb.device)  # (11, 3)
+    protos = _prototypes(cells_rgb.dtype, cells_rgb.device)  # (1, 11, 3, 1, 1)
     # Brightness-normalise first so a dark pixel of a red coat still reads "red", not "black":
     # night scenes (OTB Crossing) are otherwise all black.
     bright = cells_rgb.amax(1, keepdim=True)
     chroma = cells_rgb / bright.clamp_min(0.05)
     mixed = 0.5 * cells_rgb + 0.5 * chroma * bright.sqrt()
-    d2 = ((mixed.unsqueeze(1) - protos.view(1, -1, 3, 1, 1)) ** 2).sum(2)  # (N, 11, h, w)
+    d2 = ((mixed.unsqueeze(1) - protos) ** 2).sum(2)  # (N, 11, h, w)
     return torch.softmax(-d2 / temperature, 1)
 
 
