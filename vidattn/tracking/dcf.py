@@ -178,6 +178,15 @@ def _signed_freq(n: int, device: torch.device) -> torch.Tensor:
     return torch.fft.fftfreq(n, d=1.0 / n, device=device)
 
 
+def _weight_channels(*filters: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Filters ``(hf, chan_w)``, each (N, C, h, w') and (N, C), as :meth:`DCFTracker._detect` takes them.
+
+    Returns:
+        ``(K, N, C, h, w')``: per filter, its conjugate times its channel weights.
+    """
+    return torch.stack([hf.conj() * w.view(w.shape[0], -1, 1, 1) for hf, w in filters])
+
+
 def _joint_bins(rgb: torch.Tensor, bins: int) -> torch.Tensor:
     """Joint RGB histogram bin ``(r * bins + g) * bins + b`` of every pixel of ``rgb`` (B, 3, H, W) in [0, 1]."""
     q = (rgb.clamp(0, 1 - 1e-6) * bins).long()
@@ -199,6 +208,30 @@ class DCFTracker:
         self.cfg = config or DCFConfig()
         self.device = torch.device(device)
         self.frame_index = 0
+        self._consts: dict[tuple, torch.Tensor] = {}
+
+    def _const(self, key: tuple, make) -> torch.Tensor:
+        """A tensor that depends only on ``key`` (grid sizes, counts), made once: per-frame ops are mostly overhead."""
+        t = self._consts.get(key)
+        if t is None:
+            t = self._consts[key] = make()
+        return t
+
+    def _arange(self, n: int) -> torch.Tensor:
+        """``torch.arange(n)`` (int64) on the device, made once."""
+        return self._const(("arange", n), lambda: torch.arange(n, device=self.device))
+
+    def _weighted(self, name: str, *filters: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Filters ``(hf, chan_w)`` as :meth:`_detect` takes them, stacked ``(K, B, C, h, w')``, kept until one changes.
+
+        The filters and channel weights are replaced (not modified) by each solve, so they are
+        recomputed once per solve rather than per frame.
+        """
+        tensors = [t for pair in filters for t in pair]
+        cached = self._consts.get(("weighted", name))
+        if cached is None or any(a is not b for a, b in zip(cached[0], tensors, strict=True)):
+            cached = self._consts[("weighted", name)] = (tensors, _weight_channels(*filters))
+        return cached[1]
 
     # ------------------------------------------------------------------ frame / patch helpers
     def _to_image(self, frame) -> torch.Tensor:
@@ -252,6 +285,7 @@ class DCFTracker:
         cfg = self.cfg
         img = self._to_image(frame)
         self._pyramid = {}
+        self._consts = {}
         boxes = torch.as_tensor(boxes, dtype=torch.float32, device=self.device).view(-1, 4)
         if (boxes[:, 2:] <= 0).any():
             raise ValueError("box width and height must be positive")
@@ -453,15 +487,23 @@ class DCFTracker:
         """Per target, whether it uses (and keeps learning) the colour model: ``colour_min_size`` and up."""
         return (torch.sqrt(self.size.prod(1)) >= self.cfg.colour_min_size) & (self.cfg.colour_weight > 0)
 
-    def _fuse_colour(self, resp: torch.Tensor, patches: torch.Tensor, targets: torch.Tensor | None = None):
+    def _fuse_colour(
+        self,
+        resp: torch.Tensor,
+        patches: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        colour: torch.Tensor | None = None,
+    ):
         """The response that picks the position: the filter's, scaled to a top of 1, blended with the colour response.
 
         Staple's fusion, per target: targets under ``colour_min_size`` keep the filter's response
         alone (scaled, which changes neither its peak nor its PSR). ``targets`` (N,) names the
         targets of the rows of ``resp`` (N, h, w) and ``patches`` (default: all, in order).
+        ``colour`` is :meth:`_colour_targets` when the caller has it already.
         """
         cfg = self.cfg
-        use = self._colour_targets() if targets is None else self._colour_targets().index_select(0, targets)
+        use = self._colour_targets() if colour is None else colour
+        use = use if targets is None else use.index_select(0, targets)
         a = cfg.colour_weight * use.float().view(-1, 1, 1)
         top = resp.flatten(1).amax(1).clamp_min(1e-9).view(-1, 1, 1)
         col = self._colour_response(self._pixel_likelihood(patches, targets), targets)
@@ -499,30 +541,35 @@ class DCFTracker:
         """Merge a confident sample into the current slot, or open a new slot (evicting the weakest)."""
         cfg = self.cfg
         b, k = self.mem_conf.shape
-        ar = torch.arange(b, device=self.device)
-        merge = active & ~self.cur_slot_new & (self.mem_count[ar, self.cur_slot] < cfg.merge_frames)
-        w = self._memory_weights().clone()
-        w[~self.mem_valid] = -1.0  # empty slots first
+        ar = self._arange(b)
+        # The per-slot tables flattened to (B*K,): each target's slot is one row, read with
+        # index_select and written with index_copy_ (cheaper than (row, slot) advanced indexing).
+        count, confs, times, valid = (
+            t.view(-1) for t in (self.mem_count, self.mem_conf, self.mem_time, self.mem_valid)
+        )
+        merge = active & ~self.cur_slot_new & (count.index_select(0, ar * k + self.cur_slot) < cfg.merge_frames)
+        w = torch.where(self.mem_valid, self._memory_weights(), -1.0)  # empty slots first
         w[:, 0] = float("inf")  # never evict the anchor
         # Inactive targets "merge" with weight zero into their current slot: a no-op write, which
         # keeps the update branch-free and batched.
         slot = torch.where(active & ~merge, w.argmin(1), self.cur_slot)
-        cnt = torch.where(merge, self.mem_count[ar, slot], torch.zeros_like(conf))
+        flat = ar * k + slot  # row of each target's slot in the (B*K, ...) memory
+        count_at, conf_at = count.index_select(0, flat), confs.index_select(0, flat)
+        cnt = torch.where(merge, count_at, torch.zeros_like(conf))
         conf = conf * active
         # Confidence-weighted running mean inside a slot.
-        old_w = torch.where(active, cnt * self.mem_conf[ar, slot], torch.ones_like(conf))
+        old_w = torch.where(active, cnt * conf_at, torch.ones_like(conf))
         tot = (old_w + conf).clamp_min(1e-6)
         a_old = (old_w / tot).view(-1, 1, 1, 1)
         a_new = (conf / tot).view(-1, 1, 1, 1)
-        flat = ar * k + slot  # row of each target's slot in the (B*K, ...) memory
         mem_x = self.mem_x.view((b * k,) + tuple(self.mem_x.shape[2:]))
         mem_p = self.mem_p.view(mem_x.shape)
         mem_x.index_copy_(0, flat, a_old * mem_x.index_select(0, flat) + a_new * xf)
         mem_p.index_copy_(0, flat, a_old * mem_p.index_select(0, flat) + a_new * _abs2(xf))
-        self.mem_conf[ar, slot] = torch.where(active, (old_w + conf) / (cnt + 1), self.mem_conf[ar, slot])
-        self.mem_count[ar, slot] = torch.where(active, cnt + 1, self.mem_count[ar, slot])
-        self.mem_time[ar, slot] = torch.where(active, float(self.frame_index), self.mem_time[ar, slot])
-        self.mem_valid[ar, slot] |= active
+        confs.index_copy_(0, flat, torch.where(active, (old_w + conf) / (cnt + 1), conf_at))
+        count.index_copy_(0, flat, torch.where(active, cnt + 1, count_at))
+        times.index_copy_(0, flat, torch.where(active, float(self.frame_index), times.index_select(0, flat)))
+        valid.index_copy_(0, flat, valid.index_select(0, flat) | active)
         self.cur_slot = slot
         self.cur_slot_new = self.cur_slot_new & ~active
 
@@ -575,14 +622,25 @@ class DCFTracker:
         return torch.fft.rfft2(big, norm="ortho"), win, bh, bw
 
     @staticmethod
-    def _detect(zf: torch.Tensor, hf: torch.Tensor, chan_w: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
-        """Channel-weighted response ``(B, S, gh, gw)`` of samples ``zf`` (B, S, C, gh, gw//2+1).
+    def _detect(zf: torch.Tensor, weighted: torch.Tensor, gh: int, gw: int) -> list[torch.Tensor]:
+        """Per filter, the channel-weighted response ``(B, S, gh, gw)`` of samples ``zf`` (B, S, C, gh, gw//2+1).
 
-        Channels are summed in the Fourier domain (linearity), so one inverse FFT per scale is
-        enough; per-channel maps are only formed for the winning scale (see :meth:`_peak_ratio`).
+        ``weighted`` (K, B, C, gh, gw//2+1) holds K filters, each conjugated and times its channel
+        weights (:func:`_weight_channels`). Channels are summed in the Fourier domain (linearity),
+        so one inverse FFT per filter and scale is enough; per-channel maps are only formed for the
+        winning scale (see :meth:`_peak_ratio`).
+
+        Every response is bit for bit what it is alone: small-target tracks are chaotic enough that
+        a rounding change can flip a sequence. With one scale the K filters share one product and
+        each takes its own inverse FFT (a larger FFT batch is vectorised, and rounds, differently).
+        With several scales the shared product's memory layout changes the inverse FFT's rounding
+        for some grid sizes, so each filter takes its own product.
         """
-        weighted = hf.conj() * chan_w.view(chan_w.shape[0], -1, 1, 1)  # (B, C, gh, gw')
-        return torch.fft.irfft2(torch.einsum("bchw,bschw->bshw", weighted, zf), s=(gh, gw), norm="ortho")
+        if zf.shape[1] == 1:
+            spec = torch.einsum("kbchw,bschw->kbshw", weighted, zf)
+        else:
+            spec = [torch.einsum("bchw,bschw->bshw", w, zf) for w in weighted]
+        return [torch.fft.irfft2(s, s=(gh, gw), norm="ortho") for s in spec]
 
     @staticmethod
     def _peak(resp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -599,13 +657,17 @@ class DCFTracker:
         The returned value is the raw response there, not the penalised one.
         """
         b, gh, gw = resp.shape
-        fy, fx = _signed_freq(gh, self.device), _signed_freq(gw, self.device)
-        d2 = fy.view(1, -1, 1) ** 2 + fx.view(1, 1, -1) ** 2  # squared displacement, cells
+
+        def make_d2() -> torch.Tensor:
+            fy, fx = _signed_freq(gh, self.device), _signed_freq(gw, self.device)
+            return fy.view(1, -1, 1) ** 2 + fx.view(1, 1, -1) ** 2  # squared displacement, cells
+
+        d2 = self._const(("d2", gh, gw), make_d2)
         size_cells = torch.sqrt(self.size.prod(1)) / (self.cfg.cell * self.step)
         prior = torch.exp(-0.5 * d2 / (self.cfg.motion_sigma * size_cells).view(-1, 1, 1) ** 2)
         top = resp.flatten(1).amax(1).clamp_min(1e-9).view(-1, 1, 1)
         _, r, c, _ = self._peak((resp - self.cfg.motion_penalty * top * (1 - prior)).unsqueeze(1))
-        return r, c, resp[torch.arange(b, device=self.device), r, c]
+        return r, c, resp[self._arange(b), r, c]
 
     @staticmethod
     def _subcell(m: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -674,23 +736,25 @@ class DCFTracker:
         # Translation: one window per target, all targets in one batch, centred where each target's
         # recent motion predicts it (a lost target is searched for where it was last seen).
         H, W = self.frame_size
-        lim = torch.tensor([W, H], device=self.device, dtype=torch.float32)
+        lim = self._const(("lim", W, H), lambda: torch.tensor([W, H], device=self.device, dtype=torch.float32))
         centre = torch.minimum((self.pos + self.vel).clamp_min(0), lim)
         patches = self._sample(img, centre, self.step, gh, gw)
         zf, zcells = self._features(patches, self.window)
-        resp = self._detect(zf.unsqueeze(1), self.filter_f, self.chan_w, gh, gw)[:, 0]  # (B, gh, gw)
-        pick = self._fuse_colour(resp, patches) if self._colour_targets().any() else resp
+        # The adapted filter's response picks the position; the first-frame filter's is read there.
+        both = self._weighted("detect", (self.filter_f, self.chan_w), (self.anchor_f, self.anchor_w))
+        resp, at = (r[:, 0] for r in self._detect(zf.unsqueeze(1), both, gh, gw))  # (B, gh, gw) each
+        colour = self._colour_targets()
+        pick = self._fuse_colour(resp, patches, colour=colour) if colour.any() else resp
         r, c, _ = self._peak_with_prior(pick)
-        peak = resp[torch.arange(self.num_targets, device=self.device), r, c]
+        peak = resp[self._arange(self.num_targets), r, c]
         dy, dx = self._subcell(pick, r, c)
         psr, side = self._psr(pick, r, c)
         shift_cells = self._displacement(r, c, dy, dx, gh, gw)  # (B, 2) x, y in cells
         new_pos = centre + shift_cells * (cfg.cell * self.step).view(-1, 1)
         # Agreement with the first-frame template: its response where the target was found.
-        at = self._detect(zf.unsqueeze(1), self.anchor_f, self.anchor_w, gh, gw)[:, 0]
-        grid_wh = torch.tensor([gw, gh], device=self.device)
+        grid_wh = self._const(("grid_wh", gw, gh), lambda: torch.tensor([gw, gh], device=self.device))
         iy_ix = (shift_cells.round().long() + grid_wh) % grid_wh
-        anchor = at[torch.arange(self.num_targets, device=self.device), iy_ix[:, 1], iy_ix[:, 0]]
+        anchor = at[self._arange(self.num_targets), iy_ix[:, 1], iy_ix[:, 0]]
 
         found = self._redetect(img, psr)
         if found is not None:
@@ -717,7 +781,7 @@ class DCFTracker:
             # The detection window re-centred on the target is the training sample, unless the
             # target was found outside it (then it is re-sampled).
             offset = (new_pos - centre) / (cfg.cell * self.step).view(-1, 1)
-            colour = self._colour_targets() & active
+            colour = colour & active
             if bool(colour.any()):
                 weight = torch.where(conf >= cfg.good_score, torch.ones_like(conf), conf)
                 self._learn_colour(patches, offset, cfg.colour_lr * weight * colour)
@@ -750,13 +814,15 @@ class DCFTracker:
         pos, step = self.pos.index_select(0, idx), self.step.index_select(0, idx)
         patches = self._sample(img, pos, step, bh, bw)
         zb, _ = self._features(patches, win_big)
-        rb = self._detect(zb.unsqueeze(1), hf_big[:n], self.chan_w.index_select(0, idx), bh, bw)[:, 0]
+        wide = _weight_channels(
+            (hf_big[:n], self.chan_w.index_select(0, idx)), (hf_big[n:], self.anchor_w.index_select(0, idx))
+        )
+        rb, ab = (r[:, 0] for r in self._detect(zb.unsqueeze(1), wide, bh, bw))
         pick = self._fuse_colour(rb, patches, idx) if self._colour_targets().any() else rb
         _, r, c, _ = self._peak(pick.unsqueeze(1))
         peak = rb[torch.arange(n, device=self.device), r, c]
         dy, dx = self._subcell(pick, r, c)
         psr_wide, _ = self._psr(pick, r, c)
-        ab = self._detect(zb.unsqueeze(1), hf_big[n:], self.anchor_w.index_select(0, idx), bh, bw)[:, 0]
         anchor_wide = ab[torch.arange(n, device=self.device), r, c] * k
         use = torch.zeros_like(self.lost)
         use[idx] = psr_wide > psr.index_select(0, idx)
@@ -952,7 +1018,7 @@ class DCFTracker:
         gh, gw = self.grid
         n = int(idx.numel())
         a = cfg.pyramid_step
-        factors = torch.tensor([1 / a, 1.0, a], device=self.device)
+        factors = self._const(("factors", a), lambda: torch.tensor([1 / a, 1.0, a], device=self.device))
         step = (self.step.index_select(0, idx).view(-1, 1) * factors.view(1, 3)).flatten()
         centres = self.pos.index_select(0, idx).repeat_interleave(3, 0)
         if crop is None:
@@ -970,16 +1036,20 @@ class DCFTracker:
             hfs = self._cropped_filters(crop)
         zf = zf.view((n, 3) + tuple(zf.shape[1:]))
         rh, rw = self._pyramid_reach()
-        fy, fx = _signed_freq(sh, self.device).abs(), _signed_freq(sw, self.device).abs()
-        near = (fy.view(-1, 1) <= rh) & (fx.view(1, -1) <= rw)  # the target is near the centre
+
+        def make_near() -> torch.Tensor:
+            fy, fx = _signed_freq(sh, self.device).abs(), _signed_freq(sw, self.device).abs()
+            return (fy.view(-1, 1) <= rh) & (fx.view(1, -1) <= rw)  # the target is near the centre
+
+        near = self._const(("near", sh, sw, rh, rw), make_near)
         # Both templates vote: the adapted filter knows today's appearance, but it learned from boxes
         # of the estimated size and so shares any lag of the estimate; the first-frame filter knows
         # the true size relative to the box it was given.
         p = torch.zeros(n, 3, device=self.device)
-        for hf, cw in zip(hfs, (self.chan_w, self.anchor_w), strict=True):
-            # (Orthonormal FFTs of the smaller crop scale all three levels' responses alike.)
-            resp = self._detect(zf, hf.index_select(0, idx), cw.index_select(0, idx), sh, sw)
-            peaks = torch.where(near, resp, torch.full_like(resp, -1e9)).flatten(2).amax(2)  # (n, 3)
+        both = self._weighted("pyramid", (hfs[0], self.chan_w), (hfs[1], self.anchor_w)).index_select(1, idx)
+        # (Orthonormal FFTs of the smaller crop scale all three levels' responses alike.)
+        for resp in self._detect(zf, both, sh, sw):
+            peaks = torch.where(near, resp, -1e9).flatten(2).amax(2)  # (n, 3)
             p = p + peaks / peaks[:, 1:2].abs().clamp_min(1e-9)
         return p
 
@@ -1006,17 +1076,19 @@ class DCFTracker:
         only touches the window's border, where the cosine window has already faded the features.
         """
         gh, gw = self.grid
-        ky = _signed_freq(gh, self.device).view(1, -1, 1)
-        kx = torch.arange(gw // 2 + 1, device=self.device, dtype=torch.float32).view(1, 1, -1)
+        ky = self._const(("ky", gh), lambda: _signed_freq(gh, self.device).view(1, -1, 1))
+        kx = self._const(
+            ("kx", gw), lambda: torch.arange(gw // 2 + 1, device=self.device, dtype=torch.float32).view(1, 1, -1)
+        )
         phase = 2 * math.pi * (ky * shift[:, 1].view(-1, 1, 1) / gh + kx * shift[:, 0].view(-1, 1, 1) / gw)
         xf = zf * torch.polar(torch.ones_like(phase), phase).unsqueeze(1)
         # Colour cells only feed histograms and the mask: an integer roll is precise enough.
-        iy = (torch.arange(gh, device=self.device).view(1, -1) + shift[:, 1:2].round().long()) % gh  # (B, gh)
-        ix = (torch.arange(gw, device=self.device).view(1, -1) + shift[:, 0:1].round().long()) % gw  # (B, gw)
+        iy = (self._arange(gh).view(1, -1) + shift[:, 1:2].round().long()) % gh  # (B, gh)
+        ix = (self._arange(gw).view(1, -1) + shift[:, 0:1].round().long()) % gw  # (B, gw)
         b = cells.shape[0]
         cells = cells[
-            torch.arange(b, device=self.device).view(-1, 1, 1, 1),
-            torch.arange(3, device=self.device).view(1, -1, 1, 1),
+            self._arange(b).view(-1, 1, 1, 1),
+            self._arange(3).view(1, -1, 1, 1),
             iy.view(b, 1, gh, 1),
             ix.view(b, 1, 1, gw),
         ]

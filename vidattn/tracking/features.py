@@ -71,7 +71,7 @@ def sample_windows(
     # Shrinking a window by more than 2x with bilinear taps aliases; pool first (once for all
     # windows, by the smallest shrink factor) and sample the pooled image instead. Only the part of
     # the frame the windows cover is pooled, so the cost follows the targets, not the frame size.
-    factor = int(max(1.0, math.floor(0.5 * float(torch.minimum(sizes[:, 0] / ow, sizes[:, 1] / oh).min()))))
+    factor = int(max(1.0, math.floor(0.5 * float((sizes / _out_size(ow, oh, sizes.device)).min()))))
     if factor > 1:
         x0, y0, x1, y1 = _covered_region(centres, sizes, factor, H, W)
         cached = pyramid.get(factor) if pyramid is not None else None
@@ -86,8 +86,7 @@ def sample_windows(
                 pyramid[factor] = (x0, y0, x1, y1, pooled)
         img = pooled
         W, H = x1 - x0, y1 - y0
-    ux = (torch.arange(ow, device=img.device, dtype=torch.float32) + 0.5) / ow - 0.5
-    uy = (torch.arange(oh, device=img.device, dtype=torch.float32) + 0.5) / oh - 0.5
+    ux, uy = _unit_offsets(ow, img.device), _unit_offsets(oh, img.device)
     xs = centres[:, 0:1] - x0 + ux.view(1, -1) * sizes[:, 0:1]  # (N, ow) pixel coordinates in img
     ys = centres[:, 1:2] - y0 + uy.view(1, -1) * sizes[:, 1:2]  # (N, oh)
     gx = (2 * xs / W - 1).view(n, 1, ow).expand(n, oh, ow)
@@ -96,6 +95,18 @@ def sample_windows(
     grid = torch.stack([gx, gy], -1).reshape(1, n * oh, ow, 2)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.view(3, n, oh, ow).transpose(0, 1)  # (N, 3, oh, ow)
+
+
+@functools.lru_cache(maxsize=32)
+def _out_size(ow: int, oh: int, device: torch.device) -> torch.Tensor:
+    """``(ow, oh)`` as a float tensor, to divide window sizes ``(N, 2)`` by in one op."""
+    return torch.tensor([float(ow), float(oh)], device=device)
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_offsets(n: int, device: torch.device) -> torch.Tensor:
+    """Centres of ``n`` equal parts of ``[-0.5, 0.5]`` (a window's sample positions per unit size)."""
+    return (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n - 0.5
 
 
 def _covered_region(centres: torch.Tensor, sizes: torch.Tensor, factor: int, H: int, W: int) -> tuple[int, ...]:
@@ -124,6 +135,16 @@ def _cell_index(h: int, w: int, cell: int, device: torch.device) -> torch.Tensor
     rows = torch.arange(h, device=device) // cell
     cols = torch.arange(w, device=device) // cell
     return (rows.view(-1, 1) * (w // cell) + cols.view(1, -1)).view(1, 1, h, w).float()
+
+
+@functools.lru_cache(maxsize=32)
+def _vote_base(
+    n: int, h: int, w: int, cell: int, n_signed: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Per pixel of ``n`` ``h x w`` patches, its patch's and cell's part of the flat histogram index, float."""
+    hc, wc = h // cell, w // cell
+    patch = torch.arange(n, device=device, dtype=dtype).view(n, 1, 1, 1) * (n_signed * hc * wc)
+    return patch + _cell_index(h, w, cell, device)
 
 
 def num_hog_channels(num_orients: int = 9) -> int:
@@ -169,10 +190,10 @@ def hog_features(patch: torch.Tensor, cell: int = 4, num_orients: int = 9, clip:
     # Vote straight into the cell histograms with one bincount: flat index (patch, bin, cell).
     # This avoids materialising a full-resolution (N, bins, H, W) map and pooling it, which costs
     # several times more on the CPU.
-    cell_idx = _cell_index(h, w, cell, gray.device)  # (1, 1, H, W) cell number, float
-    base = torch.arange(n, device=gray.device, dtype=gray.dtype).view(n, 1, 1, 1) * (n_signed * hc * wc) + cell_idx
+    base = _vote_base(n, h, w, cell, n_signed, gray.device, gray.dtype)  # (N, 1, H, W) patch and cell part of the index
     idx = torch.cat([lo, hi], 1) * (hc * wc) + base  # (N, 2, H, W)
-    votes = torch.cat([mag - mag * frac, mag * frac], 1)
+    upper = mag * frac
+    votes = torch.cat([mag - upper, upper], 1)
     hist = torch.bincount(idx.view(-1).long(), votes.view(-1), minlength=n * n_signed * hc * wc)
     signed = hist.view(n, n_signed, hc, wc).to(gray.dtype) * (1.0 / (cell * cell))
     unsigned = signed[:, :num_orients] + signed[:, num_orients:]
@@ -188,6 +209,12 @@ def hog_features(patch: torch.Tensor, cell: int = 4, num_orients: int = 9, clip:
     return torch.cat([signed, unsigned, texture], 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _prototypes(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The colour-name prototypes as ``(1, 11, 3, 1, 1)``, to compare with cells ``(N, 1, 3, h, w)``."""
+    return torch.tensor(_COLOUR_PROTOTYPES, dtype=dtype, device=device).view(1, -1, 3, 1, 1)
+
+
 def colour_names(cells_rgb: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     """Soft colour-name probabilities per cell.
 
@@ -198,13 +225,13 @@ def colour_names(cells_rgb: torch.Tensor, temperature: float = 0.05) -> torch.Te
     Returns:
         ``(N, 11, h, w)`` probabilities that sum to one over the channel axis.
     """
-    protos = torch.tensor(_COLOUR_PROTOTYPES, dtype=cells_rgb.dtype, device=cells_rgb.device)  # (11, 3)
+    protos = _prototypes(cells_rgb.dtype, cells_rgb.device)  # (1, 11, 3, 1, 1)
     # Brightness-normalise first so a dark pixel of a red coat still reads "red", not "black":
     # night scenes (OTB Crossing) are otherwise all black.
     bright = cells_rgb.amax(1, keepdim=True)
     chroma = cells_rgb / bright.clamp_min(0.05)
     mixed = 0.5 * cells_rgb + 0.5 * chroma * bright.sqrt()
-    d2 = ((mixed.unsqueeze(1) - protos.view(1, -1, 3, 1, 1)) ** 2).sum(2)  # (N, 11, h, w)
+    d2 = ((mixed.unsqueeze(1) - protos) ** 2).sum(2)  # (N, 11, h, w)
     return torch.softmax(-d2 / temperature, 1)
 
 
