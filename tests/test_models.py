@@ -330,6 +330,19 @@ def test_peak_head_in_models_and_glimpses():
         assert logits.shape == (2, 3) and weights.shape == (2, 16)
         torch.testing.assert_close(weights.sum(1), torch.ones(2))
     assert isinstance(create_model("r2plus1d_tiny", num_classes=3, head="peak").head, PeakPoolHead)
+    # With peak pooling the glimpse model's whole-video context also carries the scorer's peak rise: a burst in
+    # a few of 96 frames moves it as much as in a 16-frame input (the softmax average alone dilutes it).
+    glimpse = create_model("r2plus1d_glimpse", num_classes=3, head="peak").eval()
+    assert glimpse.peak_context and not create_model("r2plus1d_glimpse", num_classes=3).peak_context
+    with torch.no_grad():
+        feats, _ = glimpse.scorer(torch.zeros(1, 3, 96, 32, 32))
+        burst = torch.zeros(1, 3, 96, 32, 32)
+        burst[:, :, 40:44] = 3.0
+        feats_b, _ = glimpse.scorer(burst)
+        _, ctx0, _ = glimpse._select(torch.zeros(1, 3, 96, 32, 32))
+        _, ctx1, _ = glimpse._select(burst)
+    rise = (feats_b - feats_b.mean(2, keepdim=True)).amax(2) - (feats - feats.mean(2, keepdim=True)).amax(2)
+    assert rise.abs().max() > 0 and (ctx1 - ctx0).abs().max() >= 0.5 * rise.abs().max()
     for name in ("r2plus1d_tiny", "r2plus1d_glimpse"):
         with pytest.raises(VidattnError, match="unknown head 'max'"):
             create_model(name, num_classes=3, head="max")

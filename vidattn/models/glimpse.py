@@ -12,7 +12,11 @@ Two paths train the scorer: the straight-through mask multiplies each glimpse, s
 the glimpses lead to reaches the scores; and the scorer's own per-frame features, pooled with the
 softmax of the same scores, are appended to the classifier's input (the whole-video context), so the
 scores also learn where the frames that tell the class are. That softmax is the model's
-``frame_weights``: one weight per input frame, over the whole video.
+``frame_weights``: one weight per input frame, over the whole video. With ``head="peak"`` the context also
+gets each scorer channel's largest rise above its mean over the video (peak pooling, as the head does): a
+softmax average dilutes a few frames' event over a long video, and until the scores find the event the
+glimpses rarely land on it (2 glimpses of 8 among 384 frames), so nothing would learn it. On 768-frame
+videos of issue 15's shape that took the model from 0.375 (chance 0.25) to 0.958 (README, "Long videos").
 
 The feature map of `forward_features` is ``(B, F + S, k * L', H', W')``: the glimpses' backbone
 features concatenated in time (glimpses in temporal order), with the scorer's pooled context
@@ -96,7 +100,8 @@ class GlimpseNet(RecordsAttention, nn.Module):
         scorer_size: the scorer's frame side (pixels).
         estimator: ``"gumbel"`` (Gumbel-top-k while training, plain top-k in eval) or ``"st"`` (plain top-k).
         tau: softmax temperature of the scores.
-        head: how the glimpses' time steps are pooled: a name in `vidattn.models.heads.HEADS` ("attn", "avg", "peak").
+        head: how the glimpses' time steps are pooled: a name in `vidattn.models.heads.HEADS` ("attn", "avg", "peak");
+            with "peak" the scorer's context adds its channels' peak rise over the whole input (module docstring).
         drop_rate: dropout before the classifier.
         input_mode: ``"rgb"`` or ``"diff"``: the scorer and the glimpses see the differences between
             consecutive input frames (`vidattn.models.resnet.frame_differences`, taken over the whole input).
@@ -140,6 +145,7 @@ class GlimpseNet(RecordsAttention, nn.Module):
         self.spatial_stride = backbone.spatial_stride
         self.num_classes = num_classes
         self.pool = create_head(head, backbone.num_features, 0)
+        self.peak_context = head == "peak"
         self.drop = nn.Dropout(drop_rate)
         self.fc = _linear(self.num_features, num_classes)
         self.default_cfg = getattr(backbone, "default_cfg", {})
@@ -161,6 +167,8 @@ class GlimpseNet(RecordsAttention, nn.Module):
             self._record(soft)
             self._record(torch.zeros_like(soft).scatter_(1, centres, 1.0), ":mask")  # exactly 0/1
         context = torch.einsum("bt,bct->bc", soft, feats)
+        if self.peak_context:
+            context = context + (feats - feats.mean(2, keepdim=True)).amax(2)
         starts = (centres - length // 2).clamp(0, t - length)  # (B, k)
         frame_idx = rearrange(starts[..., None] + torch.arange(length, device=x.device), "b k l -> b (k l)")
         clips = x.gather(2, repeat(frame_idx, "b n -> b c n h w", c=c, h=h, w=w))  # (B, C, k*L, H, W)
