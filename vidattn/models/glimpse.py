@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from vidattn.layers import RecordsAttention, check_video, select_topk
 
 from ._registry import create_model, register_model
-from .heads import _linear, create_head, expand_time_weights
+from .heads import _linear, _rise, create_head, expand_time_weights
 from .resnet import check_input_mode, frame_differences
 
 __all__ = ["GlimpseNet", "GlimpseScorer"]
@@ -168,7 +168,7 @@ class GlimpseNet(RecordsAttention, nn.Module):
             self._record(torch.zeros_like(soft).scatter_(1, centres, 1.0), ":mask")  # exactly 0/1
         context = torch.einsum("bt,bct->bc", soft, feats)
         if self.peak_context:
-            context = context + (feats - feats.mean(2, keepdim=True)).amax(2)
+            context = context + _rise(feats).amax(2)
         starts = (centres - length // 2).clamp(0, t - length)  # (B, k)
         frame_idx = rearrange(starts[..., None] + torch.arange(length, device=x.device), "b k l -> b (k l)")
         clips = x.gather(2, repeat(frame_idx, "b n -> b c n h w", c=c, h=h, w=w))  # (B, C, k*L, H, W)

@@ -146,6 +146,11 @@ class AttentionPoolHead(RecordsAttention, nn.Module):
         return self.fc(self.drop(pooled)), weights
 
 
+def _rise(feats: Tensor) -> Tensor:
+    """Each feature's rise above its own mean over time (dimension 2), at every position: what peak pooling maxes."""
+    return feats - feats.mean(2, keepdim=True)
+
+
 class PeakPoolHead(ClassifierHead):
     """Peak pooling: each channel's largest rise above its own temporal mean, then dropout and linear.
 
@@ -163,17 +168,13 @@ class PeakPoolHead(ClassifierHead):
         drop_rate: dropout before the linear layer.
     """
 
-    @staticmethod
-    def _rise(feats: Tensor) -> Tensor:
-        return feats - feats.mean(2, keepdim=True)
-
     def forward(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
-        pooled = self.drop(self._rise(feats).amax((2, 3, 4)))
+        pooled = self.drop(_rise(feats).amax((2, 3, 4)))
         return pooled if pre_logits else self.fc(pooled)
 
     def time_weights(self, feats: Tensor, class_index: Tensor | None = None) -> Tensor:
         """Softmax over time of each step's logit (its channels' peaks over space) for a class: ``(B, T')``."""
-        return _class_time_weights(self.fc, self.num_classes, self._rise(feats).amax((3, 4)), class_index)
+        return _class_time_weights(self.fc, self.num_classes, _rise(feats).amax((3, 4)), class_index)
 
 
 #: The classification heads by name (``model.head``).
