@@ -430,22 +430,69 @@ def _bright_frame_video(n: int, bright: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("max_samples", [4096, 100])  # whole-video views, and the bounded-memory fallback
-def test_whole_video_scores_find_the_moment_in_a_long_video(monkeypatch, max_samples):
+@pytest.mark.parametrize("stride", [1, 3])  # the model's samples pushed, or every frame (views a frame apart)
+def test_whole_video_scores_find_the_moment_in_a_long_video(monkeypatch, max_samples, stride):
     from vidattn.data.transforms import VideoTransform
     from vidattn.keyframes.model import KeyframeModel, WindowScorer
 
     monkeypatch.setattr(WindowScorer, "max_samples", max_samples)
     transform = VideoTransform(32, train=False)
     km = KeyframeModel(
-        _Brightness(), ["a", "b"], 16, 1, 32, 32, torch.device("cpu"), transform=transform, sampler="auto"
+        _Brightness(), ["a", "b"], 16, stride, 32, 32, torch.device("cpu"), transform=transform, sampler="auto"
     )
-    scorer = WindowScorer(km, batch_size=4)
-    for frame in _bright_frame_video(700, 517):
+    scorer = WindowScorer(km, batch_size=4, every=stride)
+    for frame in _bright_frame_video(700, 516):  # on a sample of every stride
         scorer.push(frame)
     scorer.finish()
-    scores = scorer.frame_scores()
-    assert scores.shape == (700,) and int(scores.argmax()) == 517
+    scores = scorer.consensus_scores()
+    assert scores.shape == (700,) and int(scores.argmax()) == 516
     assert min(w[0] for w in scorer.windows) == 0 and max(w[1] for w in scorer.windows) == 699
+
+
+class _Lit(torch.nn.Module):
+    """A stand-in model whose class-"b" logit sums the brightness of the frames brighter than average: its
+    evidence is each such frame's brightness, in every view that reads it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lit = torch.relu(x.mean((1, 3, 4))).sum(-1)
+        return torch.stack([torch.zeros_like(lit), lit], dim=-1)
+
+
+def _every_frame_scorer(model: torch.nn.Module, frames: np.ndarray, stride: int):
+    from vidattn.data.transforms import VideoTransform
+    from vidattn.keyframes.model import KeyframeModel, WindowScorer
+
+    km = KeyframeModel(
+        model, ["a", "b"], 32, stride, 32, 32, torch.device("cpu"), transform=VideoTransform(32, train=False),
+        sampler="auto",
+    )  # fmt: skip
+    assert km.read_step == 1  # a whole-video model reads every frame
+    scorer = WindowScorer(km, batch_size=4, every=stride)
+    for frame in frames:
+        scorer.push(frame)
+    scorer.finish()
+    return scorer
+
+
+def test_key_frames_are_what_every_view_agrees_on():
+    """Three views (every 3rd frame, a frame apart) each see two frames of a 6-frame event; a brighter single
+    frame only one of them reads is a spike of that view's sampling and loses to the event in the consensus."""
+    frames = np.full((90, 32, 32, 3), 130, dtype=np.uint8)  # every frame is some evidence
+    frames[20] = 250  # one frame: only the view of phase 20 % 3 reads it
+    frames[60:66] = 180  # the event: every view reads two of its frames
+    scorer = _every_frame_scorer(_Lit(), frames, stride=3)
+    assert sorted({w[0] for w in scorer.windows}) == [0, 1, 2] and len(scorer.windows) == 3
+    assert int(scorer.frame_scores().argmax()) == 20  # each frame by the one view that reads it: the spike
+    consensus = scorer.consensus_scores()
+    assert consensus.shape == (90,) and 60 <= int(consensus.argmax()) <= 65
+
+
+def test_every_frame_evidence_of_a_difference_model_sits_midway_in_each_view():
+    frames = np.full((90, 32, 32, 3), 60, dtype=np.uint8)
+    frames[50:] = 200  # the scene changes between frames 49 and 50
+    scorer = _every_frame_scorer(_Change(), frames, stride=3)
+    # Views read ...48, 51... / ...49, 52... / ...47, 50...: the change is placed at 49.5, 50.5 and 48.5.
+    assert int(scorer.consensus_scores().argmax()) in (49, 50)
 
 
 class _Change(torch.nn.Module):
@@ -504,7 +551,7 @@ def test_checkpoint_scores_map_to_true_frame_indices_on_a_long_video(coverage_ch
     doc = json.loads(stdout)
     assert doc["num_frames"] == 301
     indices = [s["frame_index"] for s in doc["scores"]]
-    assert indices == list(range(0, 301, 2))  # the model's stride: every second true frame, none invented
+    assert indices == list(range(301))  # a whole-video model: every true frame is scored, none invented
     for s in doc["scores"]:
         assert s["time_s"] == pytest.approx(s["frame_index"] / 20, abs=1e-6)
     assert all(k["frame_index"] in indices for k in doc["keyframes"])

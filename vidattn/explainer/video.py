@@ -5,14 +5,13 @@ Two passes over the model, both bounded in memory whatever the video's length:
 1. **Prediction**, exactly as `vidattn score` makes it (`vidattn.scoring.pipeline.model_input`: ``clips``
    test views at the model's clip length, stride and size; `vidattn.scoring.model.Classifier` averages their
    class probabilities and keeps the top-k).
-2. **Attention**, read the way `vidattn keyframes --checkpoint` reads the video
-   (`vidattn.keyframes.model.WindowScorer`; the per-frame weights are the model's ``frame_weights``, not the
-   key frames' evidence): the samples every ``stride`` frames, at the model's size, go through the model in
-   the views it was evaluated with (whole-video views for coverage-trained models, sliding windows otherwise,
-   and sliding windows past ``WindowScorer.max_samples``); `ExplainScorer` also collects, inside
-   `collect_attention`, each chosen layer's map per sample (`vidattn.explainer.maps`), averaged over the views
-   covering it, at the map's resolution (at most ``MAX_MAP_SIDE`` a side), and the frames a hard attention
-   picked.
+2. **Attention**, through the key frames' `vidattn.keyframes.model.WindowScorer` (the per-frame weights are the
+   model's ``frame_weights``, not the key frames' evidence): the samples every ``stride`` frames, at the model's
+   size, go through the model in the views it was evaluated with (whole-video views for coverage-trained models,
+   sliding windows otherwise, and sliding windows past ``WindowScorer.max_samples``); `ExplainScorer` also
+   collects, inside `collect_attention`, each chosen layer's map per sample (`vidattn.explainer.maps`), averaged
+   over the views covering it, at the map's resolution (at most ``MAX_MAP_SIDE`` a side), and the frames a hard
+   attention picked.
 
 Every sample keeps its true frame index and presentation time; frames between samples take the nearest
 sample's map (`VideoExplanation.sample_of`).

@@ -27,13 +27,14 @@ Pipeline, one sequential pass per video with bounded memory:
        s_t   = q_t * (rel_t + 0.5 * nov_t / (nov_t + median nov)) / 1.5
        q_t   = q_sharp * q_expo * q_flat * q_trans        sharp, well exposed, not flat/black, not mid-transition
 
-   With a checkpoint from `vidattn train`, the video is sampled like training (every ``stride``
-   frames) and goes through the model in views that each span the whole video (or, for a model
-   trained on dense clips, overlapping windows of ``clip_len``); a frame's score is its evidence for
-   the predicted class (`vidattn.keyframes.model.frame_evidence`: gradient x input, through the
-   temporal attention), averaged over the views covering it. A difference model's score belongs to
-   the change since the previous sample and is reported at the frame midway. Each view's predicted
-   class goes into the JSON.
+   With a checkpoint from `vidattn train`, every frame is read and goes through the model in the
+   views it was evaluated with, each every ``stride``-th frame over the whole video, a frame apart
+   (for a model trained on dense clips: overlapping windows of ``clip_len`` on every ``stride``-th
+   frame); a frame's score is its evidence for the predicted class
+   (`vidattn.keyframes.model.frame_evidence`: gradient x input, through the temporal attention) as
+   the views agree on it (`WindowScorer.consensus_scores`). A difference model's evidence belongs to
+   the change since the previous sample and is placed midway. Each view's predicted class goes into
+   the JSON.
    Scores lie in [0, 1]: divided by the best frame's (by at least 0.2 for the training-free scorer,
    so an all-black video is not lifted to 1), ``threshold`` means the same for every video.
 4. **Select** (`vidattn.keyframes.select`): among usable samples only (above the absolute quality
@@ -128,7 +129,9 @@ def _sample_pass(frames: PrefetchedFrames, opts: KeyframeOptions, model: Keyfram
         if model is not None:
             from vidattn.keyframes.model import WindowScorer
 
-            windows = WindowScorer(model, opts.batch_size)
+            # Every frame pushed (no --sample-fps): the scorer's views take every `stride`-th of them.
+            every = model.stride // model.read_step if opts.sample_fps is None else 1
+            windows = WindowScorer(model, opts.batch_size, every=every)
         # Part 1 is the later half of a file read by two decoders at once (never with a model: no split there).
         parts = (_Described(opts.batch_size, windows), _Described(opts.batch_size, None))
         for part, index, frame in frames.parts():
@@ -293,7 +296,7 @@ def score_video(
     opts = options or KeyframeOptions()
     if frames is None:
         frames = (
-            open_frames(path, opts) if model is None else open_frames(path, opts, size=model.size, step=model.stride)
+            open_frames(path, opts) if model is None else open_frames(path, opts, size=model.size, step=model.read_step)
         )
     sampled = _sample_pass(frames, opts, model)
     if sampled.indices.size == 0:
@@ -305,7 +308,7 @@ def score_video(
     eff_fps = len(indices) / max(float(times[-1] - times[0]), 1e-9) if len(indices) > 1 else DEFAULT_SAMPLE_FPS
     terms = free_scores(stats, shots, sample_fps=eff_fps, window_s=opts.window_s)
     if sampled.windows is not None:
-        raw = sampled.windows.frame_scores()
+        raw = sampled.windows.consensus_scores()
         scores = raw / max(float(raw.max()), 1e-12)
         quality = None
     else:
