@@ -188,6 +188,20 @@ def test_score_with_model_rerun_skips_and_rescores_changed(clips, checkpoint, tm
     assert len(rows(db)) == 8
 
 
+def test_score_key_frames_come_from_the_model_like_vidattn_keyframes(clips, checkpoint, tmp_path):
+    from vidattn.keyframes.model import KeyframeModel
+    from vidattn.keyframes.pipeline import KeyframeOptions, score_video
+
+    video = clips / "clip6.mp4"  # 28 frames
+    db = tmp_path / "kf.sqlite"
+    run_score([str(video)], db, checkpoint=checkpoint, workers=1, keyframes=2, progress=False, log=quiet)
+    got = json.loads(rows(db)[str(video)]["keyframes_json"])
+    model = KeyframeModel.load(checkpoint, torch.device("cpu"))
+    doc = score_video(video, KeyframeOptions(k=2, device="cpu"), model)
+    assert doc["scorer"].startswith("model-evidence")
+    assert got == [{key: v for key, v in kf.items() if key != "image"} for kf in doc["keyframes"]]
+
+
 def test_second_writer_refused(clips, tmp_path):
     db = tmp_path / "r.sqlite"
     with ResultStore(db), pytest.raises(VidattnError, match=f"pid {os.getpid()}"):

@@ -57,7 +57,8 @@ def run_score(
         out: results database; with n > 1 shards each writes ``<stem>.shard-i-of-n<suffix>``.
         checkpoint: a `vidattn train` checkpoint; None catalogues (metadata, integrity, key frames).
         workers: decoding worker processes (0 decodes in this process).
-        keyframes: key frames per video (None: none).
+        keyframes: key frames per video (None: none); with `checkpoint` its model scores them (on the CPU of the
+            decoding workers), as `vidattn keyframes --checkpoint` does.
         shard: ``(i, n)``; None takes torchrun's RANK / WORLD_SIZE when set.
         batch_size: videos per model call.
         clips: uniform temporal views per video, their class probabilities averaged.
@@ -109,10 +110,13 @@ def run_score(
     dev = resolve_device(device if engine == "local" else "cpu", int(os.environ.get("LOCAL_RANK", "0")))
     model = load_classifier(checkpoint, dev, topk) if checkpoint is not None else None
     summary.model = model.tag if model else None
-    spec = DecodeSpec(backend=backend, timeout_s=timeout_s, keyframes_k=keyframes or None)
+    kf_checkpoint = os.fspath(checkpoint) if checkpoint is not None and keyframes else None
+    spec = DecodeSpec(
+        backend=backend, timeout_s=timeout_s, keyframes_k=keyframes or None, keyframes_checkpoint=kf_checkpoint
+    )
     if model is not None:
         spec = spec.for_model(model.data, clips)
-    kf_fn = keyframe_fn or (resolve_keyframe_fn(timeout_s) if keyframes else None)
+    kf_fn = keyframe_fn or (resolve_keyframe_fn(timeout_s, kf_checkpoint) if keyframes else None)
 
     with ResultStore(db) as store:
         todo = store.todo(mine, model=summary.model, keyframes_k=keyframes, retry_errors=retry_errors)

@@ -77,9 +77,10 @@ if TYPE_CHECKING:
 __all__ = ["SCORER_FREE", "SCORER_MODEL", "KeyframeOptions", "expand_globs", "score_video"]
 
 SCORER_FREE = "selfattn-free/1"
-# The model scorer's name changes with its method: /1 was the temporal attention weights, /2 is each frame's
-# evidence for the predicted class (`vidattn.keyframes.model.frame_evidence`).
-SCORER_MODEL = "model-evidence/2"
+# The model scorer's name changes with its method: /1 was the temporal attention weights, /2 each frame's
+# evidence for the predicted class (`vidattn.keyframes.model.frame_evidence`) in one view, /3 that evidence as
+# the views a frame apart agree on it (`WindowScorer.consensus_scores`).
+SCORER_MODEL = "model-evidence/3"
 
 
 @dataclass

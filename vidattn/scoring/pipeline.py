@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -68,6 +69,8 @@ class DecodeSpec:
         sampler, snippet: how the model's views cover the video (its training config's ``data`` values).
         size: decode with the short side at `size`, then centre-crop a square (as evaluation does).
         keyframes_k: key frames per video (None: none).
+        keyframes_checkpoint: with `keyframes_k`, the checkpoint whose model scores the key frames (its evidence
+            over the whole video, as `vidattn keyframes --checkpoint`); None: the training-free scorer.
     """
 
     backend: str = "auto"
@@ -79,6 +82,7 @@ class DecodeSpec:
     num_clips: int = 3
     size: int = 128
     keyframes_k: int | None = None
+    keyframes_checkpoint: str | None = None
     sampler: str = "random"  # the model's data.sampler (see `model_views`)
     snippet: int = 1  # the model's data.snippet
 
@@ -349,8 +353,9 @@ def error_record(item: InputItem, reason: str, keyframes_k: int | None = None) -
     }
 
 
-def resolve_keyframe_fn(timeout_s: float | None = 60.0) -> KeyframeFn:
-    """The key-frame scorer for ``--keyframes``: `vidattn.keyframes.pipeline.score_video` (training-free).
+def resolve_keyframe_fn(timeout_s: float | None = 60.0, checkpoint: str | None = None) -> KeyframeFn:
+    """The key-frame scorer for ``--keyframes``: `vidattn.keyframes.pipeline.score_video`, with the model of
+    `checkpoint` when given (loaded once per process, on the CPU of the process that decodes), else training-free.
 
     Contract of the seam: ``fn(source, reader, k) -> [{"rank", "frame_index", "time_s", "score", ...}]``,
     best first.
@@ -362,7 +367,15 @@ def resolve_keyframe_fn(timeout_s: float | None = 60.0) -> KeyframeFn:
     def app_keyframes(source: Any, reader: Any, k: int) -> list[dict[str, Any]]:
         # `score_video` opens its own small reader; it takes a path or, for a tar member, the bytes.
         opts = KeyframeOptions(**{**options.__dict__, "k": k})
-        doc = score_video(source, opts)
+        doc = score_video(source, opts, _keyframe_model(checkpoint) if checkpoint else None)
         return [{key: v for key, v in kf.items() if key != "image"} for kf in doc["keyframes"]]
 
     return app_keyframes
+
+
+@functools.cache
+def _keyframe_model(checkpoint: str) -> Any:
+    """The `KeyframeModel` of a checkpoint on the CPU, once per process (a DataLoader worker, a Ray worker)."""
+    from vidattn.keyframes.model import KeyframeModel
+
+    return KeyframeModel.load(checkpoint, torch.device("cpu"))

@@ -141,7 +141,7 @@ def _decode_unit(unit: WorkUnit, spec: DecodeSpec) -> list[dict[str, Any]]:
     if spec.keyframes_k:
         from vidattn.scoring.pipeline import resolve_keyframe_fn
 
-        keyframe_fn = resolve_keyframe_fn(spec.timeout_s)
+        keyframe_fn = resolve_keyframe_fn(spec.timeout_s, spec.keyframes_checkpoint)
     return list(ScoreDataset([unit], spec, keyframe_fn))
 
 
