@@ -331,7 +331,8 @@ class WindowScorer:
         curves. A moment that decides the class shows in every view, a spike that one view's sampling makes of
         a distractor does not. When samples are frames (``every > 1``) a difference model's evidence sits midway
         between a view's sample and its previous one (`evidence_frame_offsets` does that for sparser samples).
-        Sliding windows are averaged where they overlap (`frame_scores`).
+        Sliding windows are averaged where they overlap; with ``every == 1`` (the caller pushed the model's own
+        samples, e.g. at ``--sample-fps``) the result is `frame_scores`.
         """
         n = self.count
         if self.every == 1 or not self.scored:
