@@ -456,8 +456,8 @@ class VideoDataset(Dataset):
     def _collated(self, keys: Sequence[int | tuple[int, int]]) -> dict[str, Any]:
         """``collate_videos(self.__getitems__(keys))``, the same batch, made without a sample dict or a torch call
         per clip where every clip went into the batch (the main process's loader, `build_loader` with no workers,
-        asks for this). Right after a clip's decode every cold library call is slow (a torch call took 30-130 us,
-        timed after each 320x240 clip's decode), and the samples and their collate made several per clip (a view
+        asks for this). Right after a clip's decode every cold library call is slow (a torch call took 33-98 us,
+        median, timed after each 320x240 clip's decode), and the samples and their collate made several per clip (a view
         of the batch, an index tensor, the collate's shape, dtype and storage checks) and more per batch."""
         if type(self).__getitems__ is not VideoDataset.__getitems__:  # a subclass's samples: as it makes them
             return collate_videos(self.__getitems__(keys))
