@@ -611,6 +611,44 @@ def test_batches_decoded_in_place_equal_the_cropped_full_frames(tmp_path, index_
                 assert torch.equal(ds[(1, sample["index"])]["video"], video)  # one at a time: the same clip
 
 
+@pytest.mark.timeout(300)
+def test_main_process_batches_equal_the_collated_samples(tmp_path, index_videos, backend):
+    """Without workers the loader takes each batch from `VideoDataset._collated`, made with no sample dict or torch
+    view per clip: the same batches, bit for bit, as `collate_videos` of `__getitems__` (the workers' path), with a
+    failed file, clips with repeated frames (a short video padded), clips cropped after decoding (three crops)
+    and several clips per sample."""
+    from vidattn.data import collate_videos
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(np.random.default_rng(1).bytes(4096))
+    paths = [index_videos[n] for n in ("h264.mp4", "mpeg4.avi", "anim.gif", "short.mp4")]
+    records = [VideoRecord(str(p), k % 3) for k, p in enumerate(paths * 2)]
+    records.insert(5, VideoRecord(str(broken), 1))
+
+    class Counted(VideoDataset):
+        calls = 0
+
+        def _collated(self, keys):
+            Counted.calls += 1
+            return super()._collated(keys)
+
+    samplers = [RandomClipSampler(4, stride=2, short="pad"), UniformClipSampler(3, stride=2, num_clips=2)]
+    for crop in ("center", "random", "three"):
+        for sampler in samplers:
+            ds = Counted(records, CLASSES, sampler, size=48, crop=crop, seed=3, backend=backend, cache_size=2)
+            loader = build_loader(ds, batch_size=3, num_workers=0, pin_memory=False)
+            before = Counted.calls
+            batches = list(loader)
+            assert Counted.calls - before == len(batches) == 3
+            for keys, batch in zip(loader.batch_sampler, batches, strict=True):
+                want = collate_videos(ds.__getitems__(keys))
+                assert list(batch) == list(want)
+                for name in ("video", "label", "frame_indices", "index"):
+                    assert batch[name].dtype == want[name].dtype and torch.equal(batch[name], want[name]), name
+                assert batch["path"] == want["path"] and batch["errors"] == want["errors"]
+            assert [e["path"] for b in batches for e in b["errors"]] == [str(broken)]
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.bfloat16])
 def test_batch_buffer_in_the_main_process(dtype):
     """Outside a worker a batch's memory comes from numpy's allocator (where numpy has the dtype), which gives a

@@ -1557,6 +1557,9 @@ def test_cropped_reads_equal_the_crop_of_full_frames(index_videos, backend_name,
             array = np.zeros((len(clip), ch, cw, 3), dtype=np.uint8)
             assert reader.get_frames(clip, crop=(x, y, cw, ch), out=array, numpy=True) is array
             assert np.array_equal(array, want.numpy())
+            array[:] = 0  # the dataset's entry, which skips the argument checks: the same pixels
+            reader._read_clip(clip, (int(x), int(y), cw, ch), array)  # ints, as it expects
+            assert np.array_equal(array, want.numpy())
         whole = torch.zeros((3, h, w, 3), dtype=torch.uint8)
         reader.get_frames([4, 1, 4], out=whole)
         assert indices_of(whole) == [4, 1, 4]
@@ -1568,3 +1571,6 @@ def test_cropped_reads_equal_the_crop_of_full_frames(index_videos, backend_name,
             reader.get_frames([0, 1], crop=(0, 0, 2, 2), out=torch.zeros((2, 2, 3, 3), dtype=torch.uint8))
         with pytest.raises(ValueError, match="out must be"):
             reader.get_frames([0], out=torch.zeros((1, w, h, 3), dtype=torch.uint8).transpose(1, 2))
+        for bad in ([0, n], [-1, 0]):
+            with pytest.raises(VideoDecodeError, match="out of range"):
+                reader._read_clip(bad, (0, 0, w, h), np.zeros((2, h, w, 3), dtype=np.uint8))

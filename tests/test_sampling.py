@@ -45,6 +45,22 @@ def test_deterministic_given_seed(kind):
         assert len(draws) > 5
 
 
+def test_dataset_generator_is_make_rngs_stream():
+    """`VideoDataset` seeds each sample's generator through `_sample_rng` (numpy's seed hash redone in Python ints):
+    the same state and draws as `make_rng` for any keys, wrapped to 32 bits alike, and the same spawned children."""
+    from vidattn.data.sampling import _sample_rng
+
+    keys = np.random.default_rng(0).integers(0, 2**40, (200, 3)).tolist()
+    keys += [[0, 0, 0], [2**32 - 1, 2**32, 2**32 + 1], [-1, -7, 5], [3, 4]]
+    for k in keys:
+        a, b = make_rng(*k), _sample_rng(*k)
+        assert a.bit_generator.state == b.bit_generator.state, k
+        assert a.integers(0, 1000, 8).tolist() == b.integers(0, 1000, 8).tolist()
+        assert a.random(3).tolist() == b.random(3).tolist()
+    a, b = make_rng(5, 1, 2).spawn(2), _sample_rng(5, 1, 2).spawn(2)
+    assert [g.integers(0, 2**62, 4).tolist() for g in a] == [g.integers(0, 2**62, 4).tolist() for g in b]
+
+
 @pytest.mark.parametrize("kind", SAMPLERS)
 @pytest.mark.parametrize("num_frames", [1, 5, 29, 30, 31, 64, 1000])
 def test_indices_in_range_and_sizes(kind, num_frames):

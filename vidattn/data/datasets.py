@@ -32,7 +32,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vidattn.data.decode import DEFAULT_TIMEOUT_S, VideoReader, open_video
-from vidattn.data.sampling import ClipSampler, ClipTooShortError, make_rng
+from vidattn.data.loader import batch_buffer, collate_videos
+from vidattn.data.sampling import ClipSampler, ClipTooShortError, _sample_rng
 from vidattn.data.transforms import spatial_views
 from vidattn.errors import ConfigError, VidattnError, VideoDecodeError
 
@@ -321,6 +322,8 @@ class ReaderCache:
     def get(self, path: str, **kwargs: Any) -> VideoReader:
         self._own_process()
         key = (path, tuple(sorted(kwargs.items())))
+        if self._readers and next(reversed(self._readers)) == key:  # the most recent already: nothing to pause
+            return self._readers[key]
         previous = next(reversed(self._readers.values()), None)
         reader = self._readers.pop(key, None)
         if previous is not None and previous is not reader:
@@ -359,7 +362,7 @@ class _Decoded:
     fps: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Job:
     """One sample's read, planned before any frame decodes (`VideoDataset._prepare`).
 
@@ -437,7 +440,7 @@ class VideoDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         # `EpochSampler` passes (epoch, index) so persistent workers follow the epoch without restarting.
         job = self._prepare(key)
-        return job if isinstance(job, dict) else self._finish(job, None)
+        return job if isinstance(job, dict) else self._finish(job)
 
     def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[dict[str, Any]]:
         """The samples of one batch, each clip decoded straight into its slot of one batch tensor.
@@ -447,23 +450,61 @@ class VideoDataset(Dataset):
         it). Without this, each clip was copied out of the decoder, then its crop again into the batch: on
         320x240 clips that was a quarter of the loader's time. Failed samples leave their slot unused.
         """
-        samples: list[dict[str, Any]] = []
-        batch = slots = None  # the batch tensor and the same memory as a numpy array (cheaper to slice per sample)
+        entries, batch = self._read_batch(keys)
+        return [self._sample(e, batch[k]) if isinstance(e, _Job) else e for k, e in enumerate(entries)]
+
+    def _collated(self, keys: Sequence[int | tuple[int, int]]) -> dict[str, Any]:
+        """``collate_videos(self.__getitems__(keys))``, the same batch, made without a sample dict or a torch call
+        per clip where every clip went into the batch (the main process's loader, `build_loader` with no workers,
+        asks for this). Right after a clip's decode every cold library call is slow (a torch call took 33-98 us,
+        median, timed after each 320x240 clip's decode), and the samples and their collate made several per clip (a view
+        of the batch, an index tensor, the collate's shape, dtype and storage checks) and more per batch."""
+        if type(self).__getitems__ is not VideoDataset.__getitems__:  # a subclass's samples: as it makes them
+            return collate_videos(self.__getitems__(keys))
+        entries, batch = self._read_batch(keys)
+        if batch is None or not all(isinstance(e, _Job) for e in entries):  # failures, clips outside the batch
+            return collate_videos(
+                [self._sample(e, batch[k]) if isinstance(e, _Job) else e for k, e in enumerate(entries)]
+            )
+        return {
+            "video": batch,
+            "label": torch.from_numpy(np.array([e.record.label for e in entries], dtype=np.int64)),
+            "path": [e.record.path for e in entries],
+            "frame_indices": torch.from_numpy(np.array([e.indices for e in entries], dtype=np.int64)),
+            "index": torch.from_numpy(np.array([e.index for e in entries], dtype=np.int64)),
+            "errors": [],
+        }
+
+    def _read_batch(
+        self, keys: Sequence[int | tuple[int, int]]
+    ) -> tuple[list[_Job | dict[str, Any]], torch.Tensor | None]:
+        """Every key's sample, in order: a `_Job` whose clip was decoded into its slot of the batch (the same index
+        in the returned tensor), or the sample's dict (a failure, or a clip not cropped by the reader)."""
+        entries: list[_Job | dict[str, Any]] = []
+        batch = slots = shape = None  # the batch tensor; its memory as (B, V' * T, S, S, C) numpy; a sample's shape
         for k, key in enumerate(keys):
             # One sample at a time, opened and decoded before the next is opened: a batch may hold more
             # files than the reader cache keeps open.
             job = self._prepare(key)
             if isinstance(job, dict):
-                samples.append(job)
+                entries.append(job)
                 continue
             if batch is None and job.shape is not None:
-                from vidattn.data.loader import batch_buffer
-
-                batch = batch_buffer((len(keys), *job.shape), torch.uint8)
-                slots = batch.numpy()
-            slot = (batch[k], slots[k]) if batch is not None and job.shape == slots.shape[1:] else None
-            samples.append(self._finish(job, slot))
-        return samples
+                shape = job.shape
+                batch = batch_buffer((len(keys), *shape), torch.uint8)
+                slots = batch.numpy().reshape(len(keys), -1, *shape[2:])
+            if job.shape != shape or shape is None:
+                entries.append(self._finish(job))
+                continue
+            try:
+                # Through numpy views (a torch view or conversion per sample costs more): the crop of the clip's
+                # frames written straight into its slot.
+                job.source._read_clip(job.indices.reshape(-1).tolist(), job.crop, slots[k])
+            except (VidattnError, OSError, RuntimeError, ValueError) as exc:
+                entries.append(self._failure(job.record, job.index, exc))
+                continue
+            entries.append(job)
+        return entries, batch
 
     def _failure(self, record: VideoRecord, index: int, exc: Exception) -> dict[str, Any]:
         self._cache.drop(record.path)
@@ -477,17 +518,16 @@ class VideoDataset(Dataset):
         unless the whole video goes into the decoded-video cache."""
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.records[index]
-        rng = make_rng(self.seed, epoch, index)
+        rng = _sample_rng(self.seed, epoch, index)  # make_rng's stream
         try:
             return self._plan(index, record, rng)
         except (VidattnError, OSError, RuntimeError, ValueError) as exc:
             return self._failure(record, index, exc)
 
-    def _finish(self, job: _Job, out: tuple[torch.Tensor, np.ndarray] | None) -> dict[str, Any]:
-        """Decode `job`'s clip (into `out`, a slot of a batch as a tensor and as an array, when given) and make the
-        sample."""
+    def _finish(self, job: _Job) -> dict[str, Any]:
+        """Decode `job`'s clip and make the sample."""
         try:
-            return self._load(job, out)
+            return self._load(job)
         except (VidattnError, OSError, RuntimeError, ValueError) as exc:
             return self._failure(job.record, job.index, exc)
 
@@ -503,7 +543,9 @@ class VideoDataset(Dataset):
             clips = self.sampler(last - first, rng)
         except ClipTooShortError as exc:
             raise VidattnError(str(exc)) from None
-        indices = np.array([c.frame_indices for c in clips], dtype=np.int64) + first
+        indices = np.array([c.frame_indices for c in clips], dtype=np.int64)
+        if first:  # a trimmed record (a numpy call per sample costs tens of us right after a decode)
+            indices += first
         crop = None
         if decoded is None and self.crop != "three" and self.transform is None:
             w, h = reader.width, reader.height
@@ -518,29 +560,30 @@ class VideoDataset(Dataset):
         shape = None if crop is None else (*indices.shape, self.size, self.size, 3)
         return _Job(index, record, reader if decoded is None else decoded, indices, rng, crop, shape)
 
-    def _load(self, job: _Job, out: tuple[torch.Tensor, np.ndarray] | None) -> dict[str, Any]:
+    def _load(self, job: _Job) -> dict[str, Any]:
         indices, flat = job.indices, job.indices.reshape(-1)
         clips = len(indices)
         if job.crop is not None:
-            # Read through numpy views: each torch view or conversion costs microseconds, per sample.
-            slot = None if out is None else out[1].reshape(-1, *out[1].shape[2:])  # (V' * T, S, S, C)
-            frames = job.source.get_frames(flat.tolist(), crop=job.crop, out=slot, numpy=True)
-            video = out[0] if out is not None else torch.from_numpy(frames.reshape(clips, -1, *frames.shape[1:]))
+            frames = job.source.get_frames(flat.tolist(), crop=job.crop, numpy=True)
+            return self._sample(job, torch.from_numpy(frames.reshape(clips, -1, *frames.shape[1:])))
+        if isinstance(job.source, _Decoded):
+            frames = job.source.frames[torch.from_numpy(flat)]  # (V'*T, H, W, C)
         else:
-            if isinstance(job.source, _Decoded):
-                frames = job.source.frames[torch.from_numpy(flat)]  # (V'*T, H, W, C)
-            else:
-                frames = job.source.get_frames(flat.tolist())
-            frames = frames.view(clips, -1, *frames.shape[1:])  # (V', T, H, W, C)
-            # Views, not copies: collate_videos stacks them into the batch, the one copy they need.
-            video = spatial_views(frames, self.size, self.crop, job.rng, copy=False)  # (V' * views, T, S, S, C)
-            if self.transform is not None:
-                video = self.transform(video)
+            frames = job.source.get_frames(flat.tolist())
+        frames = frames.view(clips, -1, *frames.shape[1:])  # (V', T, H, W, C)
+        # Views, not copies: collate_videos stacks them into the batch, the one copy they need.
+        video = spatial_views(frames, self.size, self.crop, job.rng, copy=False)  # (V' * views, T, S, S, C)
+        if self.transform is not None:
+            video = self.transform(video)
+        return self._sample(job, video)
+
+    @staticmethod
+    def _sample(job: _Job, video: torch.Tensor) -> dict[str, Any]:
         return {
             "video": video,
             "label": job.record.label,
             "path": job.record.path,
-            "frame_indices": torch.from_numpy(indices),
+            "frame_indices": torch.from_numpy(job.indices),
             "index": job.index,
         }
 

@@ -25,6 +25,7 @@ __all__ = ["collate_videos", "batch_buffer", "build_loader", "EpochSampler", "Er
 # Batch arrays of the main process kept for reuse (`batch_buffer`), most recent last.
 _POOL: list[np.ndarray] = []
 _POOL_SIZE = 4
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {}
 
 
 def batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -40,10 +41,12 @@ def batch_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     if torch.utils.data.get_worker_info() is not None:
         storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
         return torch.empty(0, dtype=dtype).set_(storage).view(shape)
-    try:
-        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    except TypeError:  # no numpy equivalent (bfloat16, ...)
-        return torch.empty(shape, dtype=dtype)
+    np_dtype = _NUMPY_DTYPES.get(dtype)  # a torch call per batch costs more than the lookup
+    if np_dtype is None:
+        try:
+            np_dtype = _NUMPY_DTYPES[dtype] = torch.empty(0, dtype=dtype).numpy().dtype
+        except TypeError:  # no numpy equivalent (bfloat16, ...)
+            return torch.empty(shape, dtype=dtype)
     for k in range(len(_POOL) - 1, -1, -1):
         # References: the pool's list and getrefcount's argument; a third is a tensor still using it.
         if _POOL[k].shape == shape and _POOL[k].dtype == np_dtype and sys.getrefcount(_POOL[k]) == 2:
@@ -166,7 +169,8 @@ class _Loader(DataLoader):
 
     torch's single-process iterator does the same inside a profiler record, a fetcher and its own bookkeeping per
     batch: measured at 3% of a 320x240 clip's loading (py-spy, UCF101 clips, 4 per batch). Workers, pinned memory
-    and iterable datasets keep torch's iterators.
+    and iterable datasets keep torch's iterators. With `collate_videos`, a dataset that has ``_collated(keys)``
+    (`VideoDataset`) makes the batch itself: the same batch as ``collate_videos(dataset.__getitems__(keys))``.
     """
 
     def __iter__(self):
@@ -174,6 +178,9 @@ class _Loader(DataLoader):
         if not lean or self.batch_sampler is None:
             return super().__iter__()
         dataset, collate = self.dataset, self.collate_fn
+        collated = getattr(dataset, "_collated", None) if collate is collate_videos else None
+        if collated is not None:  # `VideoDataset`: the collated batch straight from the dataset
+            return (collated(keys) for keys in self.batch_sampler)
         getitems = getattr(dataset, "__getitems__", None) or (lambda keys: [dataset[k] for k in keys])
         return (collate(getitems(keys)) for keys in self.batch_sampler)
 

@@ -363,6 +363,18 @@ class VideoReader(ABC):
                 array = np.ascontiguousarray(array)  # a copy only where a crop was taken in order
         return _result(array, out, numpy)
 
+    def _read_clip(self, indices: list[int], crop: Crop, out: np.ndarray) -> None:
+        """``get_frames(indices, crop=crop, out=out, numpy=True)`` for a caller that has checked what `get_frames`
+        checks: `indices` a list of ints, `crop` a tuple of ints inside the frame, `out` a writable C-contiguous uint8
+        array shaped ``(len(indices), crop height, crop width, 3)`` (`VideoDataset` reads every clip it crops through
+        this). A clip of increasing indices in range goes straight to the read; anything else through `get_frames`.
+        """
+        uniq = sorted(set(indices))
+        if uniq == indices and uniq and uniq[0] >= 0 and uniq[-1] < self.num_frames:
+            self._call(lambda: self._read_into(uniq, out, crop))
+        else:
+            self.get_frames(indices, crop=crop, out=out, numpy=True)
+
     def _output_shape(self, n: int, crop: Crop | None) -> tuple[int, int, int, int]:
         """``(n, H, W, 3)`` of a read of `n` frames, cropped to `crop` (checked to lie inside the frame)."""
         if crop is None:
