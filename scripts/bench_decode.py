@@ -179,18 +179,21 @@ def bench_vidattn(path: Path, clips: list[list[int]], args: argparse.Namespace, 
     )
     expected = np.array(clips)
 
-    def epoch() -> int:
+    def epoch(check: bool = False) -> int:
         n = 0
         for batch in loader:
             if batch["errors"]:
                 raise RuntimeError(f"vidattn failed on {batch['errors']}")
-            got = batch["frame_indices"][:, 0].numpy()
-            if not (got == expected[batch["index"].numpy()]).all():
-                raise RuntimeError("vidattn decoded different frame indices than the other methods")
+            if check:
+                got = batch["frame_indices"][:, 0].numpy()
+                if not (got == expected[batch["index"].numpy()]).all():
+                    raise RuntimeError("vidattn decoded different frame indices than the other methods")
             n += batch["video"].shape[0]
         return n
 
-    epoch()  # warm-up: start workers, fill their reader caches
+    # Warm-up: start workers, fill their reader caches, and check the clips are the other methods' (every epoch
+    # draws the same ones); the timed epochs check nothing, as the other methods' do not.
+    epoch(check=True)
     return epoch
 
 
