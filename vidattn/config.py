@@ -190,7 +190,9 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    # Passes over the training set. None = derived: 30, or more so that the run makes at least 1000 optimiser steps
+    # (`vidattn.engine.train.derive_epochs`; 160 videos in batches of 8 make 20 steps an epoch: 50 epochs).
+    epochs: int | None = None
     # Clips per process. None = derived: 16, or fewer (down to 4) so that an epoch has at least 20 steps: on a
     # small set (160 videos) batches of 16 gave 10 steps an epoch and two of three seeds memorised the videos
     # (batches of 8 with hue jitter: two of six; README, "Long videos").
