@@ -120,7 +120,7 @@ def test_scale_follows_a_small_target_growing_four_times():
 def test_tiny_target_trains_on_its_whole_box():
     """Under ``mask_min_size`` the colour reliability mask is not used: the filter's support is the box."""
     seq = make_sequence(seed=1, num_frames=6, size=10, occlusion=False, background=None)
-    trk = DCFTracker()
+    trk = DCFTracker(DCFConfig(mask=True))
     trk.init(seq.frames[0], seq.boxes[:, 0])
     assert torch.sqrt(trk.size.prod(1)).item() < trk.cfg.mask_min_size
     for frame in seq.frames[1:]:
