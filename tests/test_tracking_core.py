@@ -120,7 +120,7 @@ def test_scale_follows_a_small_target_growing_four_times():
 def test_tiny_target_trains_on_its_whole_box():
     """Under ``mask_min_size`` the colour reliability mask is not used: the filter's support is the box."""
     seq = make_sequence(seed=1, num_frames=6, size=10, occlusion=False, background=None)
-    trk = DCFTracker()
+    trk = DCFTracker(DCFConfig(mask=True))
     trk.init(seq.frames[0], seq.boxes[:, 0])
     assert torch.sqrt(trk.size.prod(1)).item() < trk.cfg.mask_min_size
     for frame in seq.frames[1:]:
@@ -225,10 +225,50 @@ def test_only_targets_that_use_the_scale_filter_train_it():
     trk.scale_filter.update = spy
     for frame in small.frames[1:]:
         trk.update(torch.from_numpy(frame))
-    solves = (len(small.frames) - 1) // trk.cfg.update_interval
+    solves = (len(small.frames) - 1) // trk.cfg.large_update_interval  # the large target's own solve frames
     assert seen == [[1]] * solves
     assert torch.equal(trk.scale_filter.num[0], num0[0]) and torch.equal(trk.scale_filter.den[0], den0[0])
     assert not torch.equal(trk.scale_filter.den[1], den0[1])
+
+
+def test_a_target_that_uses_the_scale_filter_re_solves_every_frame_a_small_one_every_other():
+    """Batched, each target keeps its own solve interval: the small one's filter only changes on its solve frames."""
+    small, trk = _small_and_large_target(num_frames=6)
+    assert trk.cfg.large_update_interval == 1 < trk.cfg.update_interval == 2
+    for frame in small.frames[1:]:
+        prev = trk.filter_f.clone()
+        trk.update(torch.from_numpy(frame))
+        assert not trk.lost.any()
+        changed = [not torch.equal(trk.filter_f[i], prev[i]) for i in range(2)]
+        assert changed == [trk.frame_index % 2 == 0, True], trk.frame_index
+
+
+def test_a_target_keeps_its_scale_method_and_colour_model_until_well_under_the_threshold():
+    """Hysteresis at small_target / colour_min_size: a target that shrinks just under them keeps the 1-D scale filter
+    and the colour model (a person whose box estimate hovers at the threshold must not flip between methods)."""
+    seq = make_sequence(seed=1, num_frames=2, size=60, occlusion=False, background=None)
+    cfg = DCFConfig()
+    assert cfg.small_target == cfg.colour_min_size
+    used = []
+    for start, end in [(1.25, 0.9), (0.9, 0.9), (1.25, 0.75)]:  # sizes sqrt(w * h) in units of small_target
+        box = seq.boxes[0, 0].copy()
+        box[2:] *= start * cfg.small_target / np.sqrt(box[2] * box[3])
+        trk = DCFTracker(cfg)
+        trk.init(seq.frames[0], box)
+        f = end / start  # shrink the box (and its window) as _rescale would
+        trk.size, trk.step = trk.size * f, trk.step * f
+        calls = []
+        detect = trk.scale_filter.detect
+
+        def spy(*args, calls=calls, detect=detect, **kwargs):
+            calls.append(1)
+            return detect(*args, **kwargs)
+
+        trk.scale_filter.detect = spy
+        trk.update(torch.from_numpy(seq.frames[1]))
+        used.append((bool(calls), bool(trk._colour_targets()[0])))
+    # Just under the thresholds: kept when it came from above, not taken when it started there; far under: dropped.
+    assert used == [(True, True), (False, False), (False, False)]
 
 
 def test_a_low_psr_alone_does_not_declare_a_target_lost():

@@ -9,7 +9,10 @@ they come from:
 - **Spatial attention** -- a reliability mask over the target window, from foreground/background
   colour histograms and a centre prior; the filter is constrained to the mask with ADMM, so the
   padded window can be large without the filter learning the background (CSR-DCF, Lukežič et al.,
-  "Discriminative Correlation Filter with Channel and Spatial Reliability", CVPR 2017).
+  "Discriminative Correlation Filter with Channel and Spatial Reliability", CVPR 2017). Off by
+  default (``DCFConfig.mask``): the filter is then constrained to the plain box; on the real
+  sequences that did as well or better, and on a person whose legs are in shadow the mask kept his
+  shirt and the box crept up his body.
 - **Channel attention** -- per-channel reliability weights from how well each channel's filter
   reproduces the label (learning reliability) and how unambiguous its detection peak is (ratio of
   the two highest peaks), blended over time (CSR-DCF).
@@ -45,7 +48,8 @@ they come from:
   it alone pays for a wider re-detection search (the filter zero-padded to a larger
   grid) until it is found again. Found again by a jump (``refind_jump``), it stays *unconfirmed*:
   confidence capped and learned with low weight until its own cues are good for a few frames in a
-  row (a look-alike beside a vanished target answers the wide search about as well as the target).
+  row (a look-alike beside a vanished target answers the wide search about as well as the target);
+  until then it also counts as lost while its cues are under ``good_score``.
 - **Cost** follows the targets, not the frame: windows are cut from the frame before any pooling.
 
 Coordinates: boxes are ``(x, y, w, h)`` in pixels with a top-left origin; pixel ``i`` covers
@@ -82,7 +86,11 @@ class DCFConfig:
     admm_mu: float = 5.0
     admm_beta: float = 3.0
     admm_mu_max: float = 20.0
-    mask: bool = True  # spatial attention (reliability mask); False = plain box-sized support
+    # Spatial attention from a colour reliability mask (CSR-DCF); False = the plain box as the filter's support.
+    # Off: with the first box moved by up to a pixel (8 runs per sequence), the box support did as well or
+    # better on all five real sequences; on the drone person the mask kept his shirt, not his shadowed legs,
+    # and the box crept up his body (README, issue 16).
+    mask: bool = False
     mask_min_fill: float = 0.35  # fall back to the box mask when the colour mask covers less
     # ... and for targets under this size sqrt(w * h) in frame pixels: their colour histograms hold
     # too few pixels to tell the target from the background, and the mask cuts the target up.
@@ -92,7 +100,7 @@ class DCFConfig:
     # Colour response fused with the filter's (Staple, Bertinetto et al. 2016): the share of the
     # response that picks the position which is the mean P(target | colour) over a target-sized box
     # at each shift; 0 = off. The PSR cue is measured on that fused response.
-    colour_weight: float = 0.3
+    colour_weight: float = 0.5
     # ... for targets at least this size sqrt(w * h) in pixels. Smaller ones keep the filter alone:
     # with colour from 20 px on, a look-alike of the same colours was taken for the target again
     # and the growing 10 px target's box followed its area less well (README, issue 16).
@@ -110,6 +118,10 @@ class DCFConfig:
     anchor_weight: float = 0.15  # minimum share of the first-frame sample
     channel_lr: float = 0.05  # blending of channel reliability weights
     update_interval: int = 2  # re-solve the filter (and update the scale model) every n frames (ECO: sparser is better)
+    # ... but targets that take their scale from the 1-D scale filter (small_target and up) every n frames: on the
+    # drone person (54 px) every frame kept him in 8 of 8 runs with the first box moved by a pixel, every 2nd in 6
+    # (README, issue 16); for small targets it bought nothing measurable at a third more time per frame.
+    large_update_interval: int = 1
     reuse_sample: bool = True  # train on the detection window shifted onto the target (ECO) instead of re-sampling
     psr_floor: float = 3.5  # PSR of a response with no target (noise level) -> confidence 0
     psr_lost: float = 4.0  # absolute PSR below which a target is lost whatever its history
@@ -131,6 +143,9 @@ class DCFConfig:
     # A small target within this factor of small_target keeps the 1-D scale filter trained, so that
     # it finds a current model when it grows into it; smaller ones skip its update.
     scale_train_margin: float = 1.25
+    # Hysteresis of the per-target switches at small_target and colour_min_size: a target keeps the
+    # 1-D scale filter (the colour model) until it is this factor under the threshold.
+    switch_margin: float = 1.25
     psr_ref_lr: float = 0.1  # the PSR (peak, anchor) that maps to confidence 1 is a running mean over confident frames
     peak_low: float = 0.4  # response peak / its running mean at which peak confidence is 0 ...
     peak_high: float = 0.85  # ... and 1: an occluded or vanished target answers with a weak peak
@@ -149,6 +164,9 @@ class DCFConfig:
     refind_jump: float = 0.5
     unconfirmed_cap: float = 0.25
     confirm_frames: int = 5
+    # ... and is flagged lost (not learned from, searched for with the wide window) while its own cues are
+    # under good_score: without the colour mask a look-alike answers the filter well enough to pass lost_score.
+    unconfirmed_lost: bool = True
     cpu_threads: int | None = 1  # torch threads while tracking on the CPU (None: leave torch's setting)
 
 
@@ -293,6 +311,9 @@ class DCFTracker:
         self.frame_size = (img.shape[2], img.shape[3])
         self.pos = boxes[:, :2] + boxes[:, 2:] / 2  # (B, 2) centre x, y
         self.size = boxes[:, 2:].clone()  # (B, 2) w, h
+        side = torch.sqrt(self.size.prod(1))
+        self._large = side >= cfg.small_target  # takes its scale from the 1-D scale filter
+        self._colour_on = side >= cfg.colour_min_size
         self._init_geometry()
         gh, gw = self.grid
         patches = self._sample(img, self.pos, self.step, gh, gw)
@@ -485,7 +506,10 @@ class DCFTracker:
 
     def _colour_targets(self) -> torch.Tensor:
         """Per target, whether it uses (and keeps learning) the colour model: ``colour_min_size`` and up."""
-        return (torch.sqrt(self.size.prod(1)) >= self.cfg.colour_min_size) & (self.cfg.colour_weight > 0)
+        cfg = self.cfg
+        s = torch.sqrt(self.size.prod(1))
+        on = torch.where(self._colour_on, s * cfg.switch_margin >= cfg.colour_min_size, s >= cfg.colour_min_size)
+        return on & (cfg.colour_weight > 0)
 
     def _fuse_colour(
         self,
@@ -888,7 +912,10 @@ class DCFTracker:
         other = torch.minimum(conf_peak, conf_anchor)
         lost = (other < cfg.lost_score) | (conf_psr < cfg.lost_score * cfg.psr_lost_share) | (psr < cfg.psr_lost)
         lost = lost | ((conf_psr < cfg.lost_score) & (other < cfg.good_score))
-        conf = torch.where(self.unconfirmed & ~lost, conf.clamp_max(cfg.unconfirmed_cap), conf)
+        if cfg.unconfirmed_lost:
+            lost = lost | (self.unconfirmed & (conf < cfg.good_score))
+        capped = self.unconfirmed if cfg.unconfirmed_lost else self.unconfirmed & ~lost
+        conf = torch.where(capped, conf.clamp_max(cfg.unconfirmed_cap), conf)
         warm = torch.full_like(conf, 1.0 / self.frame_index) * ~lost
         ref_lr = warm if self.frame_index <= cfg.ref_warmup else cfg.psr_ref_lr * (conf > cfg.ref_gate)
         self.psr_ref = (1 - ref_lr) * self.psr_ref + ref_lr * psr
@@ -905,7 +932,9 @@ class DCFTracker:
         """
         cfg = self.cfg
         scale = torch.ones_like(self.step)
-        small = active & (torch.sqrt(self.size.prod(1)) < cfg.small_target)
+        s = torch.sqrt(self.size.prod(1))
+        self._large = torch.where(self._large, s * cfg.switch_margin >= cfg.small_target, s >= cfg.small_target)
+        small = active & ~self._large
         large = active & ~small
         if bool(large.any()):
             idx = large.nonzero().flatten()
@@ -918,6 +947,7 @@ class DCFTracker:
         scale = scale * rel.clamp(cfg.min_scale, cfg.max_scale) / rel
         self.step = self.step * scale
         self.size = self.size * scale.view(-1, 1)
+        self._colour_on = self._colour_targets()
 
     def _learn(self, img, zf, zcells, side, offset: torch.Tensor, conf: torch.Tensor, active: torch.Tensor) -> None:
         """Learn from the new positions, weighting each sample by confidence (temporal attention).
@@ -934,24 +964,33 @@ class DCFTracker:
             patches = self._sample(img, self.pos, self.step, gh, gw)
             xf, cells = self._features(patches, self.window)
         self._memorise(xf, weight, active)
-        if self.frame_index % cfg.update_interval == 0:
+        due = active & (
+            (self.frame_index % cfg.update_interval == 0)
+            | (self._large & (self.frame_index % cfg.large_update_interval == 0))
+        )
+        if bool(due.any()):
             # Channel reliability and colour statistics only feed the solve, so they are only
             # measured on solve frames.
             det_rel = self._peak_ratio(zf, side)
-            self._update_histograms(cells, lr=cfg.hist_lr * active.float())
+            self._update_histograms(cells, lr=cfg.hist_lr * due.float())
             # Only the targets that take their scale from the 1-D scale filter, or that are close to
             # growing into it, train it: a target well under small_target would pay for its 13
             # crops every solve frame and never use them.
-            large = active & (torch.sqrt(self.size.prod(1)) * cfg.scale_train_margin >= cfg.small_target)
-            if bool(large.any()):
-                idx = large.nonzero().flatten()
-                pos, size = self.pos.index_select(0, idx), self.size.index_select(0, idx)
-                self.scale_filter.update(img, pos, size, weight.index_select(0, idx), self._pyramid, idx)
+            self._train_scale(img, weight, due)
             prev_f, prev_w = self.filter_f, self.chan_w
             self._solve(xf, cells, det_rel)
-            keep = (~active).view(-1, 1, 1, 1)
+            keep = (~due).view(-1, 1, 1, 1)
             self.filter_f = torch.where(keep, prev_f, self.filter_f)
             self.chan_w = torch.where(keep.view(-1, 1), prev_w, self.chan_w)
+
+    def _train_scale(self, img: torch.Tensor, weight: torch.Tensor, active: torch.Tensor) -> None:
+        """Blend the current crops into the 1-D scale filter of the ``active`` targets that use it or nearly do."""
+        cfg = self.cfg
+        large = active & (torch.sqrt(self.size.prod(1)) * cfg.scale_train_margin >= cfg.small_target)
+        if bool(large.any()):
+            idx = large.nonzero().flatten()
+            pos, size = self.pos.index_select(0, idx), self.size.index_select(0, idx)
+            self.scale_filter.update(img, pos, size, weight.index_select(0, idx), self._pyramid, idx)
 
     def _pyramid_scale(self, img: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Scale change ``(n,)`` of targets ``idx`` from the translation filter on windows ``1/a, 1, a`` times as large.
