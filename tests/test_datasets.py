@@ -28,7 +28,7 @@ from vidattn.data import (
     spatial_views,
     three_crop,
 )
-from vidattn.data.transforms import KINETICS_MEAN, KINETICS_STD, mirror_classes
+from vidattn.data.transforms import KINETICS_MEAN, KINETICS_STD, flip_mirror, mirror_classes
 from vidattn.errors import ConfigError, VideoDecodeError
 from vidattn.testing import make_faststart_index_video, read_index
 
@@ -457,6 +457,15 @@ def test_mirror_classes_pairs_side_words_and_names_the_unmatched():
     assert mirror == [0, 2, 1, 4, 3, 6, 5, 7]  # appear is its own mirror; turn_left has none
     assert unmatched == ["turn_left"]
     assert mirror_classes(["cleft lip", "bright"]) == ([0, 1], [])  # whole words only
+
+
+def test_flip_setting_decides_whether_flips_happen_and_says_why_not():
+    """`flip_mirror` (data.flip, data.test_flip): auto stops at a side class with no mirror; true flips anyway."""
+    paired, lone = ["appear", "move_left", "move_right"], ["appear", "turn_left"]
+    assert flip_mirror(False, paired) == (None, None)
+    assert flip_mirror("auto", paired) == ([0, 2, 1], None) == flip_mirror(True, paired)
+    assert flip_mirror("auto", lone) == (None, "turn_left")
+    assert flip_mirror(True, lone) == ([0, 1], "turn_left")  # turn_left keeps its label
 
 
 def test_flipped_clip_is_relabelled_as_its_mirror_class():

@@ -96,7 +96,11 @@ def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
     # Validation after each epoch reads one view; every 3rd frame is read, so evaluation derives 3 views shifted
     # a frame apart, and the run ends by evaluating best.pt on them as `vidattn eval` does.
     assert "data.test_clips=3 (shifted a frame apart, they see every frame" in res.stderr
-    assert "best.pt on 12 validation videos, 3 views each (data.test_clips): top-1" in res.stderr
+    # ... and on each view's mirror image (data.test_flip=auto: every class that names a side has its mirror).
+    said = "data.test_flip=auto -> best.pt is also evaluated on each view's mirror image; a flipped clip changes class"
+    assert f"{said}: move_left <-> move_right" in res.stderr
+    tested_on = "best.pt on 12 validation videos, 3 views each (data.test_clips) and their mirror images: top-1"
+    assert tested_on in res.stderr
     assert ckpt["config"]["data"]["test_clips"] == 3 and ckpt["config"]["train"]["val_clips"] == 1
     tested = json.loads((run / "eval-val" / "metrics.json").read_text())
     res = vidattn("eval", str(run / "checkpoints" / "best.pt"), "--json")
@@ -110,10 +114,11 @@ def test_train_writes_run_directory_and_eval_reproduces(synth_root, tmp_path):
 
     # With the views of validation, `vidattn eval` on the last checkpoint reproduces the last epoch's val_top1.
     one = tmp_path / "one"
-    args = ("--data-root", str(synth_root), "--out", str(one), "--epochs", "1", *overrides("data.test_clips=1"))
-    res = vidattn("train", *args)
+    views = overrides("data.test_clips=1", "data.test_flip=false")
+    res = vidattn("train", "--data-root", str(synth_root), "--out", str(one), "--epochs", "1", *views)
     assert res.returncode == 0, res.stderr
-    assert "data.test_clips" not in res.stderr and not (one / "eval-val").exists()  # nothing to add to validation
+    assert "data.test_clips" not in res.stderr and "data.test_flip" not in res.stderr
+    assert not (one / "eval-val").exists()  # nothing to add to validation
     res = vidattn("eval", str(one / "checkpoints" / "last.pt"), "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["top1"] == pytest.approx(read_metrics(one)[-1]["val_top1"], abs=1e-6)
@@ -346,8 +351,31 @@ def test_yaml_words_that_read_as_booleans_keep_their_meaning():
     assert load_config(None, ["train.amp=off"]).train.amp == "off"
     assert load_config(None, ["data.flip=auto"]).data.flip == "auto"
     assert load_config(None, ["data.flip=false"]).data.flip is False
+    assert load_config(None, ["data.test_flip=true"]).data.test_flip is True
     with pytest.raises(ConfigError, match="data.flip must be true, false or auto"):
         load_config(None, ["data.flip=sometimes"])
+    with pytest.raises(ConfigError, match="data.test_flip must be true, false or auto"):
+        load_config(None, ["data.test_flip=2"])
+
+
+def test_a_mirror_view_counts_for_the_mirror_class():
+    """data.test_flip: a view's mirror image is read through the mirror classes, so a model that tells left
+    from right keeps its answer on the flipped view, while a flip that keeps every class would contradict it."""
+    from vidattn.engine.modeling import view_probs
+
+    class Side(torch.nn.Module):  # logits: bright on the left, bright on the right, neither
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            half = x.shape[-1] // 2
+            left, right = x[..., :half].mean((1, 2, 3, 4)), x[..., half:].mean((1, 2, 3, 4))
+            return torch.stack([left - right, right - left, torch.zeros_like(left)], 1) * 10
+
+    x = torch.zeros(2, 3, 1, 4, 4)  # one video, two views, both bright on the left
+    x[..., :2] = 1.0
+    plain = view_probs(Side(), x, views=2)
+    assert plain.shape == (1, 3) and plain[0].argmax() == 0
+    assert torch.allclose(view_probs(Side(), x, views=2, mirror=[1, 0, 2]), plain)
+    same = view_probs(Side(), x, views=2, mirror=[0, 1, 2])
+    assert same[0, 0] == pytest.approx(same[0, 1]) and same.sum().item() == pytest.approx(1.0)
 
 
 def test_epochs_zero_flag_and_key_are_both_refused():
@@ -461,6 +489,7 @@ def test_model_learns_a_tiny_set(tmp_path):
 def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     """Loading a checkpoint gives its Config; eval, key frames and scoring read size and AMP from it alike."""
     from vidattn.config import Config
+    from vidattn.data.transforms import mirror_classes
     from vidattn.engine.checkpoint import FORMAT, PREDATED_DATA, atomic_save, load_model
     from vidattn.engine.evaluate import run_eval
     from vidattn.engine.modeling import amp_mode, build_model
@@ -482,8 +511,11 @@ def test_checkpoint_gives_back_its_config_everywhere(synth_root, tmp_path):
     assert loaded.model.input == "rgb"  # written before model.input existed: its models saw the frames
     assert KeyframeModel.load(path, cpu).size == loaded.data.size
     assert load_classifier(path, cpu, topk=3).data.size == loaded.data.size
+    # data.test_flip (auto; not in this config either) gives eval and scoring the same mirror views.
+    assert load_classifier(path, cpu).mirror == mirror_classes(classes)[0] != list(range(len(classes)))
     # train.amp is honoured by eval, key frames and scoring (bf16 runs on the CPU too); auto means off on a CPU.
     assert amp_mode("auto", cpu) == "off" and amp_mode("bf16", cpu) == "bf16"
     assert KeyframeModel.load(path, cpu).amp == "bf16"
     result = run_eval(path, progress=False)
     assert result["amp"] == "bf16" and result["num_videos"] == 12
+    assert result["views"] == {"clips": 1, "crops": 1, "flip": True}

@@ -45,6 +45,7 @@ _EXPORTS = {
     "VideoTransform": "transforms",
     "center_crop": "transforms",
     "mirror_classes": "transforms",
+    "flip_mirror": "transforms",
     "spatial_views": "transforms",
     "three_crop": "transforms",
 }

@@ -25,6 +25,7 @@ __all__ = [
     "center_crop",
     "three_crop",
     "mirror_classes",
+    "flip_mirror",
     "VideoTransform",
 ]
 
@@ -65,6 +66,20 @@ def mirror_classes(classes: Sequence[str]) -> tuple[list[int], list[str]]:
         else:
             unmatched.append(name)
     return mirror, unmatched
+
+
+def flip_mirror(setting: bool | str, classes: Sequence[str]) -> tuple[list[int] | None, str | None]:
+    """What horizontal flips do under `setting` (``data.flip`` in training, ``data.test_flip`` at test).
+
+    Returns the class each class's flipped clip belongs to (`mirror_classes`), or None when `setting` turns
+    flips off: false, or auto while a class names a side and has no mirror class. The second value is that
+    class (auto: why flips are off; true: it keeps its label).
+    """
+    if setting is False:
+        return None, None
+    mirror, unmatched = mirror_classes(classes)
+    first = unmatched[0] if unmatched else None
+    return (None if first is not None and setting == "auto" else mirror), first
 
 
 def center_crop(frames: torch.Tensor, size: int) -> torch.Tensor:

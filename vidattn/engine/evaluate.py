@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,12 @@ from vidattn.data import (
     VideoDataset,
     VideoTransform,
     build_loader,
+    flip_mirror,
     load_annotations,
     sampler_for,
 )
 from vidattn.engine.metrics import ClassificationMeter
-from vidattn.engine.modeling import amp_mode, autocast_for
+from vidattn.engine.modeling import amp_mode, view_probs
 from vidattn.errors import ConfigError, VidattnError
 
 __all__ = ["clip_sampler", "eval_dataset", "evaluate", "run_eval"]
@@ -80,9 +82,11 @@ def evaluate(
     amp: str = "off",
     manifest: ErrorsManifest | None = None,
     progress: bool = False,
+    mirror: Sequence[int] | None = None,
     **context: Any,
 ) -> tuple[dict[str, Any], ClassificationMeter]:
-    """Average softmax scores over each video's views; returns the metrics and the meter."""
+    """Average softmax scores over each video's views (and with `mirror` their mirror images, `view_probs`);
+    returns the metrics and the meter."""
     model.eval()
     meter = ClassificationMeter(classes)
     errors: list[dict] = []
@@ -96,11 +100,8 @@ def evaluate(
         if not len(batch["label"]):
             continue
         video = batch["video"].to(device, non_blocking=True)  # (B, V, T, S, S, C) uint8
-        b, v = video.shape[:2]
         x = transform(video).flatten(0, 1)  # (B*V, C, T, S, S)
-        with autocast_for(device, amp):
-            logits = model(x)
-        probs = logits.float().softmax(-1).view(b, v, -1).mean(1)
+        probs = view_probs(model, x, video.shape[1], amp, mirror)
         meter.update(probs, batch["label"], batch["path"])
     if manifest is not None:
         manifest.record(errors, stage="eval", **context)
@@ -141,11 +142,15 @@ def run_eval(
     manifest = ErrorsManifest(out / "errors.jsonl")
     transform = VideoTransform(cfg.data.crop_size, train=False).to(dev)
     amp = amp_mode(cfg.train.amp, dev)  # as in training, so the validation accuracy is reproduced
-    metrics, meter = evaluate(model, loader, transform, dev, classes, amp=amp, manifest=manifest, progress=progress)
+    mirror, _ = flip_mirror(cfg.data.test_flip, classes)
+    metrics, meter = evaluate(
+        model, loader, transform, dev, classes, amp=amp, manifest=manifest, progress=progress, mirror=mirror
+    )
     with writing_to(out):
         metrics["checkpoint"] = str(ckpt_path)
         metrics["split"] = split
         metrics["amp"] = amp
+        metrics["views"] = {"clips": cfg.data.test_clips or 1, "crops": cfg.data.test_crops, "flip": mirror is not None}
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         from vidattn.viz import plot_confusion
 

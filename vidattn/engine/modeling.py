@@ -6,6 +6,7 @@ so a checkpoint is rebuilt and run exactly as it was trained (`checkpoint.load_m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from vidattn.config import Config
 
-__all__ = ["amp_mode", "autocast_for", "build_model"]
+__all__ = ["amp_mode", "autocast_for", "build_model", "view_probs"]
 
 
 def build_model(cfg: Config, num_classes: int, *, pretrained: bool = True) -> nn.Module:
@@ -57,3 +58,30 @@ def autocast_for(device: torch.device, amp: str) -> AbstractContextManager:
         return nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def view_probs(
+    model: nn.Module, x: torch.Tensor, views: int, amp: str = "off", mirror: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Each video's class probabilities: the softmax of its views' logits, averaged over the views.
+
+    Args:
+        model: the network, in eval mode.
+        x: ``(B * views, C, T, H, W)`` model input, the views of a video next to each other.
+        views: views per video.
+        amp: the precision to run in (`amp_mode`).
+        mirror: also read every view as its mirror image (flipped left to right) and average those too, a
+            flipped view's probability of class ``mirror[k]`` counting for class ``k`` (`data.flip_mirror`).
+
+    Returns:
+        ``(B, num_classes)`` float probabilities.
+    """
+    with autocast_for(x.device, amp):
+        logits = model(x)
+    probs = logits.float().softmax(-1).view(-1, views, logits.shape[-1])
+    if mirror is not None:
+        with autocast_for(x.device, amp):
+            flipped = model(x.flip(-1))
+        mirrored = flipped.float().softmax(-1).view_as(probs)[..., list(mirror)]
+        probs = torch.cat([probs, mirrored], 1)
+    return probs.mean(1)

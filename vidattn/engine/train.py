@@ -34,9 +34,9 @@ from vidattn.data import (
     VideoDataset,
     VideoTransform,
     build_loader,
+    flip_mirror,
     load_annotations,
     make_rng,
-    mirror_classes,
     save_classes,
 )
 from vidattn.engine.checkpoint import FORMAT, atomic_save, checkpoint_config, load_checkpoint
@@ -111,16 +111,19 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str
 
 
 def _test_best(cfg: Config, run_dir: Path, info: DistInfo, data: _Data) -> dict[str, Any]:
-    """After the last epoch: best.pt on the validation videos with ``data.test_clips`` views, as `vidattn eval`
-    writes it (``RUN/eval-val``). Nothing when there is no validation set or the views are those of validation."""
+    """After the last epoch: best.pt on the validation videos with ``data.test_clips`` views (and their mirror
+    images, ``data.test_flip``), as `vidattn eval` writes it (``RUN/eval-val``). Nothing when there is no
+    validation set or the views are those of validation."""
     best = run_dir / "checkpoints" / "best.pt"
-    if data.val_loader is None or cfg.data.test_clips == cfg.train.val_clips or not best.is_file():
+    flips = flip_mirror(cfg.data.test_flip, data.classes)[0] is not None
+    if data.val_loader is None or not best.is_file() or (cfg.data.test_clips == cfg.train.val_clips and not flips):
         return {}
     result = run_eval(best, data_root=cfg.data.root, device=info.device.type, progress=False)
+    views = f"{cfg.data.test_clips} views each (data.test_clips)" + (" and their mirror images" if flips else "")
     _log(
         info,
-        f"best.pt on {result['num_videos']} validation videos, {cfg.data.test_clips} views each (data.test_clips): "
-        f"top-1 {result['top1']:.3f} -> {result['out_dir']}",
+        f"best.pt on {result['num_videos']} validation videos, {views}: top-1 {result['top1']:.3f} "
+        f"-> {result['out_dir']}",
     )
     return {"test_top1": result["top1"], "test_clips": cfg.data.test_clips}
 
@@ -670,20 +673,29 @@ def _tensorboard(run_dir: Path) -> Any:
 
 # --- small helpers ---------------------------------------------------------------------------------
 def _train_transform(cfg: Config, classes: list[str], info: DistInfo) -> VideoTransform:
-    """The training transform; says whether it flips clips and which classes a flip changes."""
+    """The training transform; says whether it flips clips and which classes a flip changes, and whether
+    best.pt is also evaluated on the mirror image of each view (``data.test_flip``)."""
     d = cfg.data
-    flip, mirror = d.flip is not False, None
-    if flip:
-        mirror, unmatched = mirror_classes(classes)
-        pairs = sorted({tuple(sorted((classes[i], classes[m]))) for i, m in enumerate(mirror) if m != i})
-        if unmatched and d.flip == "auto":
-            flip, mirror = False, None
-            _log(info, f"data.flip=auto -> off: class {unmatched[0]!r} names a side and has no mirror class")
-        else:
+    for key, setting, what in (
+        ("flip", d.flip, "horizontal flips in training"),
+        ("test_flip", d.test_flip, "best.pt is also evaluated on each view's mirror image"),
+    ):
+        mirror, unmatched = flip_mirror(setting, classes)
+        if mirror is None and unmatched is not None:
+            _log(info, f"data.{key}=auto -> off: class {unmatched!r} names a side and has no mirror class")
+        elif mirror is not None:
+            pairs = sorted({tuple(sorted((classes[i], classes[m]))) for i, m in enumerate(mirror) if m != i})
             swaps = "; a flipped clip changes class: " + ", ".join(f"{a} <-> {b}" for a, b in pairs) if pairs else ""
-            _log(info, f"data.flip={d.flip} -> horizontal flips in training{swaps}")
+            _log(info, f"data.{key}={setting} -> {what}{swaps}")
+    mirror, _ = flip_mirror(d.flip, classes)
     return VideoTransform(
-        d.crop_size, train=True, scale=d.scale, flip=flip, mirror=mirror, jitter=d.jitter, hue=d.hue or 0.0
+        d.crop_size,
+        train=True,
+        scale=d.scale,
+        flip=mirror is not None,
+        mirror=mirror,
+        jitter=d.jitter,
+        hue=d.hue or 0.0,
     )
 
 

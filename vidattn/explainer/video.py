@@ -78,17 +78,14 @@ class ExplainModel:
         """Rebuild a `vidattn train` checkpoint once for both passes; check the layers asked for."""
         from vidattn.engine.checkpoint import load_model
         from vidattn.engine.distributed import resolve_device
-        from vidattn.engine.modeling import amp_mode
-        from vidattn.scoring.model import Classifier, checkpoint_tag
+        from vidattn.scoring.model import Classifier
 
         device = resolve_device(options.device)
         model, classes, cfg = load_model(checkpoint, device)
         if not hasattr(model, "frame_weights"):
             raise VidattnError(f"{checkpoint}: {type(model).__name__} has no frame_weights(); nothing to explain")
         layers = select_layers(model, options.layers, where=os.fspath(checkpoint))
-        tag = checkpoint_tag(checkpoint, cfg.model.name)
-        amp = amp_mode(cfg.train.amp, device)
-        classifier = Classifier(model, classes, cfg.data, tag, device, options.topk, amp=amp)
+        classifier = Classifier.from_loaded(model, classes, cfg, checkpoint, device, options.topk)
         return cls(KeyframeModel.from_loaded(model, classes, cfg, checkpoint, device), classifier, layers)
 
 
