@@ -113,7 +113,7 @@ class DataConfig:
     # Each view also read as its mirror image at evaluation (`vidattn eval`, `vidattn score`, the run's last step on
     # best.pt; not the per-epoch validation), its probabilities read through the mirror classes as data.flip says
     # (move_left <-> move_right). auto: on unless a class names a side and its mirror is not a class; true: on;
-    # false: off. Twice the model's work per video; on the long synthetic sets +1.8 points (README).
+    # false: off. Twice the model's work per video; on the long synthetic sets +1.7 points on average (README).
     test_flip: bool | str = "auto"
     backend: str = "auto"  # decoder: auto | decord | pyav
     num_workers: int = 0  # DataLoader worker processes (0 = decode in the training process)
