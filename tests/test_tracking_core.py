@@ -349,6 +349,32 @@ def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
     assert not trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size).any()  # a tracked target never starts one
 
 
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_lost_target_that_follows_its_peak_keeps_following_its_scale(follow):
+    """Lost but following a clean peak: its scale is still measured (not learned); held where last seen: it is kept."""
+    seq = make_sequence(seed=2, num_frames=20, size=14, growth=2.0, occlusion=False, background=None)
+    trk = DCFTracker()
+    trk.init(seq.frames[0], seq.boxes[:1, 0])
+    confidence = trk._confidence
+
+    def always_lost(psr, peak, anchor, unconfirmed):
+        conf, conf_psr, lost = confidence(psr, peak, anchor, unconfirmed)
+        return conf, torch.full_like(conf_psr, 1.0 if follow else 0.0), torch.ones_like(lost)
+
+    trk._confidence = always_lost
+    filter_f, scale_num = trk.filter_f, trk.scale_filter.num.clone()
+    for frame in seq.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    assert trk.lost.all() and trk.filter_f is filter_f  # lost all along: nothing learned
+    assert torch.equal(trk.scale_filter.num, scale_num)
+    side, truth = torch.sqrt(trk.size.prod(1)).item(), float(np.sqrt(seq.boxes[0, -1, 2:].prod()))
+    start = float(np.sqrt(seq.boxes[0, 0, 2:].prod()))
+    if follow:
+        assert abs(np.log(side / truth)) < np.log(1.25), (start, side, truth)
+    else:
+        assert side == pytest.approx(start)
+
+
 def _red_square_frame(x: int, y: int, seed: int = 0) -> np.ndarray:
     """A grey-noise frame with a 20 x 30 px red target at ``(x, y)`` (top-left)."""
     rng = np.random.default_rng(seed)

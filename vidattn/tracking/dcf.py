@@ -44,7 +44,8 @@ they come from:
   the adapted filter drifted onto answers the original weakly). The weakest cue is the confidence.
   A target is *lost* when the peak or anchor cue is below ``lost_score``, or the PSR cue is (a
   deforming target's broad response lowers the PSR alone: then it takes a second, middling cue, or
-  a PSR cue far down): its model and scale stop learning, its box stays where it was last seen, and
+  a PSR cue far down): its model and scale stop learning, its box stays where it was last seen
+  (or, while its response keeps a clean peak, follows that peak and its measured scale), and
   it alone pays for a wider re-detection search (the filter zero-padded to a larger
   grid) until it is found again. Found again by a jump (``refind_jump``), it stays *unconfirmed*:
   confidence capped and learned with low weight until its own cues are good for a few frames in a
@@ -167,6 +168,10 @@ class DCFConfig:
     # ... and is flagged lost (not learned from, searched for with the wide window) while its own cues are
     # under good_score: without the colour mask a look-alike answers the filter well enough to pass lost_score.
     unconfirmed_lost: bool = True
+    # A lost target that follows its peak (see follow_psr) keeps measuring its scale, without learning: a
+    # deforming bag, lost for a hundred frames while it shrank to half its size, otherwise kept its first size
+    # (README, issue 16). Lost targets that are held where they were last seen keep their size.
+    rescale_following: bool = True
     cpu_threads: int | None = 1  # torch threads while tracking on the CPU (None: leave torch's setting)
 
 
@@ -801,6 +806,10 @@ class DCFTracker:
         )
         self.pos, self.lost, self.scores, self.psr, self.peak = new_pos, lost, conf, psr, peak
         active = ~lost
+        # A lost target that follows its peak also follows its measured scale (nothing is learned from it).
+        follow = lost & ~hold if cfg.rescale_following else torch.zeros_like(lost)
+        if bool(follow.any()) and not bool(active.any()):
+            self._rescale(img, follow)
         if bool(active.any()):
             # The detection window re-centred on the target is the training sample, unless the
             # target was found outside it (then it is re-sampled).
@@ -809,7 +818,7 @@ class DCFTracker:
             if bool(colour.any()):
                 weight = torch.where(conf >= cfg.good_score, torch.ones_like(conf), conf)
                 self._learn_colour(patches, offset, cfg.colour_lr * weight * colour)
-            self._rescale(img, active)
+            self._rescale(img, active | follow)
             self._learn(img, zf, zcells, side, offset, conf, active)
         return self.boxes(), self.scores
 
@@ -924,7 +933,7 @@ class DCFTracker:
         return conf, conf_psr, lost
 
     def _rescale(self, img: torch.Tensor, active: torch.Tensor) -> None:
-        """Scale of the active targets at their new position (lost targets keep theirs).
+        """Scale of the ``active`` targets at their new position (the others keep theirs).
 
         The 1-D scale filter, or, for small targets, the translation filter on a three-level pyramid
         (the scale filter's crops of a 10 px target carry too little detail to respond). Each target
