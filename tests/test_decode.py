@@ -824,7 +824,7 @@ def test_crops_converted_alone_match_the_whole_frame_conversion(index_videos, na
         open_video(index_videos[name], backend="pyav") as reader,
         open_video(index_videos[name], backend="pyav") as plain,
     ):
-        plain._direct.convert = lambda *args, **kw: False  # PyAV's conversion only
+        plain._direct.bind = lambda *args, **kw: None  # PyAV's conversion only
         idx = list(range(0, 20, 3))
         whole = plain.get_frames(idx, numpy=True)
         assert np.array_equal(reader.get_frames(idx, numpy=True), whole)
@@ -839,10 +839,10 @@ def test_crops_converted_alone_match_the_whole_frame_conversion(index_videos, na
             (1, 1, 31, 15): name == "anim.gif",
             (2, 2, 28, 16): name == "anim.gif",  # 4:2:0 rows not a multiple of 8 pixels
         }
-        convert = reader._direct._convert
+        convert = reader._direct._write
         for (x, y, cw, ch), direct in boxes.items():
             used = []
-            reader._direct._convert = lambda *args, used=used, **kw: (used.append(args), convert(*args, **kw))
+            reader._direct._write = lambda *args, used=used, **kw: (used.append(args), convert(*args, **kw))
             got = reader.get_frames(idx, numpy=True, crop=(x, y, cw, ch))
             assert np.array_equal(got, whole[:, y : y + ch, x : x + cw]), (x, y, cw, ch)
             assert bool(used) is direct, (x, y, cw, ch)

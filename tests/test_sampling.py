@@ -61,6 +61,27 @@ def test_dataset_generator_is_make_rngs_stream():
     assert [g.integers(0, 2**62, 4).tolist() for g in a] == [g.integers(0, 2**62, 4).tolist() for g in b]
 
 
+def test_sample_rng_draws_single_integers_in_python_as_numpy_does():
+    """`_sample_rng` draws single int64s over ranges up to 2**32 (a clip's start, a crop's corner) in Python ints:
+    numpy's numbers, including the one-value range (no draw) and rejections; anything else asked of it (more values,
+    floats, a wider range) goes on from the same state in numpy."""
+    from vidattn.data.sampling import _sample_rng
+
+    keys = np.random.default_rng(1).integers(0, 2**40, (150, 3)).tolist() + [[0, 0, 0], [-1, -7, 5], [3, 4]]
+    spans = [1, 2, 3, 7, 111, 2**31 + 5, 2**32 - 1, 1000]
+    for j, k in enumerate(keys):
+        a, b = make_rng(*k), _sample_rng(*k)
+        for t in range(j % 6 + 1):
+            low = (j + t) % 5 - 2
+            high = low + spans[(j + t) % len(spans)]
+            assert int(a.integers(low, high)) == b.integers(low, high), (k, low, high)
+        assert b._gen is None  # all of those were drawn in Python
+        assert a.integers(0, 2**32 + 1) == b.integers(0, 2**32 + 1)  # past 32 bits: numpy's, in the same state
+        assert a.bit_generator.state == b.bit_generator.state
+        assert a.random(3).tolist() == b.random(3).tolist()
+        assert int(a.integers(0, 50)) == int(b.integers(0, 50))
+
+
 @pytest.mark.parametrize("kind", SAMPLERS)
 @pytest.mark.parametrize("num_frames", [1, 5, 29, 30, 31, 64, 1000])
 def test_indices_in_range_and_sizes(kind, num_frames):

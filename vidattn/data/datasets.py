@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from vidattn.data.decode import DEFAULT_TIMEOUT_S, VideoReader, open_video
 from vidattn.data.loader import batch_buffer, collate_videos
-from vidattn.data.sampling import ClipSampler, ClipTooShortError, _sample_rng
+from vidattn.data.sampling import ClipSampler, ClipTooShortError, _sample_rng, _SampleRng
 from vidattn.data.transforms import spatial_views
 from vidattn.errors import ConfigError, VidattnError, VideoDecodeError
 
@@ -51,6 +51,8 @@ __all__ = [
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".3gp", ".ts", ".ogv"}
 )
+# Samplers defined there take a `_SampleRng` as their generator (they only call its methods).
+_SAMPLERS_MODULE = ClipSampler.__module__
 _SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "test", "testing")}
 
 
@@ -362,6 +364,11 @@ class _Decoded:
     fps: float
 
 
+def _flat(rows: list[list[int]]) -> list[int]:
+    """A sample's frame indices, clip after clip."""
+    return rows[0] if len(rows) == 1 else [i for row in rows for i in row]
+
+
 @dataclass(slots=True)
 class _Job:
     """One sample's read, planned before any frame decodes (`VideoDataset._prepare`).
@@ -374,8 +381,8 @@ class _Job:
     index: int
     record: VideoRecord
     source: VideoReader | _Decoded
-    indices: np.ndarray  # (V', T) frame indices
-    rng: np.random.Generator
+    indices: list[list[int]]  # (V', T) frame indices (lists: an array per sample cost tens of us after a decode)
+    rng: np.random.Generator | _SampleRng  # the latter: until something else than `integers` is drawn
     crop: tuple[int, int, int, int] | None
     shape: tuple[int, ...] | None
 
@@ -499,7 +506,7 @@ class VideoDataset(Dataset):
             try:
                 # Through numpy views (a torch view or conversion per sample costs more): the crop of the clip's
                 # frames written straight into its slot.
-                job.source._read_clip(job.indices.reshape(-1).tolist(), job.crop, slots[k])
+                job.source._read_clip(_flat(job.indices), job.crop, slots[k])
             except (VidattnError, OSError, RuntimeError, ValueError) as exc:
                 entries.append(self._failure(job.record, job.index, exc))
                 continue
@@ -519,6 +526,8 @@ class VideoDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.records[index]
         rng = _sample_rng(self.seed, epoch, index)  # make_rng's stream
+        if type(self.sampler).__module__ != _SAMPLERS_MODULE:
+            rng = rng.generator()  # another sampler may want a real Generator; vidattn's only call its methods
         try:
             return self._plan(index, record, rng)
         except (VidattnError, OSError, RuntimeError, ValueError) as exc:
@@ -543,9 +552,7 @@ class VideoDataset(Dataset):
             clips = self.sampler(last - first, rng)
         except ClipTooShortError as exc:
             raise VidattnError(str(exc)) from None
-        indices = np.array([c.frame_indices for c in clips], dtype=np.int64)
-        if first:  # a trimmed record (a numpy call per sample costs tens of us right after a decode)
-            indices += first
+        indices = [[int(i) + first for i in c.frame_indices] for c in clips]  # `first`: a trimmed record
         crop = None
         if decoded is None and self.crop != "three" and self.transform is None:
             w, h = reader.width, reader.height
@@ -557,22 +564,22 @@ class VideoDataset(Dataset):
                 else:
                     top, left = int(rng.integers(0, h - self.size + 1)), int(rng.integers(0, w - self.size + 1))
                 crop = (left, top, self.size, self.size)
-        shape = None if crop is None else (*indices.shape, self.size, self.size, 3)
+        shape = None if crop is None else (len(indices), len(indices[0]), self.size, self.size, 3)
         return _Job(index, record, reader if decoded is None else decoded, indices, rng, crop, shape)
 
     def _load(self, job: _Job) -> dict[str, Any]:
-        indices, flat = job.indices, job.indices.reshape(-1)
-        clips = len(indices)
+        flat, clips = _flat(job.indices), len(job.indices)
         if job.crop is not None:
-            frames = job.source.get_frames(flat.tolist(), crop=job.crop, numpy=True)
+            frames = job.source.get_frames(flat, crop=job.crop, numpy=True)
             return self._sample(job, torch.from_numpy(frames.reshape(clips, -1, *frames.shape[1:])))
         if isinstance(job.source, _Decoded):
-            frames = job.source.frames[torch.from_numpy(flat)]  # (V'*T, H, W, C)
+            frames = job.source.frames[torch.tensor(flat, dtype=torch.long)]  # (V'*T, H, W, C)
         else:
-            frames = job.source.get_frames(flat.tolist())
+            frames = job.source.get_frames(flat)
         frames = frames.view(clips, -1, *frames.shape[1:])  # (V', T, H, W, C)
         # Views, not copies: collate_videos stacks them into the batch, the one copy they need.
-        video = spatial_views(frames, self.size, self.crop, job.rng, copy=False)  # (V' * views, T, S, S, C)
+        rng = job.rng.generator() if isinstance(job.rng, _SampleRng) else job.rng
+        video = spatial_views(frames, self.size, self.crop, rng, copy=False)  # (V' * views, T, S, S, C)
         if self.transform is not None:
             video = self.transform(video)
         return self._sample(job, video)
@@ -583,7 +590,7 @@ class VideoDataset(Dataset):
             "video": video,
             "label": job.record.label,
             "path": job.record.path,
-            "frame_indices": torch.from_numpy(job.indices),
+            "frame_indices": torch.tensor(job.indices, dtype=torch.long),
             "index": job.index,
         }
 

@@ -114,12 +114,79 @@ class _SeedWords(ISpawnableSeedSequence):
         return np.random.SeedSequence(np.array(self.entropy, np.uint32)).spawn(n_children)
 
 
-def _sample_rng(seed: int, *keys: int) -> np.random.Generator:
+def _sample_rng(seed: int, *keys: int) -> _SampleRng:
     """`make_rng(seed, *keys)`'s stream (the same draws, bit for bit) for less, for `VideoDataset`'s one generator
-    per sample. numpy's seeding (a SeedSequence object, its hash under an errstate context) was the dearest part of
-    a sample's Python right after a decode, where every cold library call is slow: median 87-127 us against
-    52-78 us for this, timed after each 320x240 clip's decode."""
-    return np.random.Generator(np.random.PCG64(_SeedWords([int(seed) & _M32, *(int(k) & _M32 for k in keys)])))
+    per sample: a `_SampleRng` (each Generator method, its `generator` a real one). numpy's seeding (a SeedSequence
+    object, its hash under an errstate context) and draw were the dearest part of a sample's Python right after a
+    decode, where every cold library call is slow."""
+    return _SampleRng([int(seed) & _M32, *(int(k) & _M32 for k in keys)])
+
+
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # PCG64's 128-bit LCG multiplier (numpy/random/src/pcg64)
+_M64 = (1 << 64) - 1
+_M128 = (1 << 128) - 1
+
+
+class _SampleRng:
+    """`_sample_rng`'s generator, drawn in Python ints while it is asked only for single int64s from a range of up to
+    2**32 (``integers(low, high)``: `RandomClipSampler`'s start, a random crop's corner): numpy's PCG64 and its bounded
+    draw (Lemire's method on the 32-bit halves PCG64 buffers), the same numbers bit for bit. Anything else is asked
+    of `generator`, a numpy Generator in the same state, which then draws everything. The sampler's draw after each
+    320x240 clip's decode cost ~140 us through numpy (seeding 96, the draw 44; cold library calls).
+    """
+
+    __slots__ = ("_entropy", "_gen", "_has32", "_inc", "_state", "_u32")
+
+    def __init__(self, entropy: list[int]) -> None:
+        self._entropy = entropy
+        self._gen: np.random.Generator | None = None
+        words = _pcg64_seed(entropy)
+        # pcg64_set_seed: state from 0, one step, + the seed's first 128 bits, one step; the increment from the rest.
+        inc = (((words[2] << 64) | words[3]) << 1 | 1) & _M128
+        self._inc = inc
+        self._state = ((inc + ((words[0] << 64) | words[1])) * _PCG_MULT + inc) & _M128
+        self._has32, self._u32 = 0, 0
+
+    def _next32(self) -> int:
+        if self._has32:
+            self._has32 = 0
+            return self._u32
+        state = self._state = (self._state * _PCG_MULT + self._inc) & _M128
+        x, rot = ((state >> 64) ^ state) & _M64, state >> 122  # XSL-RR output
+        out = ((x >> rot) | (x << (64 - rot))) & _M64
+        self._has32, self._u32 = 1, out >> 32
+        return out & _M32
+
+    def integers(self, low: Any, high: Any = None, size: Any = None, dtype: Any = np.int64, endpoint: bool = False):
+        if self._gen is None and size is None and dtype is np.int64 and not endpoint and type(low) is type(high) is int:
+            span = high - 1 - low  # numpy's `rng`: the largest offset drawn
+            if 0 <= span < _M32:
+                if not span:
+                    return low
+                excl = span + 1
+                m = self._next32() * excl
+                if m & _M32 < excl:
+                    threshold = (_M32 - span) % excl
+                    while m & _M32 < threshold:
+                        m = self._next32() * excl
+                return low + (m >> 32)
+        return self.generator().integers(low, high, size, dtype, endpoint)
+
+    def generator(self) -> np.random.Generator:
+        """The numpy Generator in this one's state (made once; every draw goes to it from then on)."""
+        if self._gen is None:
+            gen = np.random.Generator(np.random.PCG64(_SeedWords(self._entropy)))
+            gen.bit_generator.state = {
+                "bit_generator": "PCG64",
+                "state": {"state": self._state, "inc": self._inc},
+                "has_uint32": self._has32,
+                "uinteger": self._u32,
+            }
+            self._gen = gen
+        return self._gen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.generator(), name)
 
 
 class ClipSampler(ABC):

@@ -16,7 +16,7 @@ pixels are the same, bit for bit, as PyAV's conversion cropped after:
   caller says so (``spare``: it is written after this one); otherwise the last two rows go through a padded
   buffer (a second swscale call and a copy, a fifth of a 240x240 crop's conversion).
 - Only the formats and colour tags checked here (`_FORMATS`, `_YUV_TAGS`); and every converter is compared
-  once per process with PyAV's own conversion on the first frame it converts (`DirectRGB.convert`), and
+  once per process with PyAV's own conversion on the first frame it converts (`DirectRGB.bind`), and
   never used again where they differ.
 """
 
@@ -98,7 +98,8 @@ def _lib() -> _Lib | None:
 
 
 class DirectRGB:
-    """One reader's converter: `convert` writes a frame's crop as RGB into an array, or declines.
+    """One reader's converter: `bind` gives a read's, which writes each frame's crop as RGB into the read's array, or
+    declines.
 
     Not shared between threads (a swscale context is not); `close` frees its contexts.
     """
@@ -108,90 +109,89 @@ class DirectRGB:
         self._src, self._src_stride, self._dst, self._dst_stride = _P4(), _I4(), _P4(), _I4()
         self._tail: np.ndarray | None = None
 
-    def usable(self, frame: Any, out: np.ndarray, x: int, y: int, size: tuple[int, int]) -> bool:
-        """Whether `convert` takes this frame and box (cheap: format, tags and geometry only)."""
-        fmt = frame.format.name
-        if fmt not in _FORMATS or (frame.width, frame.height) != size:
-            return False
-        h, w = out.shape[:2]
-        if x < 0 or y < 0 or x + w > frame.width or y + h > frame.height or not out.flags.c_contiguous:
-            return False
-        if fmt == "yuv420p" and (
-            x % 2 or y % 2 or h % 2 or w % 8 or (frame.colorspace, frame.color_range) not in _YUV_TAGS
-        ):
-            return False
-        return _VERIFIED.get((fmt, w, h), True) and _lib() is not None
-
-    def convert(
-        self,
-        frame: Any,
-        out: np.ndarray,
-        x: int,
-        y: int,
-        size: tuple[int, int],
-        reference: Callable[[Any], np.ndarray],
-        *,
-        spare: bool = False,
-        dst: int | None = None,
-    ) -> bool:
-        """Write the RGB of `frame`'s box at (`x`, `y`) the size of `out` (``(h, w, 3)`` uint8, C-contiguous) into
-        `out`; False where this conversion is not used: the caller then converts the frame as before (over
-        whatever was written).
+    def bind(
+        self, out: np.ndarray, x: int, y: int, size: tuple[int, int], reference: Callable[[Any], np.ndarray]
+    ) -> Callable[[Any, int, bool], bool] | None:
+        """The converter of one read into `out` (``(n, h, w, 3)`` uint8): ``write(frame, k, spare)`` writes the RGB of
+        `frame`'s box at (`x`, `y`) the size of ``out[k]`` into ``out[k]`` and returns True, or returns False where this
+        conversion is not used (the caller then converts the frame as before, over whatever was written). None where
+        it takes no frame of this read. What depends on `out` and the box is checked here, once per read (each check
+        per frame cost more than a tenth of the Python a 320x240 frame's read runs); each frame's format, size and
+        colour tags in ``write``.
 
         Args:
-            size: the (width, height) the reader returns frames at, unrotated: a frame of another size (a
-                stream whose resolution changes, a resized read) is scaled by PyAV's path, not here.
-            reference: PyAV's whole-frame RGB of a frame, asked for once per process and (format, crop size) to
-                check this conversion against.
-            spare: the memory right after `out` (at least `out`'s size) belongs to the caller, who writes it after
-                this call (the next frame of a read): the converter may write past `out`'s last row.
-            dst: `out`'s address, where the caller has it (a read computes its array's once, not per frame).
+            out: the read's array, C-contiguous (else None: frame k + 1 must lie right after frame k).
+            size: the (width, height) the reader returns frames at, unrotated: a frame of another size (a stream whose
+                resolution changes, a resized read) is scaled by PyAV's path, not here.
+            reference: PyAV's whole-frame RGB of a frame, asked for once per process and (format, crop size) to check
+                this conversion against.
+
+        ``write``'s `spare`: the caller writes ``out[k + 1]`` after this call (the next frame of the read), so the
+        converter may write past ``out[k]``'s last row.
         """
-        if not self.usable(frame, out, x, y, size):
-            return False
-        fmt = frame.format.name
-        h, w = out.shape[:2]
-        key = (fmt, w, h)
-        if key not in _VERIFIED:
-            self._convert(frame, out, x, y, spare=False)
-            _VERIFIED[key] = bool(np.array_equal(out, reference(frame)[y : y + h, x : x + w]))
-            return _VERIFIED[key]
-        self._convert(frame, out, x, y, spare=spare and out.nbytes >= _TAIL_PAD, dst=dst)
-        return True
+        n, h, w = out.shape[:3]
+        fw, fh = size
+        if not n or not out.flags.c_contiguous or x < 0 or y < 0 or x + w > fw or y + h > fh or _lib() is None:
+            return None
+        yuv_box = not (x % 2 or y % 2 or h % 2 or w % 8)
+        base, step = out.ctypes.data, h * w * 3
+        may_spill = step >= _TAIL_PAD
+
+        def write(frame: Any, k: int, spare: bool) -> bool:
+            fmt = frame.format.name
+            if frame.width != fw or frame.height != fh:
+                return False
+            if fmt == "yuv420p":
+                if not yuv_box or (frame.colorspace, frame.color_range) not in _YUV_TAGS:
+                    return False
+            elif fmt not in _FORMATS:
+                return False
+            verified = _VERIFIED.get((fmt, w, h))
+            if verified is None:
+                self._write(frame, fmt, x, y, w, h, base + k * step, spill=False)
+                verified = bool(np.array_equal(out[k], reference(frame)[y : y + h, x : x + w]))
+                _VERIFIED[(fmt, w, h)] = verified
+                return verified
+            if verified:
+                self._write(frame, fmt, x, y, w, h, base + k * step, spill=spare and may_spill)
+            return verified
+
+        return write
 
     def _context(self, fmt: str, w: int, h: int) -> int:
-        ctx = self._contexts.get((fmt, w, h))
-        if ctx is None:
-            lib = _lib()
-            src_fmt = lib.pix_fmt(fmt.encode())
-            ctx = lib.sws.sws_getContext(w, h, src_fmt, w, h, lib.rgb24, _SWS_BILINEAR, None, None, None)
-            if not ctx:
-                raise MemoryError("swscale could not make a context")
-            self._contexts[(fmt, w, h)] = ctx
+        lib = _lib()
+        src_fmt = lib.pix_fmt(fmt.encode())
+        ctx = lib.sws.sws_getContext(w, h, src_fmt, w, h, lib.rgb24, _SWS_BILINEAR, None, None, None)
+        if not ctx:
+            raise MemoryError("swscale could not make a context")
+        self._contexts[(fmt, w, h)] = ctx
         return ctx
 
-    def _convert(self, frame: Any, out: np.ndarray, x: int, y: int, *, spare: bool, dst: int | None = None) -> None:
-        lib = _lib()
-        h, w = out.shape[:2]
-        fmt = frame.format.name
-        ctx = self._context(fmt, w, h)
+    def _write(self, frame: Any, fmt: str, x: int, y: int, w: int, h: int, dst: int, *, spill: bool) -> None:
+        """swscale's RGB of `frame`'s ``w x h`` box at (`x`, `y`) into the rows at address `dst`; past the last row
+        only where `spill` (else the last rows go through a padded buffer)."""
+        ctx = self._contexts.get((fmt, w, h)) or self._context(fmt, w, h)
+        scale = _LIB.sws.sws_scale
         src, src_stride = self._src, self._src_stride
-        planes = frame.planes
         if fmt == "yuv420p":
-            for i, plane in enumerate(planes):
-                shift = 1 if i else 0
-                src[i] = plane.buffer_ptr + (y >> shift) * plane.line_size + (x >> shift)
-                src_stride[i] = plane.line_size
+            luma, cb, cr = frame.planes
+            size = luma.line_size
+            src[0], src_stride[0] = luma.buffer_ptr + y * size + x, size
+            size = cb.line_size
+            src[1], src_stride[1] = cb.buffer_ptr + (y >> 1) * size + (x >> 1), size
+            size = cr.line_size
+            src[2], src_stride[2] = cr.buffer_ptr + (y >> 1) * size + (x >> 1), size
         else:  # one packed plane of 4 bytes per pixel
-            plane = planes[0]
-            src[0] = plane.buffer_ptr + y * plane.line_size + 4 * x
-            src_stride[0] = plane.line_size
+            plane = frame.planes[0]
+            size = plane.line_size
+            src[0], src_stride[0] = plane.buffer_ptr + y * size + 4 * x, size
         row = w * 3
         dst_ptr, dst_stride = self._dst, self._dst_stride
-        body = h if spare else max(h - _TAIL_ROWS, 0)
+        dst_stride[0] = row
+        body = h if spill else max(h - _TAIL_ROWS, 0)
         if body:
-            dst_ptr[0], dst_stride[0] = out.ctypes.data if dst is None else dst, row
-            lib.sws.sws_scale(ctx, src, src_stride, 0, body, dst_ptr, dst_stride)
+            dst_ptr[0] = dst
+            scale(ctx, src, src_stride, 0, body, dst_ptr, dst_stride)
         if body == h:
             return
         # The last rows into a buffer with room past them, then copied: a converter may write past a row's end.
@@ -199,13 +199,11 @@ class DirectRGB:
         need = tail_rows * row + _TAIL_PAD
         if self._tail is None or self._tail.size < need:
             self._tail = np.empty(need, dtype=np.uint8)
-        tail = self._tail
-        for i in range(len(planes) if fmt == "yuv420p" else 1):
-            rows = body >> (1 if i else 0) if fmt == "yuv420p" else body
-            src[i] += rows * src_stride[i]
-        dst_ptr[0], dst_stride[0] = tail.ctypes.data, row
-        lib.sws.sws_scale(ctx, src, src_stride, 0, tail_rows, dst_ptr, dst_stride)
-        out.reshape(-1)[body * row :] = tail[: tail_rows * row]
+        for i in range(3 if fmt == "yuv420p" else 1):
+            src[i] += (body >> (1 if i else 0) if fmt == "yuv420p" else body) * src_stride[i]
+        dst_ptr[0] = self._tail.ctypes.data
+        scale(ctx, src, src_stride, 0, tail_rows, dst_ptr, dst_stride)
+        ctypes.memmove(dst + body * row, dst_ptr[0], tail_rows * row)
 
     def close(self) -> None:
         lib = _LIB

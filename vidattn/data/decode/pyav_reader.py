@@ -677,29 +677,51 @@ class PyAVReader(VideoReader):
 
     def _read_into(self, indices: list[int], out: np.ndarray, crop: Crop | None) -> None:
         # Straight from the converted frame into `out`: one copy of the pixels kept, and of the crop only.
+        import av
+
         self._want, self._want_end = self._plan(indices), indices[-1]
-        # Unrotated frames at their own size: the crop's RGB written by swscale into `out` itself (`DirectRGB`).
-        direct = self._direct if not self.rotation else None
         x, y = (0, 0) if crop is None else crop[:2]
+        # Unrotated frames at their own size: the crop's RGB written by swscale into `out` itself (`DirectRGB`).
+        write = None if self.rotation else self._direct.bind(out, x, y, self._scale_to, self._whole_rgb)
         last = len(indices) - 1
-        base, step = (out.ctypes.data, out[0].nbytes) if len(out) and out.flags.c_contiguous else (None, 0)
+        failed = av.error.FFmpegError
         try:
             for k, i in enumerate(indices):
-                frame = self._goto(i)
-                # Frames are written in order into C-contiguous `out`: past frame k lies frame k + 1, written next.
-                if direct is None or not direct.convert(
-                    frame,
-                    out[k],
-                    x,
-                    y,
-                    self._scale_to,
-                    self._whole_rgb,
-                    spare=k < last,
-                    dst=None if base is None else base + k * step,
+                # `_goto`'s common case first: the state is read after `_seek_saves_decoding`, which may build the
+                # seek index (and with it the pictures left out).
+                if (
+                    self._parked is None
+                    and i > self._pos
+                    and not self._seek_saves_decoding(i)
+                    and self._seeked_to is None
+                    and not self._nonref
                 ):
+                    frame = self._count_to(i, failed)
+                else:
+                    frame = self._goto(i)
+                # Frames are written in order into C-contiguous `out`: past frame k lies frame k + 1, written next.
+                if write is None or not write(frame, k, k < last):
                     out[k] = crop_view(self._rgb(frame), crop)
         finally:
             self._want = None
+
+    def _count_to(self, index: int, failed: type[Exception]) -> Any:
+        """`_goto(index)` where the decoder counts its frames (no seek to place, nothing left out) and goes on to
+        `index` from where it is (no seek saves decoding): the frames up to it decoded in one loop, with no call per
+        frame (a read's Python per decoded frame, after each decode, is a few percent of a 320x240 clip). At the end
+        of the stream `_goto` takes over, which decides as it would have (`failed`: PyAV's decoding error)."""
+        frames = self._frames
+        try:
+            while True:
+                check_deadline()
+                frame = next(frames)
+                self._pos += 1
+                if self._pos >= index:
+                    return frame
+        except StopIteration:  # an exhausted generator stays so: `_goto` sees the end too
+            return self._goto(index)
+        except failed as exc:
+            raise self._decode_failed(exc) from None
 
     def _whole_rgb(self, frame: Any) -> np.ndarray:
         """PyAV's conversion of an unrotated frame (what `DirectRGB` is checked against)."""
