@@ -213,8 +213,6 @@ class WindowScorer:
         self.next_start = 0  # in kept samples
         self.last_end = -1  # position after the last emitted window's last sample
         self.pending: list[tuple[list[int], torch.Tensor]] = []
-        self.weight_sum: list[float] = []
-        self.weight_n: list[int] = []
         self.windows: list[tuple[int, int, int, float]] = []  # (first pos, last pos, class, prob)
         self.scored: list[tuple[list[int], np.ndarray]] = []  # (positions, per-sample scores) per window or view
         self.whole: list[torch.Tensor] | None = [] if km.sampler != "random" else None
@@ -235,8 +233,6 @@ class WindowScorer:
     def _push_window(self, square: torch.Tensor) -> None:
         """Sliding mode: score every window the new sample completes."""
         pos = self.count
-        self.weight_sum.append(0.0)
-        self.weight_n.append(0)
         self.count += 1
         if pos % self.every:
             return
@@ -272,7 +268,6 @@ class WindowScorer:
         frames, self.whole = self.whole or [], None
         n = self.count = len(frames)
         self.whole_views = True
-        self.weight_sum, self.weight_n = [0.0] * n, [0] * n
         if not n:
             return
         clip_len = self.km.clip_len
@@ -304,9 +299,6 @@ class WindowScorer:
 
     def add_window(self, positions: list[int], weights: torch.Tensor, probs: torch.Tensor) -> None:
         """Count one scored window: its frame weights ``(T,)`` at sample `positions`, its class probs ``(K,)``."""
-        for j, pos in enumerate(positions):
-            self.weight_sum[pos] += float(weights[j])
-            self.weight_n[pos] += 1
         self.scored.append((list(positions), weights[: len(positions)].float().numpy()))
         cls = int(probs.argmax())
         self.windows.append((min(positions), max(positions), cls, float(probs[cls])))
@@ -316,12 +308,20 @@ class WindowScorer:
 
         A sample no view reached (rounding in a long video) takes the value of its nearest scored neighbours.
         """
-        n = np.asarray(self.weight_n)
-        scores = np.asarray(self.weight_sum) / np.maximum(n, 1)
+        total, n = self._sums()
+        scores = total / np.maximum(n, 1)
         seen = np.flatnonzero(n)
         if 0 < len(seen) < len(n):
             scores = np.interp(np.arange(len(n)), seen, scores[seen])
         return scores.astype(np.float32)
+
+    def _sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per sample: the sum of the scores the windows or views gave it, and how many did."""
+        total, n = np.zeros(self.count), np.zeros(self.count, dtype=np.int64)
+        for positions, values in self.scored:
+            np.add.at(total, positions, values)
+            np.add.at(n, positions, 1)
+        return total, n
 
     def consensus_scores(self) -> np.ndarray:
         """``(T,)`` the key frames' score of each sample: what every view agrees on.
@@ -342,9 +342,9 @@ class WindowScorer:
             curves = [self._curve(positions, values, n, diff) for positions, values in self.scored]
             logs = np.log(np.maximum(np.stack(curves), 0.0) + self.consensus_floor)
             return np.exp(logs.mean(0)).astype(np.float32)
-        counts = np.asarray(self.weight_n)
+        total, counts = self._sums()
         seen = np.flatnonzero(counts)
-        mean = np.asarray(self.weight_sum)[seen] / counts[seen]
+        mean = total[seen] / counts[seen]
         return self._curve(seen.tolist(), mean, n, diff).astype(np.float32)
 
     @staticmethod
