@@ -40,7 +40,7 @@ from vidattn.data.decode import (
     SEEK_UNSAFE_CODECS,
     PyAVReader,
 )
-from vidattn.testing import make_faststart_index_video, make_index_video, read_index
+from vidattn.testing import index_frame, make_faststart_index_video, make_index_video, read_index
 
 BACKENDS = available_backends()
 needs_decord = pytest.mark.skipif("decord" not in BACKENDS, reason="decord2 not installed")
@@ -221,6 +221,48 @@ def test_a_new_reader_per_clip_opens_and_indexes_the_file_once(tmp_path, monkeyp
     with open_video(path) as reader:
         assert indices_of(reader.get_frames([44, 46])) == [44, 46]
     assert len(demuxes) == 2
+
+
+def _write_rotated(path: Path, clockwise: int, num_frames: int = 8) -> Path:
+    """A small H.264 MP4 whose display matrix turns it `clockwise` degrees."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.set_display_rotation(-clockwise)  # PyAV takes the counter-clockwise angle
+        for i in range(num_frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(index_frame(i, 64, 96), format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_a_new_reader_per_clip_decodes_the_first_frame_once(tmp_path, monkeypatch):
+    """The rotation (on frames only, in PyAV) costs a decode of the first frame: once per file and process, again
+    only when the file changes, under every backend that reads its header."""
+    from vidattn.data.decode import header, pyav_reader
+
+    decoded = []
+    real = header.read_first_frame
+
+    def spy(*args):
+        facts, now = real(*args)
+        decoded.append(now)
+        return facts, now
+
+    monkeypatch.setattr(header, "read_first_frame", spy)
+    monkeypatch.setattr(pyav_reader, "read_first_frame", spy)
+    path = _write_rotated(tmp_path / "turned.mp4", 90)
+    for backend in ["pyav", *(["decord"] if "decord" in BACKENDS else []), "auto"]:
+        with open_video(path, backend=backend) as reader:
+            assert (reader.rotation, reader.width, reader.height) == (90, 64, 96)
+            assert reader.get_frames([3]).shape == (1, 96, 64, 3)
+    assert decoded.count(True) == 1 and len(decoded) >= 3
+    replacement = _write_rotated(tmp_path / "other.mp4", 270)
+    os.replace(replacement, path)  # the same path, another file: read again
+    with open_video(path, backend="pyav") as reader:
+        assert reader.rotation == 270
+    assert decoded.count(True) == 2
 
 
 def test_readers_reuse_idle_decode_threads(index_videos):

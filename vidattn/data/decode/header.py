@@ -10,11 +10,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from vidattn.errors import VideoDecodeError
+
+V = TypeVar("V")
 
 #: Largest frame (width x height) a reader decodes by default: 8192 x 4352, the biggest frame H.264 and HEVC
 #: levels allow (level 6.2; 8K UHD is 7680 x 4320). Every real video fits; a frame this size is 53 MB as
@@ -142,6 +146,92 @@ def check_not_still(path: str, container_name: str, num_frames: int) -> None:
         raise VideoDecodeError(path, f"a still image ({container_name}), not a video")
 
 
+def file_key(source: Any, stream: int) -> tuple | None:
+    """What this process's caches of a file's facts are keyed by: (device, inode, size, mtime, stream) of a
+    path source, so a changed or replaced file is read again; None for bytes, file objects and unreadable paths."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stream)
+
+
+@dataclass(frozen=True)
+class FirstFrame:
+    """What only a decoded frame tells about a stream: the display rotation (clockwise degrees; PyAV >= 13
+    puts the display matrix on frames, not on streams) and the coded size (W, H) before rotation."""
+
+    rotation: int
+    coded_size: tuple[int, int] | None
+
+
+class FileCache(Generic[V]):
+    """Facts about recently opened files, per process, keyed by `file_key` (so a changed file is read again) and
+    bounded by the total weight of the values held, least recently used first out. Thread-safe: readers run
+    in several threads (key frames re-reads with two at once)."""
+
+    def __init__(self, max_weight: int, weigh: Callable[[V], int] = lambda value: 1) -> None:
+        self._max_weight = max_weight
+        self._weigh = weigh
+        self._weight = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, V] = OrderedDict()
+
+    def get(self, key: tuple | None) -> V | None:
+        """The value for `key` (None: the source has no key, or nothing is kept for it)."""
+        if key is None:
+            return None
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: tuple | None, value: V) -> None:
+        """Keep `value` for `key`, dropping the least recently used entries over the weight (never the last one)."""
+        if key is None:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._weight -= self._weigh(old)
+            self._entries[key] = value
+            self._weight += self._weigh(value)
+            while self._weight > self._max_weight and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._weight -= self._weigh(dropped)
+
+
+# `FirstFrame` of recently opened files: a dataset that opens a new reader for every clip decodes a file's first
+# frame once, not once per clip (on a 1080p HEVC file that decode was most of the 25 ms an open cost).
+_FIRST_FRAMES: FileCache[FirstFrame] = FileCache(65_536)
+
+
+def read_first_frame(source: Any, container: Any, stream: Any) -> tuple[FirstFrame | None, bool]:
+    """The stream's `FirstFrame`: from this process's cache when the same file was read before, else decoded.
+
+    Returns:
+        The facts (None when no frame decodes), and whether a frame was decoded now: the demuxer has moved,
+        so a caller that goes on reading from `container` rewinds first.
+
+    Raises:
+        Whatever decoding the first frame raises (a corrupt file); the caller decides what that means.
+    """
+    key = file_key(source, stream.index)
+    known = _FIRST_FRAMES.get(key)
+    if known is not None:
+        return known, False
+    frame = next(container.decode(stream), None)
+    if frame is None:
+        return None, True
+    size = (frame.width, frame.height) if frame.width > 0 and frame.height > 0 else None
+    facts = FirstFrame(rotation=(-int(round(getattr(frame, "rotation", 0) or 0))) % 360, coded_size=size)
+    _FIRST_FRAMES.put(key, facts)  # PyAV reports the counter-clockwise correction; stored clockwise
+    return facts, True
+
+
 @dataclass(frozen=True)
 class StreamHeader:
     """What `open_video` needs to choose a backend, read with PyAV from the headers (and the first frame).
@@ -208,14 +298,12 @@ def open_header(
             keep = not hasattr(source, "seek")
             return header, container if keep else None
         try:
-            first = next(container.decode(stream), None)
+            first, _ = read_first_frame(source, container, stream)
         except Exception:  # a broken first frame: the decord reader handles corrupt files itself
             return replace(header, codec=header.codec or "unknown"), None
         if first is None:
             return header, None
-        rotation = (-int(round(getattr(first, "rotation", 0) or 0))) % 360  # PyAV: counter-clockwise
-        size = (first.width, first.height) if first.width > 0 and first.height > 0 else None
-        return replace(header, rotation=rotation, coded_size=size), None
+        return replace(header, rotation=first.rotation, coded_size=first.coded_size), None
     finally:
         if not keep:
             container.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import bisect
 import io
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -15,7 +13,15 @@ import numpy as np
 
 from vidattn.data import bitstream
 from vidattn.data.decode.direct_rgb import DirectRGB
-from vidattn.data.decode.header import _short, check_not_still, check_video_stream, describe_streams
+from vidattn.data.decode.header import (
+    FileCache,
+    _short,
+    check_not_still,
+    check_video_stream,
+    describe_streams,
+    file_key,
+    read_first_frame,
+)
 from vidattn.data.decode.reader import (
     DEFAULT_TIMEOUT_S,
     Crop,
@@ -120,55 +126,13 @@ class _PictureScan:
         return by_index, nonref
 
 
-class _SeekIndexCache:
-    """The seek index of recently opened files, per process: a dataset that opens a new reader for every clip
-    demuxes each file once, not once per clip (on a 600-frame XviD AVI the pass cost more than the clip's
-    decoding). Keyed by the file's identity (device, inode, size, mtime) and stream, so a changed file is
-    indexed again; bounded by the frames held, least recently used first out. The values are shared between
-    readers and never mutated (readers replace theirs, see `PyAVReader._forget_order`).
-    """
-
-    def __init__(self, max_frames: int = 250_000) -> None:
-        self._max_frames = max_frames
-        self._frames = 0
-        self._lock = threading.Lock()  # readers in several threads (key frames re-reads with two at once)
-        self._entries: OrderedDict[tuple, tuple[list[int], dict[int, int], list[int], frozenset[int]]] = OrderedDict()
-
-    @staticmethod
-    def key(source: Any, stream: int) -> tuple | None:
-        """The cache key of a file path source, or None for bytes, file objects and unreadable paths."""
-        if not isinstance(source, (str, os.PathLike)):
-            return None
-        try:
-            st = os.stat(source)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stream)
-
-    def get(self, key: tuple | None) -> tuple[list[int], dict[int, int], list[int], frozenset[int]] | None:
-        if key is None:
-            return None
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: tuple | None, value: tuple[list[int], dict[int, int], list[int], frozenset[int]]) -> None:
-        if key is None:
-            return
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._frames -= len(old[0])
-            self._entries[key] = value
-            self._frames += len(value[0])
-            while self._frames > self._max_frames and len(self._entries) > 1:
-                _, dropped = self._entries.popitem(last=False)
-                self._frames -= len(dropped[0])
-
-
-_SEEK_INDEX_CACHE = _SeekIndexCache()
+# The seek index of recently opened files, per process: a dataset that opens a new reader for every clip demuxes
+# each file once, not once per clip (on a 600-frame XviD AVI the pass cost more than the clip's decoding); bounded
+# by the frames held. The values are shared between readers and never mutated (readers replace theirs, see
+# `PyAVReader._forget_order`).
+_SEEK_INDEX_CACHE: FileCache[tuple[list[int], dict[int, int], list[int], frozenset[int]]] = FileCache(
+    250_000, weigh=lambda value: len(value[0])
+)
 
 
 class _FilterConverter:
@@ -353,14 +317,12 @@ class PyAVReader(VideoReader):
     def _stream_rotation(self) -> int:
         if self.container in _UNROTATED_CONTAINERS and self.codec not in _ORIENTATION_SEI_CODECS:
             return 0
-        # The display matrix is on the frames in PyAV >= 13; peek at the first one, then rewind.
-        try:
-            first = next(self._container.decode(self._stream))
-            rot = int(round(getattr(first, "rotation", 0) or 0))
-        except StopIteration:
-            raise VideoDecodeError(self.path, "no frame decodes") from None
-        self._rewind()
-        return (-rot) % 360  # PyAV reports the counter-clockwise correction; we store degrees clockwise
+        first, decoded = read_first_frame(self._source, self._container, self._stream)
+        if first is None:
+            raise VideoDecodeError(self.path, "no frame decodes")
+        if decoded:
+            self._rewind()
+        return first.rotation
 
     def _count_packets(self) -> int:
         n = 0
@@ -425,7 +387,7 @@ class PyAVReader(VideoReader):
         """Frame pts in presentation order and key-frame positions, if timestamps allow exact seeking;
         and the pictures no other picture references, which reads may leave out (see `_PictureScan`).
         Taken from `_SEEK_INDEX_CACHE` when this file was indexed before in this process."""
-        key = _SEEK_INDEX_CACHE.key(self._source, self.stream)
+        key = file_key(self._source, self.stream)
         known = _SEEK_INDEX_CACHE.get(key)
         if known is not None and (not known[0] or len(known[0]) == self.num_frames):
             if self._pos != -1:  # as after a demux pass: the next read starts from the beginning
@@ -472,7 +434,7 @@ class PyAVReader(VideoReader):
         self._pts_by_index, self._index_of, self._key_positions = [], {}, []
         self._nonref = frozenset()
         if remember:
-            _SEEK_INDEX_CACHE.put(_SEEK_INDEX_CACHE.key(self._source, self.stream), ([], {}, [], frozenset()))
+            _SEEK_INDEX_CACHE.put(file_key(self._source, self.stream), ([], {}, [], frozenset()))
 
     def can_seek(self) -> bool:
         """Whether this file's timestamps allow exact key-frame seeks (else reads decode from the start)."""
