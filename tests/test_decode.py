@@ -295,6 +295,25 @@ def test_gif_reads_go_back_exactly(index_videos, backend_name):
         assert [i for i, _ in reader.iter_frames(step=9)] == [0, 9, 18, 27]
 
 
+def test_gif_readers_opened_per_clip_go_on_from_closed_readers_decoders(tmp_path):
+    """A dataset that opens a reader per clip: a closed GIF reader's decoders pass to the next reader of the file,
+    which goes on from the nearest one; frames stay exact, and a file replaced at the same path starts afresh."""
+    path = make_index_video(tmp_path / "long.gif", 60, codec="gif", gop=None)
+    rng = np.random.default_rng(1)
+    inherited = []
+    for start in rng.integers(0, 50, size=25).tolist():
+        with open_video(path) as reader:
+            inherited.append(len(reader._parked))
+            clip = list(range(start, start + 9, 3))
+            assert indices_of(reader.get_frames(clip)) == clip
+    assert inherited[0] == 0 and min(inherited[1:]) >= 1
+    # Another file at the same path: nothing carries over.
+    os.replace(make_index_video(tmp_path / "other.gif", 40, codec="gif", gop=None), path)
+    with open_video(path) as reader:
+        assert reader._parked == [] and reader.num_frames == 40
+        assert indices_of(reader.get_frames([33, 35])) == [33, 35]
+
+
 # (codec, file name, B-frames): containers where raw decord returns other frames (AVI, MPEG-TS,
 # MPEG-PS) next to ones where it is exact; vidattn must be exact on all of them, whatever the backend.
 CONTAINER_CASES = [

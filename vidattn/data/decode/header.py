@@ -173,8 +173,8 @@ class FileCache(Generic[V]):
     in several threads (key frames re-reads with two at once)."""
 
     def __init__(self, max_weight: int, weigh: Callable[[V], int] = lambda value: 1) -> None:
-        self._max_weight = max_weight
-        self._weigh = weigh
+        self.max_weight = max_weight
+        self.weigh = weigh
         self._weight = 0
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, V] = OrderedDict()
@@ -189,6 +189,16 @@ class FileCache(Generic[V]):
                 self._entries.move_to_end(key)
             return value
 
+    def pop(self, key: tuple | None) -> V | None:
+        """Take the value for `key` out (None when nothing is kept for it): for values one user at a time holds."""
+        if key is None:
+            return None
+        with self._lock:
+            value = self._entries.pop(key, None)
+            if value is not None:
+                self._weight -= self.weigh(value)
+            return value
+
     def put(self, key: tuple | None, value: V) -> None:
         """Keep `value` for `key`, dropping the least recently used entries over the weight (never the last one)."""
         if key is None:
@@ -196,12 +206,12 @@ class FileCache(Generic[V]):
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._weight -= self._weigh(old)
+                self._weight -= self.weigh(old)
             self._entries[key] = value
-            self._weight += self._weigh(value)
-            while self._weight > self._max_weight and len(self._entries) > 1:
+            self._weight += self.weigh(value)
+            while self._weight > self.max_weight and len(self._entries) > 1:
                 _, dropped = self._entries.popitem(last=False)
-                self._weight -= self._weigh(dropped)
+                self._weight -= self.weigh(dropped)
 
 
 # `FirstFrame` of recently opened files: a dataset that opens a new reader for every clip decodes a file's first

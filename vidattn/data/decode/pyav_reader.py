@@ -134,6 +134,32 @@ _SEEK_INDEX_CACHE: FileCache[tuple[list[int], dict[int, int], list[int], frozens
     250_000, weigh=lambda value: len(value[0])
 )
 
+# (container, stream, frames, pos): a decoder of the file, parked after frame `pos` (-1: nothing decoded).
+_Parked = tuple[Any, Any, Iterator[Any], int]
+# Parked decoders of files (GIF, see `_PARKED_DECODERS`) whose readers closed, per process: the next reader of the
+# same file takes them over, so a dataset that opens a reader per clip goes on from the nearest one instead of
+# decoding from the first frame each time (most of a GIF clip's cost). Bounded by the decoders' canvases (each at
+# least 320x240 counted, which also bounds the open files): about 100 decoders of small GIFs.
+
+
+def _canvas_pixels(parked: list[_Parked]) -> int:
+    return sum(max(stream.codec_context.width * stream.codec_context.height, 320 * 240) for _, stream, *_ in parked)
+
+
+_CLOSED_READERS_DECODERS: FileCache[list[_Parked]] = FileCache(8_000_000, weigh=_canvas_pixels)
+_INHERITED_DECODERS: list[FileCache[list[_Parked]]] = []
+
+
+def _leave_inherited_decoders() -> None:
+    """In a forked child: the parked decoders are the parent's; keep them unreleased and start an empty pool."""
+    global _CLOSED_READERS_DECODERS
+    _INHERITED_DECODERS.append(_CLOSED_READERS_DECODERS)
+    _CLOSED_READERS_DECODERS = FileCache(_CLOSED_READERS_DECODERS.max_weight, _CLOSED_READERS_DECODERS.weigh)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_leave_inherited_decoders)
+
 
 class _FilterConverter:
     """Frames to RGB through FFmpeg's ``scale`` filter, exactly as ``ffmpeg -pix_fmt rgb24`` converts them.
@@ -241,8 +267,9 @@ class PyAVReader(VideoReader):
         self._reformatter: Any = None  # one swscale context per reader: building it per frame dominates small frames
         self._converter = _FilterConverter()  # for frames over 8 bits per sample (see `_to_array`)
         self._direct = DirectRGB()  # 8-bit frames' crops converted straight into a read's array (`_read_into`)
-        # (container, stream, frames, pos) of decoders parked part-way (`_resume_nearest`); None: not used here.
-        self._parked: list[tuple[Any, Any, Iterator[Any], int]] | None = None
+        # Decoders parked part-way (`_resume_nearest`); None: not used here.
+        self._parked: list[_Parked] | None = None
+        self._settled = True  # the last read returned: the decoder is where `_pos` says (see `_close`)
         self._inline = False  # decode steps run in the calling thread (`_runs_inline`); decided by `_open`
         self._call(self._open)
         self._inline = isinstance(source, (str, os.PathLike, bytes)) and self._threadless()
@@ -289,7 +316,7 @@ class PyAVReader(VideoReader):
             and raw_w * raw_h <= _PARK_MAX_PIXELS
             and isinstance(self._source, (str, os.PathLike))  # each decoder opens the file for itself
         ):
-            self._parked = []
+            self._parked = _CLOSED_READERS_DECODERS.pop(file_key(self._source, self.stream)) or []
 
     def _threadless(self) -> bool:
         """Whether decoding this stream runs no thread besides the caller's: a decoder with one thread (or none
@@ -647,6 +674,7 @@ class PyAVReader(VideoReader):
         write = None if self.rotation else self._direct.bind(out, x, y, self._scale_to, self._whole_rgb)
         last = len(indices) - 1
         failed = av.error.FFmpegError
+        self._settled = False
         try:
             for k, i in enumerate(indices):
                 # `_goto`'s common case first: the state is read after `_seek_saves_decoding`, which may build the
@@ -664,6 +692,7 @@ class PyAVReader(VideoReader):
                 # Frames are written in order into C-contiguous `out`: past frame k lies frame k + 1, written next.
                 if write is None or not write(frame, k, k < last):
                     out[k] = crop_view(self._rgb(frame), crop)
+            self._settled = True
         finally:
             self._want = None
 
@@ -693,8 +722,10 @@ class PyAVReader(VideoReader):
         want = self._plan(indices)
         for i in indices:
             self._want, self._want_end = want, indices[-1]  # per step: another read may run between two steps
+            self._settled = False
             try:
                 frame = self._goto(i)
+                self._settled = True
             finally:
                 self._want = None
             yield i, self._to_array(frame)
@@ -844,9 +875,14 @@ class PyAVReader(VideoReader):
 
     def _close(self) -> None:
         self._direct.close()
-        for container, *_ in self._parked or ():
-            container.close()
-        self._parked = None
+        parked, self._parked = self._parked, None
+        if parked is not None and self._container is not None and self._pos >= 0 and self._settled:
+            # A decoder whose last read returned is where `_pos` says; one a read left part-way is not.
+            parked.append((self._container, self._stream, self._frames, self._pos))
+            self._container = None
+        if parked:
+            # The next reader of this file goes on from these (`_CLOSED_READERS_DECODERS`).
+            _CLOSED_READERS_DECODERS.put(file_key(self._source, self.stream), parked)
         if self._container is not None:
             self._container.close()
             self._container = None
