@@ -139,14 +139,14 @@ _Parked = tuple[Any, Any, Iterator[Any], int]
 # Parked decoders of files (GIF, see `_PARKED_DECODERS`) whose readers closed, per process: the next reader of the
 # same file takes them over, so a dataset that opens a reader per clip goes on from the nearest one instead of
 # decoding from the first frame each time (most of a GIF clip's cost). Bounded by the decoders' canvases (each at
-# least 320x240 counted, which also bounds the open files): about 100 decoders of small GIFs.
+# least 320x240 counted, which also bounds the open files): about 50 decoders of small GIFs, ~30 MB.
 
 
 def _canvas_pixels(parked: list[_Parked]) -> int:
     return sum(max(stream.codec_context.width * stream.codec_context.height, 320 * 240) for _, stream, *_ in parked)
 
 
-_CLOSED_READERS_DECODERS: FileCache[list[_Parked]] = FileCache(8_000_000, weigh=_canvas_pixels)
+_CLOSED_READERS_DECODERS: FileCache[list[_Parked]] = FileCache(4_000_000, weigh=_canvas_pixels)
 _INHERITED_DECODERS: list[FileCache[list[_Parked]]] = []
 
 
