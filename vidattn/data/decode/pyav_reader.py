@@ -136,16 +136,17 @@ _SEEK_INDEX_CACHE: FileCache[tuple[list[int], dict[int, int], list[int], frozens
 
 # (container, stream, frames, pos): a decoder of the file, parked after frame `pos` (-1: nothing decoded).
 _Parked = tuple[Any, Any, Iterator[Any], int]
+
+
+def _canvas_pixels(parked: list[_Parked]) -> int:
+    """What parked decoders hold, in pixels of their canvases (each counted as at least 320x240)."""
+    return sum(max(stream.codec_context.width * stream.codec_context.height, 320 * 240) for _, stream, *_ in parked)
+
+
 # Parked decoders of files (GIF, see `_PARKED_DECODERS`) whose readers closed, per process: the next reader of the
 # same file takes them over, so a dataset that opens a reader per clip goes on from the nearest one instead of
 # decoding from the first frame each time (most of a GIF clip's cost). Bounded by the decoders' canvases (each at
 # least 320x240 counted, which also bounds the open files): about 50 decoders of small GIFs, ~30 MB.
-
-
-def _canvas_pixels(parked: list[_Parked]) -> int:
-    return sum(max(stream.codec_context.width * stream.codec_context.height, 320 * 240) for _, stream, *_ in parked)
-
-
 _CLOSED_READERS_DECODERS: FileCache[list[_Parked]] = FileCache(4_000_000, weigh=_canvas_pixels)
 _INHERITED_DECODERS: list[FileCache[list[_Parked]]] = []
 
