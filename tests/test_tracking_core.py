@@ -375,6 +375,45 @@ def test_a_lost_target_that_follows_its_peak_keeps_following_its_scale(follow):
         assert side == pytest.approx(start)
 
 
+@pytest.mark.parametrize("pyramid", [True, False])
+def test_a_large_lost_target_that_follows_its_peak_takes_its_scale_from_the_pyramid(pyramid):
+    """Lost but following its peak, a target over small_target is measured on the pyramid, not by the 1-D filter.
+
+    On real footage the 1-D filter kept a deforming bag's box at its first size while the bag shrank
+    to half of it; here (a rigid target) both follow, and the test pins which one is asked.
+    """
+    seq = make_sequence(seed=0, num_frames=25, size=70, growth=0.5, occlusion=False, background=None)
+    trk = DCFTracker(DCFConfig(follow_pyramid_scale=pyramid))
+    trk.init(seq.frames[0], seq.boxes[:1, 0])
+    assert torch.sqrt(trk.size.prod(1)).item() >= trk.cfg.small_target
+    confidence = trk._confidence
+
+    def lost_following(psr, peak, anchor, unconfirmed):
+        conf, conf_psr, lost = confidence(psr, peak, anchor, unconfirmed)
+        return conf, torch.ones_like(conf_psr), torch.ones_like(lost)
+
+    seen: dict[str, int] = {"dsst": 0, "pyramid": 0}
+    dsst, pyramid_scale = trk.scale_filter.detect, trk._pyramid_scale
+
+    def spy_dsst(*args, **kwargs):
+        seen["dsst"] += 1
+        return dsst(*args, **kwargs)
+
+    def spy_pyramid(img, idx):
+        assert idx.tolist() == [0]
+        seen["pyramid"] += 1
+        return pyramid_scale(img, idx)
+
+    trk._confidence, trk.scale_filter.detect, trk._pyramid_scale = lost_following, spy_dsst, spy_pyramid
+    for frame in seq.frames[1:]:
+        trk.update(torch.from_numpy(frame))
+    frames = len(seq.frames) - 1
+    assert trk.lost.all()
+    assert seen == ({"dsst": 0, "pyramid": frames} if pyramid else {"dsst": frames, "pyramid": 0})
+    side, truth = torch.sqrt(trk.size.prod(1)).item(), float(np.sqrt(seq.boxes[0, -1, 2:].prod()))
+    assert abs(np.log(side / truth)) < np.log(1.25), (side, truth)
+
+
 def _red_square_frame(x: int, y: int, seed: int = 0) -> np.ndarray:
     """A grey-noise frame with a 20 x 30 px red target at ``(x, y)`` (top-left)."""
     rng = np.random.default_rng(seed)
