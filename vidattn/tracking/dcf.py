@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from vidattn.tracking.features import extract_features, sample_windows
+from vidattn.tracking.features import Image, LazyFrame, extract_features, sample_windows
 from vidattn.tracking.scale import ScaleConfig, ScaleFilter
 
 
@@ -232,6 +232,7 @@ class DCFTracker:
         self.device = torch.device(device)
         self.frame_index = 0
         self._consts: dict[tuple, torch.Tensor] = {}
+        self._frame_store: dict = {}  # the float buffer LazyFrame converts frames into
 
     def _const(self, key: tuple, make) -> torch.Tensor:
         """A tensor that depends only on ``key`` (grid sizes, counts), made once: per-frame ops are mostly overhead."""
@@ -257,9 +258,15 @@ class DCFTracker:
         return cached[1]
 
     # ------------------------------------------------------------------ frame / patch helpers
-    def _to_image(self, frame) -> torch.Tensor:
-        """Any frame -> ``(1, 3, H, W)`` float32 in [0, 1] on the device."""
+    def _to_image(self, frame) -> Image:
+        """Any frame -> ``(1, 3, H, W)`` float32 in [0, 1] on the device.
+
+        A uint8 frame on the CPU becomes a :class:`LazyFrame`: only the parts the windows read are
+        converted (the buffer it converts into is the tracker's, allocated once).
+        """
         t = torch.as_tensor(frame)
+        if t.dtype == torch.uint8 and t.dim() == 3 and t.shape[2] == 3 and self.device.type == "cpu":
+            return LazyFrame(t, self._frame_store)
         if t.dtype == torch.uint8:
             t = t.to(self.device).permute(2, 0, 1).float().mul_(1.0 / 255)  # (H, W, 3) -> (3, H, W)
         else:
@@ -268,7 +275,7 @@ class DCFTracker:
             raise ValueError(f"expected an (H, W, 3) uint8 or (3, H, W) float frame, got {tuple(t.shape)}")
         return t.unsqueeze(0)
 
-    def _sample(self, img: torch.Tensor, centres: torch.Tensor, steps: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+    def _sample(self, img: Image, centres: torch.Tensor, steps: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
         """``N`` windows of ``gh x gw`` cells around ``centres`` (N, 2), ``steps`` (N,) pixels per template pixel."""
         ph, pw = gh * self.cfg.cell, gw * self.cfg.cell
         sizes = torch.stack([pw * steps, ph * steps], 1)
@@ -836,7 +843,7 @@ class DCFTracker:
             self._learn(img, zf, zcells, side, offset, conf, active)
         return self.boxes(), self.scores
 
-    def _redetect(self, img: torch.Tensor, psr: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    def _redetect(self, img: Image, psr: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
         """Wide search for the lost targets only; targets that are tracked pay nothing for it.
 
         A ``redetect_factor``-times larger window around where each lost target was last seen, with
@@ -946,7 +953,7 @@ class DCFTracker:
         self.anchor_ref = (1 - ref_lr) * self.anchor_ref + ref_lr * anchor
         return conf, conf_psr, lost
 
-    def _rescale(self, img: torch.Tensor, active: torch.Tensor) -> None:
+    def _rescale(self, img: Image, active: torch.Tensor) -> None:
         """Scale of the ``active`` targets at their new position (the others keep theirs).
 
         The 1-D scale filter, or, for small targets, the translation filter on a three-level pyramid
@@ -1006,7 +1013,7 @@ class DCFTracker:
             self.filter_f = torch.where(keep, prev_f, self.filter_f)
             self.chan_w = torch.where(keep.view(-1, 1), prev_w, self.chan_w)
 
-    def _train_scale(self, img: torch.Tensor, weight: torch.Tensor, active: torch.Tensor) -> None:
+    def _train_scale(self, img: Image, weight: torch.Tensor, active: torch.Tensor) -> None:
         """Blend the current crops into the 1-D scale filter of the ``active`` targets that use it or nearly do."""
         cfg = self.cfg
         large = active & (torch.sqrt(self.size.prod(1)) * cfg.scale_train_margin >= cfg.small_target)
@@ -1015,7 +1022,7 @@ class DCFTracker:
             pos, size = self.pos.index_select(0, idx), self.size.index_select(0, idx)
             self.scale_filter.update(img, pos, size, weight.index_select(0, idx), self._pyramid, idx)
 
-    def _pyramid_scale(self, img: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def _pyramid_scale(self, img: Image, idx: torch.Tensor) -> torch.Tensor:
         """Scale change ``(n,)`` of targets ``idx`` from the translation filter on windows ``1/a, 1, a`` times as large.
 
         The window whose content best matches the filter (highest response peak near the centre)
@@ -1063,7 +1070,7 @@ class DCFTracker:
             cache = self._crop_cache = (self.filter_f, crop, cut(self.filter_f), anchor)
         return cache[2], cache[3]
 
-    def _pyramid_peaks(self, img: torch.Tensor, idx: torch.Tensor, crop: tuple[int, int, int, int] | None):
+    def _pyramid_peaks(self, img: Image, idx: torch.Tensor, crop: tuple[int, int, int, int] | None):
         """Per target of ``idx`` and level, the two filters' response peaks near the centre, each over its middle level.
 
         The levels are windows centred on the targets. Each level's peak is the maximum within
