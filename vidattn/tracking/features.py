@@ -120,8 +120,11 @@ def sample_windows(
         else:
             src = img.covering(x0, y0, min(x1, W), min(y1, H)) if isinstance(img, LazyFrame) else img
             crop = src[:, :, y0 : min(y1, H), x0 : min(x1, W)]
-            # Pad to the aligned region so pooled pixels keep the frame's coordinate grid.
-            crop = F.pad(crop, (0, x1 - x0 - crop.shape[3], 0, y1 - y0 - crop.shape[2]), mode="replicate")
+            # Pad to the aligned region so pooled pixels keep the frame's coordinate grid (a region
+            # inside the frame needs none: padding by zero would only copy it).
+            pad_w, pad_h = x1 - x0 - crop.shape[3], y1 - y0 - crop.shape[2]
+            if pad_w or pad_h:
+                crop = F.pad(crop, (0, pad_w, 0, pad_h), mode="replicate")
             pooled = F.avg_pool2d(crop, factor)
             if pyramid is not None:
                 pyramid[factor] = (x0, y0, x1, y1, pooled)
