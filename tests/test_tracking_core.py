@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vidattn.tracking import DCFConfig, DCFTracker, evaluate, iou_xywh, make_sequence, precision_at, success_auc
-from vidattn.tracking.features import extract_features, num_feature_channels, sample_windows
+from vidattn.tracking.features import LazyFrame, extract_features, num_feature_channels, sample_windows
 from vidattn.viz import draw_boxes
 
 
@@ -168,7 +168,7 @@ def test_the_wide_search_asks_the_first_frame_template():
     trk = DCFTracker()
     trk.init(seq.frames[0], seq.boxes[:, 0])
     trk.update(torch.from_numpy(seq.frames[1]))
-    trk.lost[:] = True
+    trk.lost = torch.ones_like(trk.lost)
     img = trk._to_image(torch.from_numpy(seq.frames[2]))
     with torch.no_grad():
         use, _, _, peak, anchor = trk._redetect(img, torch.zeros(1))
@@ -322,6 +322,28 @@ def test_sample_windows_pools_only_what_the_windows_cover():
     torch.testing.assert_close(win, ref, atol=1e-5, rtol=0)
 
 
+def test_a_lazy_frame_samples_exactly_what_the_converted_frame_does():
+    """Windows inside, across and beyond the border, pooled or not; an older frame after a newer one took the buffer."""
+    gen = torch.Generator().manual_seed(0)
+    frames = [torch.randint(0, 256, (120, 160, 3), dtype=torch.uint8, generator=gen) for _ in range(2)]
+    full = [f.permute(2, 0, 1).float().mul_(1.0 / 255).unsqueeze(0) for f in frames]
+    centres = torch.tensor([[80.0, 60.0], [3.0, 115.5], [-40.0, 20.0], [170.2, -9.7], [80.0, 60.0]])
+    sizes = torch.tensor([[30.0, 20.0], [25.0, 25.0], [12.0, 18.0], [40.0, 10.0], [140.0, 100.0]])
+    store: dict = {}
+    lazy = [LazyFrame(f, store) for f in frames]
+    for i in (0, 1, 0):  # the first frame again after the second took the store
+        for k in range(len(centres)):
+            c, z = centres[k : k + 1], sizes[k : k + 1]
+            cache_full, cache_lazy = {}, {}
+            for out_hw in ((16, 16), (8, 12)):  # the last window shrinks 8x or more: pooled
+                want = sample_windows(full[i], c, z, out_hw, cache_full)
+                assert torch.equal(sample_windows(lazy[i], c, z, out_hw, cache_lazy), want)
+    store = {}
+    sample_windows(LazyFrame(frames[0], store), centres[:1], sizes[:1], (16, 16))
+    x0, y0, x1, y1 = store["done"]
+    assert (x1 - x0) * (y1 - y0) < 40 * 30  # a small window converts a small part of the frame
+
+
 def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
     """Re-found further than refind_jump target sizes away: confidence capped, references frozen, until confirmed."""
     seq = make_sequence(seed=0, num_frames=8, occlusion=False, background=None)
@@ -332,7 +354,7 @@ def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
     cfg = trk.cfg
     size = torch.sqrt(trk.size.prod(1)).view(-1, 1)
     psr, peak, anchor = trk.psr_ref.clone(), trk.peak_ref.clone(), trk.anchor_ref.clone()  # every cue at 1
-    trk.lost[:] = True
+    trk.lost = torch.ones_like(trk.lost)
     assert not trk._unconfirmed(trk.pos + 0.5 * cfg.refind_jump * size).any()  # near where it was last seen
     unconfirmed = trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size)
     assert unconfirmed.all()
@@ -345,7 +367,7 @@ def test_a_target_refound_away_from_where_it_was_lost_stays_unconfirmed():
             assert conf.item() <= cfg.unconfirmed_cap  # capped: not lost, but not trusted either
             assert torch.equal(trk.psr_ref, refs)  # the references do not learn from it
     assert conf.item() == 1.0 and not trk.unconfirmed.any()  # confirmed by its own cues
-    trk.lost[:] = False
+    trk.lost = torch.zeros_like(trk.lost)
     assert not trk._unconfirmed(trk.pos + 2 * cfg.refind_jump * size).any()  # a tracked target never starts one
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vidattn.tracking.features import hog_features, sample_windows
+from vidattn.tracking.features import Image, hog_features, sample_windows
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ScaleFilter:
         self.label_f = torch.fft.fft(label)  # (S,)
         self.window = torch.hann_window(s + 2, periodic=False, device=self.device)[1:-1]  # (S,)
 
-    def _samples(self, img: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, pyramid=None) -> torch.Tensor:
+    def _samples(self, img: Image, centres: torch.Tensor, sizes: torch.Tensor, pyramid=None) -> torch.Tensor:
         """Feature vectors of the ``S`` scale crops: ``(B, D, S)`` FFT over the scale axis."""
         cfg = self.cfg
         b, s = centres.shape[0], cfg.num_scales
@@ -61,7 +61,7 @@ class ScaleFilter:
         return torch.fft.fft(feat * self.window, dim=2)
 
     @torch.no_grad()
-    def init(self, img: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor) -> None:
+    def init(self, img: Image, centres: torch.Tensor, sizes: torch.Tensor) -> None:
         """Learn the first model. ``img`` (1, 3, H, W) float; ``centres``, ``sizes`` (B, 2) pixels."""
         cfg = self.cfg
         # One model size for all targets (so they batch); its aspect is the targets' mean aspect.
@@ -76,7 +76,7 @@ class ScaleFilter:
 
     @torch.no_grad()
     def detect(
-        self, img: torch.Tensor, centres: torch.Tensor, sizes: torch.Tensor, pyramid=None, targets=None
+        self, img: Image, centres: torch.Tensor, sizes: torch.Tensor, pyramid=None, targets=None
     ) -> torch.Tensor:
         """Relative scale change of each target (1.0 = unchanged), sub-step refined.
 
@@ -108,7 +108,7 @@ class ScaleFilter:
     @torch.no_grad()
     def update(
         self,
-        img: torch.Tensor,
+        img: Image,
         centres: torch.Tensor,
         sizes: torch.Tensor,
         rate: torch.Tensor,
