@@ -169,28 +169,33 @@ def test_auto_backend_reads_hevc_with_pyav(index_videos):
 
 
 @needs_decord
-def test_auto_backend_reads_h264_with_b_frames_with_pyav(tmp_path, index_videos):
-    """PyAV leaves the pictures nothing references out of the decoder, decord decodes them all: "auto"
-    gives PyAV the H.264 streams that have B-frames, and decord the rest; an explicit choice stands."""
+def test_auto_backend_reads_h264_with_pyav(tmp_path, index_videos):
+    """PyAV leaves the pictures nothing references out of the decoder, decord decodes them all; without
+    B-frames PyAV measured faster too (`PYAV_FASTER_ALWAYS`): "auto" gives PyAV every H.264 stream, and an
+    explicit choice of decord stands, with or without B-frames."""
     # 192 px wide: decord2 3.4.0's frames are malformed at the index videos' 96 px (see `decord_output_ok`).
     no_b = make_index_video(tmp_path / "no_b.mp4", 30, codec="libx264", gop=10, bframes=0, width=192)
     with_b = make_index_video(tmp_path / "with_b.mp4", 30, codec="libx264", gop=10, bframes=2, width=192)
-    for name, path, expected in [("B-frames", with_b, "pyav"), ("no B-frames", no_b, "decord")]:
+    for name, path in [("B-frames", with_b), ("no B-frames", no_b)]:
         with open_video(path) as reader:
             assert reader.codec in PYAV_FASTER_CODECS
-            assert reader.backend == expected, name
+            assert reader.backend == "pyav", name
             assert indices_of(reader.get_frames([0, 2, 4, 29])) == [0, 2, 4, 29]
-    with open_video(with_b, backend="decord") as reader:
-        assert reader.backend == "decord"
+        with open_video(path, backend="decord") as reader:
+            assert reader.backend == "decord", name
+            assert indices_of(reader.get_frames([0, 2, 4, 29])) == [0, 2, 4, 29]
 
 
+@pytest.mark.parametrize(("codec", "name"), [("mpeg4", "xvid.avi"), ("libx264", "h264.mp4")])
 @pytest.mark.parametrize(("width", "height", "one_thread"), [(320, 240, True), (1280, 720, False)])
-def test_small_mpeg4_frames_decode_on_one_thread(tmp_path, width, height, one_thread):
-    """UCF101's 320x240 XviD: one decoder thread beats frame threads; at 720p threads win (FFmpeg's count)."""
-    path = make_index_video(tmp_path / "xvid.avi", 6, codec="mpeg4", width=width, height=height, gop=3)
+def test_small_mpeg4_and_h264_frames_decode_on_one_thread(tmp_path, codec, name, width, height, one_thread):
+    """UCF101's 320x240 XviD and small H.264: one decoder thread beats frame threads (and the read runs in
+    the calling thread); at 720p threads win (FFmpeg's count)."""
+    path = make_index_video(tmp_path / name, 6, codec=codec, width=width, height=height, gop=3)
     with open_video(path) as reader:
-        assert reader.backend == "pyav"  # auto: MPEG-4 part 2 reads faster with PyAV
+        assert reader.backend == "pyav"  # auto: MPEG-4 part 2 and H.264 read faster with PyAV
         assert (reader._stream.thread_count == 1) == one_thread or os.cpu_count() == 1
+        assert reader._runs_inline() == one_thread or os.cpu_count() == 1
         assert indices_of(reader.get_frames([5, 0, 3])) == [5, 0, 3]
     with open_video(path, backend="pyav", num_threads=2) as reader:  # an explicit count stands
         assert reader._stream.thread_count == 2
@@ -407,8 +412,8 @@ def test_exact_frames_in_every_container(container_videos, raw_decord_exact, bac
         if backend_name == "torchcodec":  # elsewhere only where the per-file check passes; asserted exact below
             assert reader.backend in ("torchcodec", "pyav")
         elif name in RAW_DECORD_EXACT_ELSEWHERE and raw_decord_exact[name] and backend_name != "pyav":
-            # Outside the known-good containers, but this file checks out; "auto" reads MPEG-4 part 2 with
-            # PyAV anyway (faster, see PYAV_FASTER_ALWAYS).
+            # Outside the known-good containers, but this file checks out; "auto" reads MPEG-4 part 2 and
+            # H.264 with PyAV anyway (faster, see PYAV_FASTER_ALWAYS).
             auto_pyav = backend_name == "auto" and reader.codec in PYAV_FASTER_ALWAYS
             assert reader.backend == ("pyav" if auto_pyav else "decord")
         if reader.codec in SEEK_UNSAFE_CODECS:
@@ -812,7 +817,9 @@ class _StuckReader(PyAVReader):
 @pytest.mark.timeout(30)
 def test_blocked_decode_times_out(index_videos):
     try:
-        reader = _StuckReader(index_videos["h264.mp4"], timeout_s=0.5)
+        # Two decoder threads: a read that can block runs on a thread of its own (small H.264 frames get one
+        # decoder thread, and their reads run in the calling thread, where only a slow decode times out).
+        reader = _StuckReader(index_videos["h264.mp4"], timeout_s=0.5, num_threads=2)
         t0 = time.monotonic()
         with pytest.raises(VideoDecodeError, match="blocked") as info:
             reader.get_frames([1, 2])
@@ -825,7 +832,7 @@ def test_blocked_decode_times_out(index_videos):
         assert time.monotonic() - t0 < 1
         reader.close()
 
-        stream = _StuckReader(index_videos["h264.mp4"], timeout_s=0.5).iter_frames()
+        stream = _StuckReader(index_videos["h264.mp4"], timeout_s=0.5, num_threads=2).iter_frames()
         with pytest.raises(VideoDecodeError, match="blocked"):
             next(stream)
     finally:
@@ -899,19 +906,20 @@ class _ThreadNoting(PyAVReader):
 
 
 @pytest.mark.parametrize(
-    ("name", "source", "inline"),
+    ("name", "source", "num_threads", "inline"),
     [
-        ("mpeg4.avi", "path", True),  # one decoder thread at this size
-        ("anim.gif", "path", True),  # FFmpeg's GIF decoder runs no threads
-        ("anim.gif", "bytes", True),
-        ("anim.gif", "file", False),  # a file object can stall
-        ("h264.mp4", "path", False),  # frame threads
+        ("mpeg4.avi", "path", 0, True),  # one decoder thread at this size
+        ("h264.mp4", "path", 0, True),  # the same
+        ("anim.gif", "path", 0, True),  # FFmpeg's GIF decoder runs no threads
+        ("anim.gif", "bytes", 0, True),
+        ("anim.gif", "file", 0, False),  # a file object can stall
+        ("h264.mp4", "path", 2, False),  # frame threads
     ],
 )
-def test_threadless_decoders_run_in_the_calling_thread(index_videos, name, source, inline):
+def test_threadless_decoders_run_in_the_calling_thread(index_videos, name, source, num_threads, inline):
     path = index_videos[name]
     src = {"path": path, "bytes": path.read_bytes(), "file": io.BytesIO(path.read_bytes())}[source]
-    with _ThreadNoting(src, timeout_s=30) as reader:
+    with _ThreadNoting(src, timeout_s=30, num_threads=num_threads) as reader:
         assert reader._runs_inline() is inline
         assert indices_of(reader.get_frames([3, 1, 4])) == [3, 1, 4]
         assert (reader.threads == [threading.get_ident()]) is inline
