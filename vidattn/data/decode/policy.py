@@ -67,8 +67,11 @@ _VERIFY_MAX_SERIAL_FRAMES = 3000
 #: scripts/bench_decode.py measured it faster than both the PyAV and decord paths for that file class.
 #: Empty for now: in the one (noisy, shared-machine) 0.17.0 run in the README, the only class where
 #: torchcodec was both faster and exact was MPEG-4 part 2 without B-frames, on 2-clip rows. Nor H.264
-#: without B-frames: over the 10 files above torchcodec read 426x240-854x480 frames 3-10x slower than PyAV,
-#: and led only at 720p/1080p on some rows (one decoder thread against FFmpeg's 3, counted in CPU time).
+#: without B-frames, where it was not faster across the class: in CPU time under load it read the 426x240 and
+#: 854x480 files above 3-10x slower than PyAV and led only on some 720p/1080p rows (one decoder thread
+#: against FFmpeg's 3); in a quiet wall-clock run with a new reader per clip it read 0.8-1.0x PyAV's
+#: clips/s on four 340x256-454x256 files (H.264 with and without B-frames) and 1.4x on one low-bitrate
+#: 426x240 file.
 TORCHCODEC_FASTER: frozenset[str] = frozenset()
 BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 

@@ -39,12 +39,7 @@ PYAV_SEEK_UNSAFE_CONTAINERS = frozenset({"mpeg", "mpegvideo"})
 #: Codecs decoded with one thread (when the caller leaves the count to the reader) at frame sizes up to
 #: `SINGLE_THREAD_MAX_PIXELS`: MPEG-4 part 2 frames that small (UCF101's 320x240 XviD) decode faster than
 #: frame threads hand them over (286 against 232 clips/s on a UCF101 clip; at 720p threads win, 20 against 5).
-#: H.264 too: on five files from 340x256 to 454x256 (16-frame clips, stride 2, CPU time, medians of 5), one
-#: thread read 1.09-1.54x the clips of FFmpeg's 3 frame threads per CPU second into the dataset, 1.05-1.53x
-#: with a reused reader and 1.16-1.74x with a new reader per clip (each decoder starts its threads); at
-#: 854x480 the reused reader was already 0.95x, so larger frames keep the threads. One thread also lets a
-#: read run in the calling thread (`_threadless`).
-SINGLE_THREAD_CODECS = frozenset({"mpeg4", "h264"})
+SINGLE_THREAD_CODECS = frozenset({"mpeg4"})
 SINGLE_THREAD_MAX_PIXELS = 640 * 480
 # Up to this many frames ahead, a reader without a seek index decodes on rather than build one.
 _FORWARD_DECODE_LIMIT = 64
@@ -308,8 +303,8 @@ class PyAVReader(VideoReader):
         )
 
     def _runs_inline(self) -> bool:
-        # MPEG-4 part 2 and H.264 frames up to 640x480 (one thread, `SINGLE_THREAD_CODECS`) and GIF (no threaded
-        # decoder), read from a path or bytes: see `VideoReader._runs_inline`.
+        # MPEG-4 part 2 frames up to 640x480 (one thread, `SINGLE_THREAD_CODECS`) and GIF (no threaded decoder),
+        # read from a path or bytes: see `VideoReader._runs_inline`.
         return self._inline
 
     def _rewind(self) -> None:
@@ -380,8 +375,7 @@ class PyAVReader(VideoReader):
         self._set_threads(self._stream)
 
     def _set_threads(self, stream: Any) -> None:
-        """Frame + slice threads, what `ffmpeg -threads 0` does; one thread for small MPEG-4 part 2 and H.264
-        frames (`SINGLE_THREAD_CODECS`)."""
+        """Frame + slice threads, what `ffmpeg -threads 0` does; one thread for small MPEG-4 part 2 frames."""
         stream.thread_type = "AUTO"
         ctx = stream.codec_context
         if self._num_threads:
