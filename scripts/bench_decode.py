@@ -8,7 +8,7 @@ frames every ``--stride`` frames at random starts drawn from ``--seed`` with vid
 Methods:
 
 - ``vidattn w=N``: `VideoDataset` + `build_loader(num_workers=N)` with ``--backend`` (default
-  "auto": decord, or PyAV for HEVC, H.264 with B-frames and files decord gets wrong), decoding at full size
+  "auto": decord, or PyAV for HEVC, H.264, MPEG-4 part 2, GIF and files decord gets wrong), decoding at full size
   (``size`` = the video's short side, so no resize happens) with a centre crop to a square, in batches
   of ``--batch-size`` (the reader copies only the crop, straight into the batch). The timed epoch follows a
   warm-up epoch with persistent workers, so each worker's reader cache already holds the file, as in training.

@@ -32,11 +32,12 @@ backend asked for (the reader's ``backend`` says which one runs). When decord fa
 a corrupt file, the reader switches to PyAV, whose in-order decode fails at a fixed frame, to return
 the frames that decode and correct the count.
 
-``backend="auto"`` also reads HEVC and H.264 with B-frames with PyAV: there PyAV never decodes a
-picture that nothing references unless a read returns it, which decord cannot do (see `PyAVReader`
-and `PYAV_FASTER_CODECS`), MPEG-4 part 2 (XviD, the UCF101 format), which PyAV reads 2.9-4.4x
-faster (`PYAV_FASTER_ALWAYS`; small frames on one decoder thread), and GIF, where both run the same
-FFmpeg decoder and PyAV needs less CPU per clip. decord keeps the rest, where it is as fast or faster.
+``backend="auto"`` also reads HEVC and H.264 with PyAV: with B-frames PyAV never decodes a picture
+that nothing references unless a read returns it, which decord cannot do (see `PyAVReader` and
+`PYAV_FASTER_CODECS`), and without them the same FFmpeg decoder runs in both and PyAV still reads
+faster; MPEG-4 part 2 (XviD, the UCF101 format), which PyAV reads 2.9-4.4x faster
+(`PYAV_FASTER_ALWAYS`; small frames on one decoder thread), and GIF, where both run the same FFmpeg
+decoder and PyAV needs less CPU per clip. decord keeps the rest (VP8/VP9, AV1, MJPEG, ...).
 Every backend reads the same stream, FFmpeg's best (`open_video(stream=...)` picks another), and
 converts to RGB as ``ffmpeg -pix_fmt rgb24`` does, bit for bit.
 """

@@ -2,7 +2,7 @@
 
 The codec and container policy (see the package notes): PyAV for what is not a video container decord
 indexes exactly, unless a once-per-file check shows decord exact on that file; under ``auto`` also PyAV
-where it is faster (HEVC, H.264 with B-frames); decord only where its frames come out well formed.
+where it is faster (HEVC, H.264, MPEG-4 part 2, GIF); decord only where its frames come out well formed.
 torchcodec (an optional extra) is read where asked for, and by ``auto`` only for the file classes on
 `TORCHCODEC_FASTER`, under the same once-per-file exactness check as decord.
 """
@@ -43,17 +43,22 @@ DECORD_CONTAINERS = frozenset({"mov", "matroska", "webm", "flv", "gif", "ivf"})
 DECORD_CODECS = frozenset(
     {"h264", "hevc", "h265", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "gif", "flv1", "mjpeg", "png", "rawvideo"}
 )
-#: Codecs that ``backend="auto"`` reads with PyAV when the stream has B-frames: PyAV then leaves the
-#: pictures nothing references out of the decoder, decord decodes them all. Strided clips from such
-#: H.264 files read 1.3-1.6x faster (scripts/bench_decode.py and bench_pyav_skip.py, per-file rows).
+#: Codecs where, in streams with B-frames, PyAV leaves the pictures nothing references out of the decoder
+#: (decord decodes them all): strided clips from such H.264 files read 1.3-1.6x faster
+#: (scripts/bench_decode.py and bench_pyav_skip.py, per-file rows). ``auto`` reads them with PyAV.
 PYAV_FASTER_CODECS = frozenset({"h264"})
 #: Codecs that ``backend="auto"`` always reads with PyAV: MPEG-4 part 2 (XviD/DivX, the UCF101 format),
 #: where PyAV read strided clips 2.9x faster than decord on a 320x240 UCF101 clip (286 against 98 clips/s,
 #: one thread) and 4.4x at 720p (20 against 4.6), and needs no per-file check of decord's random access;
-#: and GIF, where the same FFmpeg decoder does the same work (every read that goes back starts at the one
+#: GIF, where the same FFmpeg decoder does the same work (every read that goes back starts at the one
 #: key frame) and PyAV needed less CPU per clip than decord (19.3 against 20.6 ms reused, 26 against 30 ms
-#: opening a reader per clip, on a 320x240 GIF; it rewinds by byte, see `pyav_reader`).
-PYAV_FASTER_ALWAYS = frozenset({"mpeg4", "gif"})
+#: opening a reader per clip, on a 320x240 GIF; it rewinds by byte, see `pyav_reader`); and H.264 without
+#: B-frames too, where the same FFmpeg decoder runs in both and PyAV converts only the crop, straight into
+#: the batch: over 10 such MP4/MKV files from 426x240 to 1080p (16-frame clips, stride 2, CPU time,
+#: medians of 5, both on FFmpeg's thread count), the dataset read 1.05-2.2x the clips per CPU second with
+#: PyAV that it read with decord (1080p demo_skeleton.mp4 4.9 against 2.8), a reused reader 0.93-1.6x,
+#: a new reader per clip 1.04-1.6x.
+PYAV_FASTER_ALWAYS = frozenset({"mpeg4", "gif"}) | PYAV_FASTER_CODECS
 # Where in a file (fractions of its length) decord's random access is checked against PyAV, and the
 # longest file checked when PyAV has to decode it from the start to do so.
 _VERIFY_AT = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
@@ -61,7 +66,12 @@ _VERIFY_MAX_SERIAL_FRAMES = 3000
 #: Codecs that ``backend="auto"`` reads with torchcodec (when installed and exact on the file): only where
 #: scripts/bench_decode.py measured it faster than both the PyAV and decord paths for that file class.
 #: Empty for now: in the one (noisy, shared-machine) 0.17.0 run in the README, the only class where
-#: torchcodec was both faster and exact was MPEG-4 part 2 without B-frames, on 2-clip rows.
+#: torchcodec was both faster and exact was MPEG-4 part 2 without B-frames, on 2-clip rows. Nor H.264
+#: without B-frames, where it was not faster across the class: in CPU time under load it read the 426x240 and
+#: 854x480 files above 3-10x slower than PyAV and led only on some 720p/1080p rows (one decoder thread
+#: against FFmpeg's 3); in a quiet wall-clock run with a new reader per clip it read 0.8-1.0x PyAV's
+#: clips/s on four 340x256-454x256 files (H.264 with and without B-frames) and 1.4x on one low-bitrate
+#: 426x240 file.
 TORCHCODEC_FASTER: frozenset[str] = frozenset()
 BACKENDS = ("auto", "decord", "pyav", "torchcodec")
 
@@ -126,10 +136,8 @@ def _why_pyav(header: StreamHeader, backend: str) -> str | None:
         # There decord's random access can even vary from run to run (a 1080p H.264 AVI in realvids
         # returned its last frame right in one process and wrong in the next): never trusted.
         return f"decord's random access is not exact with B-frames in {header.container}"
-    if backend == "auto" and (
-        header.codec in SEEK_UNSAFE_CODECS or (header.codec in PYAV_FASTER_CODECS and header.reorders)
-    ):
-        return f"{header.codec} with B-frames reads faster (and exactly) with PyAV"
+    if backend == "auto" and header.codec in SEEK_UNSAFE_CODECS:
+        return f"{header.codec} reads faster (and exactly) with PyAV"
     if backend == "auto" and header.codec in PYAV_FASTER_ALWAYS:
         return f"{header.codec} reads faster with PyAV"
     return None
@@ -215,9 +223,10 @@ def open_video(
         source: a path, raw bytes, or a readable binary file object (e.g. a tar member in memory).
         backend: "auto", "decord", "pyav" or "torchcodec" (the optional extra). "auto" uses decord, and PyAV
             where decord cannot open the file, would return wrong frames (see the module notes), or is slower:
-            HEVC, and H.264 with B-frames (PyAV leaves the pictures nothing references out of the decoder;
-            decord decodes them all); torchcodec only on `TORCHCODEC_FASTER`. "torchcodec" reads with
-            torchcodec wherever it is exact (checked once per file outside MP4/MKV/WebM/FLV/GIF), else PyAV.
+            HEVC, H.264 (with B-frames PyAV leaves the pictures nothing references out of the decoder;
+            decord decodes them all), MPEG-4 part 2 and GIF; torchcodec only on `TORCHCODEC_FASTER`.
+            "torchcodec" reads with torchcodec wherever it is exact (checked once per file outside
+            MP4/MKV/WebM/FLV/GIF), else PyAV.
         size: resize at decode time: an int short side, or an explicit (W, H). None keeps the size.
         num_threads: decoder threads (0 lets the library choose).
         timeout_s: give up on a decode call that blocks longer than this; None waits forever.
