@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from vidattn.tracking import DCFConfig, DCFTracker, evaluate, iou_xywh, make_sequence, precision_at, success_auc
-from vidattn.tracking.features import LazyFrame, extract_features, num_feature_channels, sample_windows
+from vidattn.tracking.features import (
+    FrameBuffer,
+    LazyFrame,
+    extract_features,
+    num_feature_channels,
+    sample_windows,
+)
 from vidattn.viz import draw_boxes
 
 
@@ -329,7 +335,7 @@ def test_a_lazy_frame_samples_exactly_what_the_converted_frame_does():
     full = [f.permute(2, 0, 1).float().mul_(1.0 / 255).unsqueeze(0) for f in frames]
     centres = torch.tensor([[80.0, 60.0], [3.0, 115.5], [-40.0, 20.0], [170.2, -9.7], [80.0, 60.0]])
     sizes = torch.tensor([[30.0, 20.0], [25.0, 25.0], [12.0, 18.0], [40.0, 10.0], [140.0, 100.0]])
-    store: dict = {}
+    store = FrameBuffer()
     lazy = [LazyFrame(f, store) for f in frames]
     for i in (0, 1, 0):  # the first frame again after the second took the store
         for k in range(len(centres)):
@@ -338,9 +344,9 @@ def test_a_lazy_frame_samples_exactly_what_the_converted_frame_does():
             for out_hw in ((16, 16), (8, 12)):  # the last window shrinks 8x or more: pooled
                 want = sample_windows(full[i], c, z, out_hw, cache_full)
                 assert torch.equal(sample_windows(lazy[i], c, z, out_hw, cache_lazy), want)
-    store = {}
+    store = FrameBuffer()
     sample_windows(LazyFrame(frames[0], store), centres[:1], sizes[:1], (16, 16))
-    x0, y0, x1, y1 = store["done"]
+    x0, y0, x1, y1 = store.done
     assert (x1 - x0) * (y1 - y0) < 40 * 30  # a small window converts a small part of the frame
 
 

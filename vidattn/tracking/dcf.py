@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from vidattn.tracking.features import Image, LazyFrame, extract_features, sample_windows
+from vidattn.tracking.features import FrameBuffer, Image, LazyFrame, extract_features, sample_windows
 from vidattn.tracking.scale import ScaleConfig, ScaleFilter
 
 
@@ -242,7 +242,7 @@ class DCFTracker:
         self.device = torch.device(device)
         self.frame_index = 0
         self._consts: dict[tuple, torch.Tensor] = {}
-        self._frame_store: dict = {}  # the float buffer LazyFrame converts frames into
+        self._frame_store = FrameBuffer()  # the float image LazyFrame converts frames into
 
     def _const(self, key: tuple, make) -> torch.Tensor:
         """A tensor that depends only on ``key`` (grid sizes, counts), made once: per-frame ops are mostly overhead."""

@@ -44,17 +44,27 @@ _COLOUR_PROTOTYPES = (
 NUM_COLOUR_NAMES = len(_COLOUR_PROTOTYPES)
 
 
+class FrameBuffer:
+    """The float image that `LazyFrame`s convert into, kept across frames so it is allocated once: which frame
+    holds it, and the rectangle ``x0, y0, x1, y1`` of that frame converted so far."""
+
+    def __init__(self) -> None:
+        self.image: torch.Tensor | None = None
+        self.owner: LazyFrame | None = None
+        self.done: tuple[int, int, int, int] | None = None
+
+
 class LazyFrame:
     """An ``(H, W, 3)`` uint8 frame that :func:`sample_windows` converts to float only where windows read it.
 
     Converting a whole 1280x720 frame to float cost 1.1-1.6 ms of a 9-12 ms frame (one target), and
-    the windows read a fraction of it. The float image lives in ``store`` (a dict the caller keeps
-    across frames, so the buffer is allocated once): only the rectangle converted for the frame
-    that holds it is valid, and the samplers read nothing else. A frame that finds the store taken
-    by another frame takes it back and converts again, so an older frame stays correct.
+    the windows read a fraction of it. The float image lives in ``store`` (which the caller keeps
+    across frames): only the rectangle converted for the frame that holds it is valid, and the
+    samplers read nothing else. A frame that finds the store taken by another frame takes it back
+    and converts again, so an older frame stays correct.
     """
 
-    def __init__(self, pixels: torch.Tensor, store: dict) -> None:
+    def __init__(self, pixels: torch.Tensor, store: FrameBuffer) -> None:
         self.pixels = pixels  # (H, W, 3) uint8
         h, w = pixels.shape[:2]
         self.shape = (1, 3, h, w)
@@ -64,20 +74,20 @@ class LazyFrame:
     def covering(self, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:
         """The ``(1, 3, H, W)`` float image in [0, 1], valid (at least) in columns ``x0:x1`` and rows ``y0:y1``."""
         st = self._store
-        buf = st.get("buffer")
+        buf = st.image
         if buf is None or buf.shape != self.shape or buf.device != self.device:
             with torch.inference_mode(False):  # an ordinary tensor: written in and out of inference mode
-                buf = st["buffer"] = torch.zeros(self.shape, device=self.device)
-            st["owner"] = None
-        if st["owner"] is not self:
-            st["owner"], st["done"] = self, None
-        done = st["done"]
+                buf = st.image = torch.zeros(self.shape, device=self.device)
+            st.owner = None
+        if st.owner is not self:
+            st.owner, st.done = self, None
+        done = st.done
         if done is None or not (done[0] <= x0 and done[1] <= y0 and done[2] >= x1 and done[3] >= y1):
             if done is not None:  # the union, so that what earlier samplers read stays valid
                 x0, y0, x1, y1 = min(x0, done[0]), min(y0, done[1]), max(x1, done[2]), max(y1, done[3])
             part = self.pixels[y0:y1, x0:x1].permute(2, 0, 1).float().mul_(1.0 / 255)
             buf[0, :, y0:y1, x0:x1] = part
-            st["done"] = (x0, y0, x1, y1)
+            st.done = (x0, y0, x1, y1)
         return buf
 
 
