@@ -367,6 +367,7 @@ def _build_trainer(cfg: Config, run_dir: Path, info: DistInfo, data: _Data, ckpt
         cfg.optim.min_lr_ratio,
     )
     amp = amp_mode(cfg.train.amp, device)
+    _say_flips(cfg, data.classes, info)
     trainer = _Trainer(
         cfg=cfg,
         info=info,
@@ -379,7 +380,7 @@ def _build_trainer(cfg: Config, run_dir: Path, info: DistInfo, data: _Data, ckpt
         ema=ModelEma(model, cfg.optim.ema) if cfg.optim.ema else None,
         amp=amp,
         steps_per_epoch=steps,
-        transform_train=_train_transform(cfg, data.classes, info).to(device),
+        transform_train=_train_transform(cfg, data.classes).to(device),
         transform_eval=VideoTransform(d.crop_size, train=False).to(device),
         manifest=ErrorsManifest(run_dir / "errors.jsonl" if info.is_main else None),
         writer=_tensorboard(run_dir) if info.is_main else None,
@@ -672,9 +673,9 @@ def _tensorboard(run_dir: Path) -> Any:
 
 
 # --- small helpers ---------------------------------------------------------------------------------
-def _train_transform(cfg: Config, classes: list[str], info: DistInfo) -> VideoTransform:
-    """The training transform; says whether it flips clips and which classes a flip changes, and whether
-    best.pt is also evaluated on the mirror image of each view (``data.test_flip``)."""
+def _say_flips(cfg: Config, classes: list[str], info: DistInfo) -> None:
+    """Say whether training flips clips (``data.flip``), whether best.pt is also evaluated on the mirror image of
+    each view (``data.test_flip``), and which classes a flip changes."""
     d = cfg.data
     for key, setting, what in (
         ("flip", d.flip, "horizontal flips in training"),
@@ -687,6 +688,11 @@ def _train_transform(cfg: Config, classes: list[str], info: DistInfo) -> VideoTr
             pairs = sorted({tuple(sorted((classes[i], classes[m]))) for i, m in enumerate(mirror) if m != i})
             swaps = "; a flipped clip changes class: " + ", ".join(f"{a} <-> {b}" for a, b in pairs) if pairs else ""
             _log(info, f"data.{key}={setting} -> {what}{swaps}")
+
+
+def _train_transform(cfg: Config, classes: list[str]) -> VideoTransform:
+    """The training transform: crop, scale, colour jitter and (``data.flip``) flips through the mirror classes."""
+    d = cfg.data
     mirror, _ = flip_mirror(d.flip, classes)
     return VideoTransform(
         d.crop_size,
